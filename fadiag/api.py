@@ -1,0 +1,112 @@
+"""The Python API behind the CLI: load a subject, run a family of diagnostics, get a report."""
+
+from __future__ import annotations
+
+import math
+
+from . import __version__
+from .errors import InputError, ThresholdError
+from .report import AuditReport
+from .subject import Subject
+
+
+def validate_thresholds(overrides: dict | None, base: dict | None = None, *, source: str = "--threshold") -> dict:
+    """Merge threshold overrides onto the defaults; every value must be a finite number in range."""
+    from .diagnostics.protocol import DEFAULT_THRESHOLDS
+
+    out = dict(DEFAULT_THRESHOLDS)
+    for layer in (base or {}), (overrides or {}):
+        for k, v in layer.items():
+            if k not in DEFAULT_THRESHOLDS:
+                import difflib
+
+                near = difflib.get_close_matches(k, list(DEFAULT_THRESHOLDS), n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(DEFAULT_THRESHOLDS)})"
+                raise ThresholdError(f"unknown threshold {k!r}{hint}", source=source)
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                raise ThresholdError(f"{k} must be a number, got {v!r}", source=source) from None
+            if isinstance(v, bool) or not math.isfinite(fv):
+                raise ThresholdError(f"{k} must be a finite number, got {v!r}", source=source)
+            if k in ("g_norm_floor", "h_norm_explosion_ratio") and fv <= 0:
+                raise ThresholdError(f"{k} must be positive, got {v!r}", source=source)
+            out[k] = fv
+    return out
+
+
+def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: float | None = None,
+          frozen_baseline_acc: float | None = None, frozen_baseline_source: str | None = None,
+          growth_mode: str | None = None, stability_layer: int | None = None, progress=None) -> AuditReport:
+    """Run the four-diagnostic protocol (SCIENCE.md §1) with ONE forward+backward per eval batch."""
+    import torch
+
+    from .diagnostics import protocol as P
+    from .stream import stream_pass
+
+    sp = subject.spec
+    a = sp.audit
+    th = validate_thresholds(thresholds, a.thresholds, source=f"{sp.origin}: audit.thresholds / --threshold")
+    mode = growth_mode or a.growth
+    if mode not in ("ratio_to_h0", "per_block"):
+        raise InputError(f"growth mode must be ratio_to_h0 or per_block, got {mode!r}", source="--growth")
+    if len(subject.batches) < 2:
+        raise InputError("the audit needs at least 2 disjoint eval batches for diagnostic (c); raise --batches",
+                         source="data")
+
+    # Non-finite weights are counted up front: they make every downstream number meaningless.
+    nonfinite = sum(int((~torch.isfinite(v)).sum()) for v in subject.state_dict.values() if v.is_floating_point())
+    first = None
+    directions, logits, ys = [], [], []
+    l_star = None
+    for i, (x, y) in enumerate(subject.batches):
+        sp_ = stream_pass(subject.model, x, y, subject.device)
+        if first is None:
+            first = sp_
+            n = len(sp_.hiddens)
+            l_star = stability_layer if stability_layer is not None else (
+                a.stability_layer if a.stability_layer is not None else P.default_stability_layer(n))
+            if not 0 <= l_star < n:
+                raise InputError(f"stability layer {l_star} out of range 0..{n - 1}", source="--stability-layer")
+        nonfinite += int((~torch.isfinite(sp_.logits)).sum())
+        nonfinite += sum(int((~torch.isfinite(t)).sum()) for t in sp_.hiddens + sp_.grads)
+        directions.append(P.batch_mean_direction(sp_.grads[l_star]))
+        logits.append(sp_.logits)
+        ys.append(y)
+        if progress:
+            progress(i + 1, len(subject.batches))
+
+    residual_norms = P.norms_per_layer(first.hiddens)
+    bp_grad_norms = P.norms_per_layer(first.grads)
+    growth, growth_layer = P.growth_ratio(residual_norms, mode)
+    stability = P.cross_batch_stability(directions)
+    if headline_acc is None and a.headline_acc is not None:
+        headline_acc, acc_source = a.headline_acc, "spec"
+    elif headline_acc is None:
+        headline_acc, acc_source = P.accuracy(logits, ys), "computed"
+    else:
+        acc_source = "given"
+    if frozen_baseline_acc is None and a.frozen_baseline_acc is not None:
+        frozen_baseline_acc, frozen_baseline_source = a.frozen_baseline_acc, "spec"
+    for name, v in (("headline accuracy", headline_acc), ("frozen baseline accuracy", frozen_baseline_acc)):
+        if v is not None and not (0.0 <= v <= 1.0):
+            raise InputError(f"{name} must be a fraction in [0, 1], got {v!r}", source=name)
+    flags = P.evaluate_flags(
+        residual_norms=residual_norms, bp_grad_norms=bp_grad_norms, growth=growth, growth_layer=growth_layer,
+        growth_mode=mode, stability=stability, headline_acc=headline_acc,
+        frozen_baseline_acc=frozen_baseline_acc, thresholds=th, nonfinite_count=nonfinite)
+    return AuditReport(
+        method_name=a.method_name or _guess_method(subject.path), notes=a.notes,
+        residual_norms=residual_norms, bp_grad_norms=bp_grad_norms, stability_layer=l_star,
+        cross_batch_stability=stability, headline_acc=headline_acc, frozen_baseline_acc=frozen_baseline_acc,
+        verdict=P.verdict(flags), thresholds=th, flags=flags, checkpoint=subject.checkpoint.describe(),
+        data=dict(subject.data_info), growth=growth, growth_mode=mode, headline_acc_source=acc_source,
+        frozen_baseline_source=frozen_baseline_source if frozen_baseline_acc is not None else None,
+        weight_dtypes=subject.weight_dtypes, nonfinite_count=nonfinite, spec=sp.origin,
+        fadiag_version=__version__)
+
+
+def _guess_method(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).stem

@@ -1,0 +1,99 @@
+"""Evaluation data sources -> disjoint (x, y) batches.
+
+Sources: ``npz`` (arrays x, y; allow_pickle=False), ``pt`` (a dict with tensors x, y, read with
+weights_only=True), ``synthetic`` (Gaussian x, uniform labels, seeded; for smoke tests only).
+Batch i holds rows [i*B, (i+1)*B) of the (optionally seeded-permuted) rows: batches never overlap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import DataError
+
+
+def load_arrays(path: str, source: str | None = None):
+    """Return (x, y) tensors from an npz/pt file, validated: x float finite, y integer labels."""
+    import numpy as np
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("no such data file", source=str(path))
+    src = source or ("npz" if p.suffix == ".npz" else "pt")
+    try:
+        if src == "npz":
+            with np.load(p, allow_pickle=False) as z:
+                missing = [k for k in ("x", "y") if k not in z.files]
+                if missing:
+                    raise DataError(f"missing array(s) {', '.join(missing)} (found {', '.join(z.files) or 'none'})",
+                                    source=str(path))
+                x, y = torch.from_numpy(np.array(z["x"])), torch.from_numpy(np.array(z["y"]))
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+            if not isinstance(obj, dict) or not all(isinstance(obj.get(k), torch.Tensor) for k in ("x", "y")):
+                raise DataError("expected a dict with tensors 'x' and 'y'", source=str(path))
+            x, y = obj["x"], obj["y"]
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"cannot read data ({type(e).__name__}: {' '.join(str(e).split())[:120]})",
+                        source=str(path)) from None
+    return validate_xy(x, y, source=str(path))
+
+
+def validate_xy(x, y, *, source: str, integer_labels: bool = True):
+    import torch
+
+    if x.dim() < 2:
+        raise DataError(f"x must have a row dimension and features, got shape {tuple(x.shape)}", source=source)
+    if x.dtype.is_complex or not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int8, torch.int16,
+                                                                        torch.int32, torch.int64)):
+        raise DataError(f"x has unsupported dtype {x.dtype}", source=source)
+    x = x.float() if not x.dtype.is_floating_point or x.dtype in (torch.float16, torch.bfloat16) else x
+    if y.shape[0] != x.shape[0]:
+        raise DataError(f"x has {x.shape[0]} rows but y has {y.shape[0]}", source=source)
+    bad = (~torch.isfinite(x)).sum().item()
+    if bad:
+        raise DataError(f"x holds {bad} non-finite value(s)", source=source)
+    if integer_labels:
+        if y.dtype.is_floating_point:
+            if not torch.all(torch.isfinite(y)) or not torch.all(y == y.round()):
+                raise DataError("y must hold integer class labels", source=source)
+        if y.dim() != 1:
+            raise DataError(f"y must be 1-D class labels, got shape {tuple(y.shape)}", source=source)
+        y = y.long()
+        if y.numel() and y.min().item() < 0:
+            raise DataError(f"y holds a negative label ({y.min().item()})", source=source)
+    else:
+        if not torch.all(torch.isfinite(y.float())):
+            raise DataError("y holds non-finite values", source=source)
+        y = y.float()
+    return x, y
+
+
+def make_batches(x, y, batch_size: int, batches: int, shuffle: bool = False, seed: int = 0, *, source: str = "data"):
+    """Split into ``batches`` disjoint batches of ``batch_size`` rows. Errors if there are too few rows."""
+    import torch
+
+    need = batch_size * batches
+    if x.shape[0] < need:
+        raise DataError(
+            f"holds {x.shape[0]} rows, fewer than batches x batch_size = {batches} x {batch_size} = {need}; "
+            "lower --batches or --batch-size", source=source)
+    if shuffle:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(x.shape[0], generator=g)[:need]
+    else:
+        idx = torch.arange(need)
+    return [(x[idx[i * batch_size:(i + 1) * batch_size]], y[idx[i * batch_size:(i + 1) * batch_size]])
+            for i in range(batches)]
+
+
+def synthetic(in_shape, n_classes: int, n: int, seed: int):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, *in_shape), generator=g)
+    y = torch.randint(0, n_classes, (n,), generator=g)
+    return x, y

@@ -1,0 +1,162 @@
+"""The four-diagnostic protocol (SCIENCE.md §1), as pure functions of stream tensors.
+
+(a) residual stream scale    median_b ||h_l||, flag max_l ||h_l|| / ||h_0|| > ratio (or per-block growth)
+(b) reference validity       median_b ||g_l||, g = d(mean CE)/dh_l, flag ||g_L|| < floor
+(c) direction stability      per batch gbar = unit(mean_b g_{l*}); mean pairwise dot over batch pairs > ceiling
+(d) depth utility            (headline acc - frozen-blocks baseline acc) in pp < margin
+
+Defects of the reference fixed here: a non-finite norm flags (never passes); ||h_0|| = 0 flags; one
+forward+backward per batch serves all four diagnostics. All reductions are in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+
+from ..report import Flag
+
+DEFAULT_THRESHOLDS = {
+    "g_norm_floor": 1e-7,
+    "h_norm_explosion_ratio": 50.0,
+    "stability_drift_ceiling": 0.30,
+    "frozen_acc_margin_pp": 2.0,
+}
+
+NAMES = {
+    "a": "residual stream exploded",
+    "b": "BP grad at numerical floor",
+    "c": "BP grad direction is drift-dominated",
+    "d": "deep blocks fail to beat frozen-random baseline",
+    "e": "non-finite values in the forward/backward pass",
+}
+
+
+def median_row_norms(x: torch.Tensor) -> float:
+    """Median over the batch of the per-sample L2 norm along features (never x.norm(-1)). x: (B, d)."""
+    n = x.double().norm(dim=-1)
+    if n.numel() == 0:
+        return float("nan")
+    if not torch.isfinite(n).all():
+        # torch.median ignores nothing: a NaN row must surface as NaN, an Inf row as inf when it dominates.
+        if torch.isnan(n).any():
+            return float("nan")
+    return float(n.median())
+
+
+def norms_per_layer(xs: list) -> list:
+    """[median_b ||x_l||] for each layer; xs: list of (B, d)."""
+    return [median_row_norms(x) for x in xs]
+
+
+def growth_ratio(residual_norms: list, mode: str = "ratio_to_h0") -> tuple:
+    """(a)'s statistic and the layer where it peaks.
+
+    ratio_to_h0: max_l ||h_l|| / ||h_0||. per_block: max_l ||h_{l+1}|| / ||h_l||. A zero denominator gives
+    +inf (flags), a non-finite norm gives NaN (flags). Returns (value, layer).
+    """
+    r = residual_norms
+    if mode == "ratio_to_h0":
+        pairs = [(r[l], r[0], l) for l in range(len(r))]
+    elif mode == "per_block":
+        pairs = [(r[l + 1], r[l], l + 1) for l in range(len(r) - 1)]
+    else:
+        raise ValueError(f"unknown growth mode {mode!r}")
+    best, where = -math.inf, 0
+    for num, den, l in pairs:
+        if not (math.isfinite(num) and math.isfinite(den)):
+            return float("nan"), l
+        v = math.inf if den == 0 and num > 0 else (math.nan if den == 0 else num / den)
+        if math.isnan(v):
+            return float("nan"), l
+        if v > best:
+            best, where = v, l
+    return (best if pairs else float("nan")), where
+
+
+def batch_mean_direction(g: torch.Tensor) -> torch.Tensor:
+    """gbar = mean over samples of g (B, d), unit-normalised in float64; a zero vector stays zero."""
+    m = g.double().mean(dim=0)
+    n = m.norm()
+    return m / n if n > 0 else m
+
+
+def cross_batch_stability(directions: list) -> float:
+    """Mean pairwise dot product of the unit batch-mean gradients over all batch pairs i < j.
+
+    Needs at least 2 batches (raises ValueError otherwise).
+    """
+    k = len(directions)
+    if k < 2:
+        raise ValueError("cross-batch stability needs at least 2 disjoint batches")
+    G = torch.stack(directions)
+    dots = G @ G.T
+    iu = torch.triu_indices(k, k, offset=1)
+    return float(dots[iu[0], iu[1]].mean())
+
+
+def accuracy(logits_list: list, y_list: list) -> float:
+    correct = sum(int((lg.argmax(dim=-1) == y).sum()) for lg, y in zip(logits_list, y_list))
+    total = sum(int(y.numel()) for y in y_list)
+    return correct / total if total else float("nan")
+
+
+def default_stability_layer(n_layers_plus_one: int) -> int:
+    """l* = max(1, (L+1)//2) for hiddens h_0..h_L (n_layers_plus_one = L+1)."""
+    return max(1, n_layers_plus_one // 2)
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def evaluate_flags(*, residual_norms, bp_grad_norms, growth, growth_layer, growth_mode, stability,
+                   headline_acc, frozen_baseline_acc, thresholds, nonfinite_count: int) -> list:
+    """Turn the protocol's numbers into flags. A non-finite value always flags; a skipped one is None."""
+    t = thresholds
+    flags = []
+    # (a)
+    if not _finite(growth) and not (growth == math.inf):
+        flags.append(Flag("a", NAMES["a"], True, None, t["h_norm_explosion_ratio"],
+                                "non-finite residual norm"))
+    elif growth == math.inf:
+        flags.append(Flag("a", NAMES["a"], True, None, t["h_norm_explosion_ratio"],
+                                "||h_0|| = 0: the ratio is undefined (zero embedding)"))
+    else:
+        what = "max_l |h_l|/|h_0|" if growth_mode == "ratio_to_h0" else "max_l |h_{l+1}|/|h_l|"
+        flags.append(Flag("a", NAMES["a"], growth > t["h_norm_explosion_ratio"], growth,
+                                t["h_norm_explosion_ratio"], f"{what} = {growth:.4g} at layer {growth_layer}"))
+    # (b)
+    gL = bp_grad_norms[-1] if bp_grad_norms else float("nan")
+    if not _finite(gL):
+        flags.append(Flag("b", NAMES["b"], True, None, t["g_norm_floor"], "non-finite ||g_L||"))
+    else:
+        flags.append(Flag("b", NAMES["b"], gL < t["g_norm_floor"], gL, t["g_norm_floor"],
+                                f"||g_L|| = {gL:.3g}"))
+    # (c)
+    if not _finite(stability):
+        flags.append(Flag("c", NAMES["c"], True, None, t["stability_drift_ceiling"],
+                                "non-finite stability"))
+    else:
+        flags.append(Flag("c", NAMES["c"], stability > t["stability_drift_ceiling"], stability,
+                                t["stability_drift_ceiling"], f"mean pairwise cosine = {stability:.4g}"))
+    # (d)
+    if frozen_baseline_acc is None:
+        flags.append(Flag("d", NAMES["d"], None, None, t["frozen_acc_margin_pp"],
+                                "skipped: no frozen-blocks baseline (--frozen-baseline-acc or --frozen-baseline train)"))
+    elif not (_finite(headline_acc) and _finite(frozen_baseline_acc)):
+        flags.append(Flag("d", NAMES["d"], True, None, t["frozen_acc_margin_pp"], "non-finite accuracy"))
+    else:
+        margin = (headline_acc - frozen_baseline_acc) * 100.0
+        flags.append(Flag("d", NAMES["d"], margin < t["frozen_acc_margin_pp"], margin,
+                                t["frozen_acc_margin_pp"],
+                                f"{headline_acc:.4f} vs frozen {frozen_baseline_acc:.4f}: {margin:+.2f} pp"))
+    # (e): beyond the reference: any NaN/Inf anywhere in the pass never passes silently.
+    flags.append(Flag("e", NAMES["e"], nonfinite_count > 0, float(nonfinite_count), 0.0,
+                            f"{nonfinite_count} non-finite value(s) in logits, hiddens, gradients or weights"))
+    return flags
+
+
+def verdict(flags: list) -> str:
+    names = [f.name for f in flags if f.flagged]
+    return "trustworthy" if not names else "needs walk-back: " + "; ".join(names)

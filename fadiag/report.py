@@ -1,0 +1,106 @@
+"""Report dataclasses and their JSON form. The JSON schema lives here.
+
+``AuditReport.to_dict()`` is a superset of the reference protocol's report dict (same names, same
+meanings), with schema "fadiag.audit/1". Non-finite floats become null (and always carry a flag).
+A change that removes or renames a key bumps the schema number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+AUDIT_SCHEMA = "fadiag.audit/1"
+
+#: Keys of the audit JSON object, in order. Tests hold the renderers to this list.
+AUDIT_KEYS = (
+    "schema", "fadiag_version", "method_name", "notes", "residual_norms", "bp_grad_norms",
+    "stability_layer", "cross_batch_stability", "headline_acc", "frozen_baseline_acc", "verdict",
+    "thresholds", "flags", "checkpoint", "data", "growth", "growth_mode", "headline_acc_source",
+    "frozen_baseline_source", "weight_dtypes", "nonfinite_count", "spec",
+)
+
+
+def clean(v: Any) -> Any:
+    """JSON-safe copy: non-finite floats -> None, tuples -> lists, dataclasses -> dicts."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [clean(x) for x in v]
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return clean(dataclasses.asdict(v))
+    return v
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One diagnostic's outcome. flagged: True/False, or None when skipped (see detail)."""
+
+    id: str
+    name: str
+    flagged: bool | None
+    value: float | None
+    threshold: float | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    method_name: str
+    notes: str
+    residual_norms: list
+    """median over the first eval batch of ||h_l||, l = 0..L (SCIENCE.md §1 (a))."""
+    bp_grad_norms: list
+    """median over the first eval batch of ||d(mean CE)/dh_l||, l = 0..L ((b))."""
+    stability_layer: int
+    cross_batch_stability: float
+    """mean pairwise dot of unit batch-mean gradients at stability_layer over disjoint batches ((c))."""
+    headline_acc: float
+    frozen_baseline_acc: float | None
+    verdict: str
+    thresholds: dict
+    flags: list
+    checkpoint: dict
+    data: dict
+    growth: float
+    """(a)'s statistic under growth_mode."""
+    growth_mode: str
+    headline_acc_source: str
+    """"computed" (on the eval batches) or "given"."""
+    frozen_baseline_source: str | None
+    """"given", "spec", "trained: <recipe>" or None."""
+    weight_dtypes: list
+    nonfinite_count: int
+    spec: str
+    fadiag_version: str = ""
+    schema: str = AUDIT_SCHEMA
+
+    @property
+    def flagged(self) -> bool:
+        return any(f.flagged for f in self.flags)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in AUDIT_KEYS}
+        d["flags"] = [dataclasses.asdict(f) for f in self.flags]
+        return clean(d)
+
+
+def audit_report_from_dict(d: dict) -> AuditReport:
+    """Rebuild a report from its JSON form (``fadiag report``). Nulls stay None/NaN as appropriate."""
+    nan = float("nan")
+    kw = {}
+    for f in dataclasses.fields(AuditReport):
+        v = d.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
+        kw[f.name] = v
+    kw["flags"] = [Flag(**{k: fl.get(k) for k in ("id", "name", "flagged", "value", "threshold", "detail")})
+                   for fl in d.get("flags", [])]
+    for k in ("cross_batch_stability", "headline_acc", "growth"):
+        if kw[k] is None:
+            kw[k] = nan
+    kw["residual_norms"] = [nan if v is None else v for v in d.get("residual_norms", [])]
+    kw["bp_grad_norms"] = [nan if v is None else v for v in d.get("bp_grad_norms", [])]
+    return AuditReport(**kw)

@@ -1,0 +1,306 @@
+"""The YAML model spec -> validated, frozen dataclasses.
+
+Validation errors name the file and the key path (``spec.yaml: data.batch_size: expected an integer,
+got 'x'``); unknown keys name the nearest valid key. Only ``yaml.safe_load`` is used. Relative paths in
+a spec are resolved against the spec file's folder.
+
+Spec discovery (DESIGN.md): ``--spec`` > a sidecar ``<ckpt stem>.yaml`` (or .yml) beside the checkpoint >
+a plain dict stored in the checkpoint under ``fadiag_spec``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import SpecError
+
+MAX_SPEC_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    """Built-in name (resmlp, vit_mini, gsnn, multihead) or "package.module:Class" (imports user code)."""
+    args: dict = field(default_factory=dict)
+    """Keyword arguments of the architecture's constructor."""
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    state_dict: str = "auto"
+    """Key holding the state dict ("auto": a flat dict of tensors, or model/state_dict/... ). Dotted for nesting."""
+    strip_prefix: str = "auto"
+    """Prefix removed from every key ("auto": model./module./_orig_mod. when all keys share it; "": none)."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str = "npz"
+    """npz | pt | synthetic."""
+    path: Optional[str] = None
+    """File with arrays x, y (npz or pt); resolved relative to the spec file."""
+    train_path: Optional[str] = None
+    """Training split (x, y) used by ``--frozen-baseline train``."""
+    batch_size: int = 128
+    batches: int = 8
+    shuffle: bool = False
+    """false: batch i = rows [i*B, (i+1)*B). true: a seeded permutation first."""
+    seed: int = 0
+    n_samples: Optional[int] = None
+    """synthetic only: number of rows (default batches * batch_size)."""
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    method_name: str = ""
+    notes: str = ""
+    headline_acc: Optional[float] = None
+    frozen_baseline_acc: Optional[float] = None
+    thresholds: dict = field(default_factory=dict)
+    stability_layer: Optional[int] = None
+    growth: str = "ratio_to_h0"
+    """(a) variant: ratio_to_h0 (max_l |h_l|/|h_0|, the published report) or per_block (max_l |h_{l+1}|/|h_l|)."""
+
+
+@dataclass(frozen=True)
+class CreditSpec:
+    signal: str = "bp"
+    """bp | dfa | fa | value | tensors."""
+    feedback: str = "feedback"
+    """Checkpoint key holding the training-time feedback matrices (dfa/fa)."""
+    init_checkpoint: Optional[str] = None
+    value: Optional[str] = None
+    """Checkpoint key holding the value net's state (signal value / bridge residual)."""
+    value_target: Optional[str] = None
+    tensors: Optional[str] = None
+    eps: float = 1e-3
+    n_dirs: int = 32
+    etas: list = field(default_factory=lambda: [0.01])
+    bridge_k: int = 8
+    bridge_lambda: float = 0.1
+    bridge_sigma: float = 0.1
+    seed: int = 0
+    thresholds: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EdgesSpec:
+    truth: Optional[str] = None
+    method: str = "spearman"
+    where: str = "pre"
+    norm: str = "l2"
+    agg: str = "sum"
+    loss: str = "ce"
+    penalty: float = 0.0
+    scale_by_act_mean: bool = False
+    row_chunk: Optional[int] = None
+    held_out: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RelevanceSpec:
+    feature_names: Optional[list] = None
+    head_names: Optional[list] = None
+    truth: Optional[dict] = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    model: ModelSpec
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    audit: AuditSpec = field(default_factory=AuditSpec)
+    credit: CreditSpec = field(default_factory=CreditSpec)
+    edges: EdgesSpec = field(default_factory=EdgesSpec)
+    relevance: RelevanceSpec = field(default_factory=RelevanceSpec)
+    base_dir: str = "."
+    """Folder that relative paths are resolved against (the spec file's folder)."""
+    origin: str = "<spec>"
+    """Where the spec came from: a file path, or "<ckpt>:fadiag_spec"."""
+
+    def resolve(self, rel: str | None) -> str | None:
+        if rel is None:
+            return None
+        p = Path(rel)
+        return str(p if p.is_absolute() else Path(self.base_dir) / p)
+
+
+_SECTIONS = {
+    "model": ModelSpec,
+    "checkpoint": CheckpointSpec,
+    "data": DataSpec,
+    "audit": AuditSpec,
+    "credit": CreditSpec,
+    "edges": EdgesSpec,
+    "relevance": RelevanceSpec,
+}
+
+
+def _fail(origin: str, keypath: str, msg: str) -> SpecError:
+    return SpecError(f"{keypath}: {msg}" if keypath else msg, source=origin)
+
+
+def _unknown(origin: str, keypath: str, key: Any, valid: list[str]) -> SpecError:
+    near = difflib.get_close_matches(str(key), valid, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(valid)})"
+    where = f"{keypath}.{key}" if keypath else str(key)
+    return SpecError(f"{where}: unknown key{hint}", source=origin)
+
+
+def _coerce(value: Any, tp: Any, origin: str, keypath: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to float where a float is due)."""
+    o = typing.get_origin(tp)
+    if o is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], origin, keypath)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _fail(origin, keypath, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _fail(origin, keypath, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = float(value)
+            if not math.isfinite(v):
+                raise _fail(origin, keypath, f"expected a finite number, got {value!r}")
+            return v
+        raise _fail(origin, keypath, f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _fail(origin, keypath, f"expected a string, got {value!r}")
+    if tp is dict or o is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise _fail(origin, keypath, f"expected a mapping, got {type(value).__name__}")
+    if tp is list or o is list:
+        if isinstance(value, list):
+            return list(value)
+        raise _fail(origin, keypath, f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _build(cls: type, raw: Any, origin: str, keypath: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _fail(origin, keypath, f"expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in raw.items():
+        if k not in fields:
+            raise _unknown(origin, keypath, k, list(fields))
+        kwargs[k] = _coerce(v, hints[k], origin, f"{keypath}.{k}" if keypath else k)
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise _fail(origin, keypath, f"missing required key {missing[0]!r}")
+    return cls(**kwargs)
+
+
+def parse_spec(raw: Any, *, origin: str = "<spec>", base_dir: str = ".") -> Spec:
+    """Validate a spec mapping (as loaded from YAML) into a Spec."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"top level must be a mapping, got {type(raw).__name__}", source=origin)
+    for k in raw:
+        if k not in _SECTIONS:
+            raise _unknown(origin, "", k, list(_SECTIONS))
+    if "model" not in raw:
+        raise SpecError("missing required section 'model'", source=origin)
+    parts = {name: _build(cls, raw.get(name), origin, name) for name, cls in _SECTIONS.items() if name in raw}
+    spec = Spec(**parts, base_dir=base_dir, origin=origin)
+    _check_values(spec)
+    return spec
+
+
+def _check_values(spec: Spec) -> None:
+    o = spec.origin
+    d = spec.data
+    if d.source not in ("npz", "pt", "synthetic"):
+        raise _fail(o, "data.source", f"expected one of npz, pt, synthetic; got {d.source!r}")
+    if d.source in ("npz", "pt") and not d.path:
+        raise _fail(o, "data.path", f"required when data.source is {d.source}")
+    if d.batch_size < 1 or d.batches < 1:
+        raise _fail(o, "data", "batch_size and batches must be positive")
+    if d.batch_size * d.batches > 10_000_000:
+        raise _fail(o, "data", "batches * batch_size over the 10,000,000-row limit")
+    if spec.audit.growth not in ("ratio_to_h0", "per_block"):
+        raise _fail(o, "audit.growth", f"expected ratio_to_h0 or per_block, got {spec.audit.growth!r}")
+    if spec.credit.signal not in ("bp", "dfa", "fa", "value", "tensors", "random"):
+        raise _fail(o, "credit.signal", f"expected bp, dfa, fa, value, tensors or random; got {spec.credit.signal!r}")
+    if spec.edges.method not in ("spearman", "pearson"):
+        raise _fail(o, "edges.method", f"expected spearman or pearson, got {spec.edges.method!r}")
+
+
+def load_spec_file(path: str | Path) -> Spec:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError("no such spec file", source=str(path))
+    if p.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"spec file over the {MAX_SPEC_BYTES}-byte limit", source=str(path))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError("spec is not UTF-8 text", source=str(path)) from None
+    try:
+        raw = yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"invalid YAML{where}: {problem}", source=str(path)) from None
+    return parse_spec(raw, origin=str(path), base_dir=str(p.parent))
+
+
+try:  # A safe loader that refuses aliases: alias "billion laughs" bombs cannot expand.
+    import yaml as _yaml
+
+    class _NoAliasLoader(_yaml.SafeLoader):
+        def compose_node(self, parent, index):  # noqa: D401
+            if self.check_event(_yaml.events.AliasEvent):
+                event = self.peek_event()
+                raise _yaml.composer.ComposerError(None, None, "YAML aliases are not allowed in a spec", event.start_mark)
+            return super().compose_node(parent, index)
+except ImportError:  # pragma: no cover - pyyaml is a hard dependency
+    _NoAliasLoader = None  # type: ignore
+
+
+def discover_spec(ckpt_path: str, content: Any = None, spec_path: str | None = None) -> Spec:
+    """Spec discovery, first hit wins: explicit path, sidecar <stem>.yaml/.yml, embedded ``fadiag_spec``."""
+    if spec_path:
+        return load_spec_file(spec_path)
+    p = Path(ckpt_path)
+    for suffix in (".yaml", ".yml"):
+        side = p.with_suffix(suffix)
+        if side.is_file():
+            return load_spec_file(side)
+    if isinstance(content, dict) and isinstance(content.get("fadiag_spec"), dict):
+        return parse_spec(content["fadiag_spec"], origin=f"{ckpt_path}:fadiag_spec", base_dir=str(p.parent))
+    raise SpecError(
+        f"no spec found: pass --spec, put {p.with_suffix('.yaml').name} beside the checkpoint, "
+        "or store a 'fadiag_spec' dict in it",
+        source=str(ckpt_path),
+    )
+
+
+def spec_to_dict(spec: Spec) -> dict:
+    out = {}
+    for name in _SECTIONS:
+        out[name] = dataclasses.asdict(getattr(spec, name))
+    return out

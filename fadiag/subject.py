@@ -1,0 +1,141 @@
+"""checkpoint + spec -> subject: the model with its weights, the eval batches and the extras.
+
+This is the only place where the three inputs meet; everything downstream sees a Subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .checkpoint import RawCheckpoint, find_state_dict, read_checkpoint
+from .errors import CheckpointError, DataError, SpecError
+from .spec import Spec, discover_spec
+
+
+@dataclass
+class Subject:
+    """A loaded checkpoint, ready for diagnostics.
+
+    model: nn.Module with the checkpoint's weights, in eval mode, on ``device``.
+    batches: list of disjoint eval (x, y) pairs (on the CPU; diagnostics move them).
+    extras: the checkpoint's top-level entries other than the state dict (feedback matrices, ...).
+    """
+
+    model: Any
+    batches: list
+    spec: Spec
+    checkpoint: RawCheckpoint
+    state_dict: dict
+    extras: dict = field(default_factory=dict)
+    data_info: dict = field(default_factory=dict)
+    device: str = "cpu"
+    weight_dtypes: list = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return self.checkpoint.path
+
+
+def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False, data: str | None = None,
+         batches: int | None = None, batch_size: int | None = None, seed: int | None = None,
+         shuffle: bool | None = None, device: str = "cpu", need_data: bool = True,
+         labels: str = "class") -> Subject:
+    """Read ``checkpoint`` safely, find its spec, build the model, load weights, load eval batches."""
+    import torch
+
+    raw = read_checkpoint(checkpoint, trust=trust)
+    sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
+    sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint)
+    extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
+
+    from .models import build_model
+
+    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin)
+    check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)
+    dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values() if v.is_floating_point()})
+    model.load_state_dict(sd, strict=True)
+    model = model.float()  # small-magnitude metrics are never computed in fp16 (SCIENCE.md §2, pitfall 3)
+    try:
+        model.to(device)
+    except Exception as e:
+        raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
+    model.eval()
+
+    bl, info = [], {}
+    if need_data:
+        bl, info = load_batches(sp, model, data=data, batches=batches, batch_size=batch_size, seed=seed,
+                                shuffle=shuffle, labels=labels)
+    return Subject(model=model, batches=bl, spec=sp, checkpoint=raw, state_dict=sd, extras=extras,
+                   data_info=info, device=device, weight_dtypes=dtypes)
+
+
+def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=None, seed=None, shuffle=None,
+                 labels: str = "class"):
+    from .data import load_arrays, make_batches, synthetic, validate_xy
+
+    d = sp.data
+    nb = d.batches if batches is None else batches
+    bs = d.batch_size if batch_size is None else batch_size
+    sd_seed = d.seed if seed is None else seed
+    shuf = d.shuffle if shuffle is None else shuffle
+    if nb < 1 or bs < 1:
+        raise DataError("batches and batch size must be positive", source="--batches/--batch-size")
+    if nb * bs > 10_000_000:
+        raise DataError("batches x batch size over the 10,000,000-row limit", source="--batches/--batch-size")
+    if data is not None:
+        path, source = data, None
+    elif d.source == "synthetic":
+        path, source = None, "synthetic"
+    else:
+        path, source = sp.resolve(d.path), d.source
+    if source == "synthetic":
+        args = sp.model.args
+        in_shape = (args.get("in_dim") or args.get("n_features") or 16,)
+        x, y = synthetic(in_shape, int(args.get("n_classes", 10)), d.n_samples or nb * bs, sd_seed)
+        src_name = "synthetic"
+    else:
+        x, y = load_arrays(path, source)
+        if labels != "class":
+            x, y = validate_xy(x, y, source=path, integer_labels=False)
+        src_name = path
+    n_classes = _n_classes(model)
+    if labels == "class" and n_classes is not None and y.numel() and y.max().item() >= n_classes:
+        raise DataError(f"label {y.max().item()} out of range for a model with {n_classes} classes",
+                        source=src_name)
+    bl = make_batches(x, y, bs, nb, shuf, sd_seed, source=src_name)
+    return bl, {"source": src_name, "batches": nb, "batch_size": bs, "seed": sd_seed, "shuffle": shuf}
+
+
+def _n_classes(model):
+    if model is None:
+        return None
+    for name in ("out_head", "head"):
+        m = getattr(model, name, None)
+        if m is not None and hasattr(m, "out_features"):
+            return int(m.out_features)
+    return None
+
+
+def check_state_dict(model, sd: dict, *, source: str, spec_origin: str) -> None:
+    """The spec must describe the checkpoint exactly: name missing/unexpected keys and shape mismatches."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs spec {tuple(want[k].shape)}" for k in want
+              if k in sd and tuple(sd[k].shape) != tuple(want[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} key(s): {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} key(s): {_few(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {_few(shapes)}")
+    if problems:
+        raise SpecError(f"checkpoint does not match the spec's model ({spec_origin}): " + "; ".join(problems),
+                        source=source)
+
+
+def _few(items, n: int = 3) -> str:
+    s = ", ".join(items[:n])
+    return s + (f", ... (+{len(items) - n})" if len(items) > n else "")

@@ -1,0 +1,118 @@
+"""Training recipes shared by the example checkpoints and ``--frozen-baseline train``.
+
+All recipes are seeded and single-threaded-friendly; they are documented in checkpoints_example/PROVENANCE.md.
+
+- ``train_bp``: backprop, AdamW(lr, weight_decay), cosine or constant schedule, batch 64.
+- ``train_dfa``: direct feedback alignment on a residual model: the embedding output h_0 and every block
+  output f_l receive e @ B_l (e = softmax - onehot, divided by the batch size like the mean loss), with
+  fixed Gaussian B_l (n_classes, d) drawn from their own seed; each block sees a detached input; out_ln
+  and out_head get their true gradient (SCIENCE.md §5).
+- ``train_frozen_baseline``: the blocks stay at a fresh seeded initialisation; only the embedding, the
+  terminal norm and the head are trained, with the BP recipe (SCIENCE.md §1 (d)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+BP_RECIPE = {"optimizer": "AdamW", "lr": 2e-3, "weight_decay": 0.1, "schedule": "cosine", "epochs": 10,
+             "batch_size": 64}
+DFA_RECIPE = {"optimizer": "Adam", "lr": 2e-2, "weight_decay": 0.0, "schedule": "constant", "epochs": 30,
+              "batch_size": 64}
+
+
+def _terminal(model):
+    if hasattr(model, "out_ln"):
+        return model.out_ln, model.out_head
+    return model.norm, model.head
+
+
+def _make_opt(params, recipe, steps):
+    opt_cls = torch.optim.AdamW if recipe["optimizer"] == "AdamW" else torch.optim.Adam
+    opt = opt_cls(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    if recipe["schedule"] == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return opt, sched
+
+
+def _batches(n, bs, g):
+    perm = torch.randperm(n, generator=g)
+    return [perm[i:i + bs] for i in range(0, n, bs)]
+
+
+def train_bp(model, x, y, recipe=BP_RECIPE, seed: int = 0, params=None, progress=None):
+    g = torch.Generator().manual_seed(seed)
+    params = list(params if params is not None else model.parameters())
+    steps = recipe["epochs"] * math.ceil(len(x) / recipe["batch_size"])
+    opt, sched = _make_opt(params, recipe, steps)
+    model.train()
+    for ep in range(recipe["epochs"]):
+        for idx in _batches(len(x), recipe["batch_size"], g):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if progress:
+            progress(ep + 1, recipe["epochs"])
+    model.eval()
+    return model
+
+
+def make_feedback(n_layers_plus_one: int, n_classes: int, width: int, seed: int) -> torch.Tensor:
+    """Fixed DFA feedback matrices B_l, l = 0..L, shape (L+1, n_classes, width), N(0, 1), own seed."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n_layers_plus_one, n_classes, width, generator=g)
+
+
+def train_dfa(model, x, y, feedback: torch.Tensor, recipe=DFA_RECIPE, seed: int = 0, progress=None):
+    g = torch.Generator().manual_seed(seed)
+    steps = recipe["epochs"] * math.ceil(len(x) / recipe["batch_size"])
+    opt, sched = _make_opt(list(model.parameters()), recipe, steps)
+    ln, head = _terminal(model)
+    model.train()
+    for ep in range(recipe["epochs"]):
+        for idx in _batches(len(x), recipe["batch_size"], g):
+            xb, yb = x[idx], y[idx]
+            h0 = model.embed(xb.flatten(1))
+            outs = [h0]
+            h = h0.detach()
+            for blk in model.blocks:
+                f = blk(h)
+                outs.append(f)
+                h = (h + f).detach()
+            logits = head(ln(h))
+            loss = F.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # out_ln and out_head: their true gradient (h is detached)
+            e = (logits.detach().softmax(-1) - F.one_hot(yb, logits.shape[-1]).float()) / len(yb)
+            for l, o in enumerate(outs):
+                o.backward(e @ feedback[l])
+            opt.step()
+            sched.step()
+        if progress:
+            progress(ep + 1, recipe["epochs"])
+    model.eval()
+    return model
+
+
+def train_frozen_baseline(model, x, y, recipe=BP_RECIPE, seed: int = 0, progress=None):
+    """Freeze every block at its (fresh, seeded) init; train embedding, terminal norm and head with BP."""
+    for p in model.blocks.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return train_bp(model, x, y, recipe, seed=seed, params=params, progress=progress)
+
+
+@torch.no_grad()
+def accuracy(model, x, y, batch_size: int = 1024) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((model(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]).sum())
+    return correct / len(x)
