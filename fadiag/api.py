@@ -110,3 +110,33 @@ def _guess_method(path: str) -> str:
     from pathlib import Path
 
     return Path(path).stem
+
+
+def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None) -> tuple:
+    """Train the architecture-matched frozen-blocks baseline (SCIENCE.md §1 (d)) and return (acc, source).
+
+    Blocks frozen at a fresh init drawn with ``seed``; embedding, terminal norm and head trained with the BP
+    recipe (fadiag.training.BP_RECIPE) on the spec's ``data.train_path``; accuracy on the eval batches.
+    """
+    import torch
+
+    from .data import load_arrays
+    from .diagnostics.protocol import accuracy
+    from .models import build_model
+    from .training import BP_RECIPE, train_frozen_baseline
+
+    sp = subject.spec
+    if not sp.data.train_path:
+        raise InputError("--frozen-baseline train needs data.train_path in the spec (the training split)",
+                         source=sp.origin)
+    if not hasattr(subject.model, "blocks"):
+        raise InputError("--frozen-baseline train needs a model with 'blocks'", source=sp.origin)
+    x, y = load_arrays(sp.resolve(sp.data.train_path))
+    torch.manual_seed(seed)
+    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin)
+    train_frozen_baseline(model, x, y, BP_RECIPE, seed=seed, progress=progress)
+    model.eval()
+    with torch.no_grad():
+        logits = [model(xb) for xb, _ in subject.batches]
+    acc = accuracy(logits, [yb for _, yb in subject.batches])
+    return acc, f"trained: frozen blocks (seed {seed}), BP recipe {BP_RECIPE}"

@@ -1,0 +1,3 @@
+from fadiag.cli import main
+
+main()

@@ -1,0 +1,332 @@
+"""fadiag's command line. Each command is thin: parse -> API -> render -> exit code.
+
+torch is never imported at module level here, so ``fadiag --help`` stays instant.
+stdout carries the report only; progress, warnings and summaries go to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Callable, List, Optional
+
+import typer
+
+from . import __version__
+from .errors import EXIT_BAD_INPUT, EXIT_FLAGGED, EXIT_INTERNAL, EXIT_OK, FadiagError, InputError
+from .render import Format
+
+app = typer.Typer(
+    name="fadiag",
+    help="Audit trained checkpoints: can this network's published numbers be trusted?\n\n"
+         "Exit codes: 0 nothing flagged, 1 something flagged, 2 bad input, 3 internal error.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+# ----------------------------------------------------------------------------------------- plumbing
+
+class Ctx:
+    """Per-invocation switches every command shares."""
+
+    debug = False
+    quiet = False
+
+
+def err(msg: str) -> None:
+    """One line to stderr."""
+    sys.stderr.write(msg.rstrip("\n") + "\n")
+
+
+def run_guarded(fn: Callable[[], int]) -> None:
+    """Run a command body; map FadiagError to its exit code with one line on stderr, never a traceback."""
+    try:
+        code = fn()
+    except FadiagError as e:
+        err(f"fadiag: error: {e}")
+        if Ctx.debug:
+            import traceback
+
+            traceback.print_exc()
+        raise typer.Exit(e.exit_code)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err("fadiag: interrupted")
+        raise typer.Exit(130)
+    except MemoryError:
+        err("fadiag: error: out of memory; lower --batches/--batch-size/--row-chunk")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    except Exception as e:  # a bug: short message, exit 3
+        err(f"fadiag: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+            "(rerun with --debug for the traceback)")
+        if Ctx.debug:
+            import traceback
+
+            traceback.print_exc()
+        raise typer.Exit(EXIT_INTERNAL)
+    raise typer.Exit(code)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and a rename: never a partial file."""
+    import tempfile
+
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError("output folder does not exist", source=str(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def default_format(fmt: Optional[Format]) -> Format:
+    if fmt is not None:
+        return fmt
+    return Format.table if sys.stdout.isatty() else Format.json
+
+
+def emit(reports: list, fmt: Format, output: Optional[str], **opts) -> None:
+    from .render import render
+
+    color = output is None and fmt == Format.table and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    width = int(os.environ.get("COLUMNS", "0") or 0) or (120 if color else 110)
+    text = render(reports, fmt, color=color, width=width, **opts)
+    if output:
+        write_atomic(output, text)
+        if not Ctx.quiet:
+            err(f"fadiag: wrote {fmt.value} report to {output}")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+class Progress:
+    """A rich progress bar on stderr when stderr is a terminal and not --quiet; silent otherwise."""
+
+    def __init__(self, label: str):
+        self.label, self.bar, self.task = label, None, None
+        if not Ctx.quiet and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, TimeElapsedColumn
+
+            self.bar = RP("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __call__(self, done: int, total: int, label: str | None = None) -> None:
+        if not self.bar:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task(label or self.label, total=total)
+        self.bar.update(self.task, completed=done, total=total, description=label or self.label)
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+
+def parse_thresholds(items: Optional[List[str]]) -> dict:
+    out = {}
+    for it in items or []:
+        name, sep, value = it.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"expected NAME=VALUE, got {it!r}", source="--threshold")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"{name.strip()} must be a number, got {value!r}", source="--threshold") from None
+    return out
+
+
+def exit_code(flagged: bool, exit_zero: bool) -> int:
+    return EXIT_FLAGGED if flagged and not exit_zero else EXIT_OK
+
+
+def version_cb(value: bool):
+    if value:
+        typer.echo(f"fadiag {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_cb(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=version_cb, is_eager=True,
+                                                     help="Print the version and exit.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
+):
+    Ctx.debug = debug
+
+
+# Shared option types -----------------------------------------------------------------------------
+SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="YAML model spec (default: <ckpt stem>.yaml beside "
+                                                 "the checkpoint, else a 'fadiag_spec' dict inside it).")]
+FormatOpt = Annotated[Optional[Format], typer.Option("--format", "-f", help="Output format (default: table on a "
+                                                     "terminal, json otherwise).")]
+OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report here (atomically) "
+                                                  "instead of stdout.")]
+DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Eval data file (.npz/.pt with x, y); "
+                                                 "overrides the spec.")]
+BatchesOpt = Annotated[Optional[int], typer.Option("--batches", min=1, help="Number of disjoint eval batches.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Rows per eval batch.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for shuffling and random draws.")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run the model.")]
+ExitZeroOpt = Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when something is flagged.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling (runs code from "
+                                        "the file!). Recorded in the report.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summaries on stderr.")]
+
+
+def _check_device(device: Device) -> str:
+    if device == Device.cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("CUDA is not available on this machine; use --device cpu", source="--device")
+    return device.value
+
+
+# ------------------------------------------------------------------------------------------- audit
+
+@app.command()
+def audit(
+    checkpoints: Annotated[List[Path], typer.Argument(help="Checkpoint file(s): .pt/.pth, .safetensors, .npz.",
+                                                      show_default=False)],
+    spec: SpecOpt = None,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+    threshold: Annotated[Optional[List[str]], typer.Option(
+        "--threshold", "-t", help="Override a threshold, NAME=VALUE (g_norm_floor, h_norm_explosion_ratio, "
+                                  "stability_drift_ceiling, frozen_acc_margin_pp). Repeatable.")] = None,
+    frozen_baseline_acc: Annotated[Optional[float], typer.Option(
+        "--frozen-baseline-acc", help="Accuracy (0-1) of the frozen-random-blocks baseline, for diagnostic (d).")] = None,
+    frozen_baseline: Annotated[Optional[str], typer.Option(
+        "--frozen-baseline", help="'train': train the architecture-matched frozen-blocks baseline on the "
+                                  "spec's data.train_path (documented recipe) and use its accuracy.")] = None,
+    headline_acc: Annotated[Optional[float], typer.Option(
+        "--headline-acc", help="Headline accuracy (0-1) to judge; default: computed on the eval batches.")] = None,
+    growth: Annotated[Optional[str], typer.Option(
+        "--growth", help="(a) variant: ratio_to_h0 (published default) or per_block (ViT-safe).")] = None,
+    stability_layer: Annotated[Optional[int], typer.Option(
+        "--stability-layer", help="Layer l* for (c); default max(1, (L+1)//2).")] = None,
+    data: DataOpt = None,
+    batches: BatchesOpt = None,
+    batch_size: BatchSizeOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = Device.cpu,
+    exit_zero: ExitZeroOpt = False,
+    trust_checkpoint: TrustOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Run the four-diagnostic protocol (residual scale, BP reference validity, cross-batch stability,
+    frozen-random baseline) and print a verdict. Exit 1 if anything is flagged."""
+    Ctx.quiet = quiet
+
+    def body() -> int:
+        from .api import audit as run_audit, frozen_baseline as train_baseline
+        from .subject import load
+
+        thr = parse_thresholds(threshold)
+        if frozen_baseline is not None and frozen_baseline != "train":
+            raise InputError(f"expected 'train', got {frozen_baseline!r}", source="--frozen-baseline")
+        if frozen_baseline is not None and frozen_baseline_acc is not None:
+            raise InputError("give either --frozen-baseline-acc or --frozen-baseline train, not both",
+                             source="--frozen-baseline")
+        dev = _check_device(device)
+        reports = []
+        for ck in checkpoints:
+            subject = load(str(ck), str(spec) if spec else None, trust=trust_checkpoint,
+                           data=str(data) if data else None, batches=batches, batch_size=batch_size, seed=seed,
+                           device=dev)
+            if subject.checkpoint.trusted and not quiet:
+                err(f"fadiag: warning: {ck}: loaded with --trust-checkpoint (arbitrary unpickling)")
+            fb_acc, fb_src = frozen_baseline_acc, ("given" if frozen_baseline_acc is not None else None)
+            if frozen_baseline == "train":
+                with Progress(f"training frozen baseline for {ck.name}") as prog:
+                    fb_acc, fb_src = train_baseline(subject, seed=seed or 0, progress=prog)
+            with Progress(f"auditing {ck.name}") as prog:
+                rep = run_audit(subject, thresholds=thr, headline_acc=headline_acc, frozen_baseline_acc=fb_acc,
+                                frozen_baseline_source=fb_src, growth_mode=growth, stability_layer=stability_layer,
+                                progress=prog)
+            reports.append(rep)
+            if not quiet:
+                err(f"fadiag: {ck}: {rep.verdict}")
+        emit([r.to_dict() for r in reports], default_format(format), output)
+        return exit_code(any(r.flagged for r in reports), exit_zero)
+
+    run_guarded(body)
+
+
+# ------------------------------------------------------------------------------------------ report
+
+@app.command()
+def report(
+    report_file: Annotated[Path, typer.Argument(help="A JSON (or JSONL) report saved by fadiag.")],
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+    exit_zero: ExitZeroOpt = False,
+):
+    """Re-render a saved report in another format. Exit 1 if it records a flag."""
+
+    def body() -> int:
+        reports = load_reports(report_file)
+        emit(reports, default_format(format), output)
+        return exit_code(any(any(f.get("flagged") for f in r.get("flags") or []) for r in reports), exit_zero)
+
+    run_guarded(body)
+
+
+def load_reports(path: Path) -> list:
+    import json
+
+    from .errors import InputError as IE
+
+    if not path.is_file():
+        raise IE("no such report file", source=str(path))
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        obj = json.loads(text)
+        reports = obj if isinstance(obj, list) else [obj]
+    except json.JSONDecodeError:
+        try:
+            reports = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as e:
+            raise IE(f"not a JSON or JSONL report ({e.msg} at line {e.lineno})", source=str(path)) from None
+    if not reports or not all(isinstance(r, dict) and str(r.get("schema", "")).startswith("fadiag.") for r in reports):
+        raise IE("not a fadiag report (no 'schema' key starting with 'fadiag.')", source=str(path))
+    return reports
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
