@@ -42,6 +42,7 @@ class Ctx:
 
     debug = False
     quiet = False
+    config_origin: Optional[str] = None
 
 
 def err(msg: str) -> None:
@@ -185,22 +186,22 @@ def main_cb(
 
 
 # Shared option types -----------------------------------------------------------------------------
-SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="YAML model spec (default: <ckpt stem>.yaml beside "
+SpecOpt = Annotated[Optional[Path], typer.Option("--spec", envvar="FADIAG_SPEC", help="YAML model spec (default: <ckpt stem>.yaml beside "
                                                  "the checkpoint, else a 'fadiag_spec' dict inside it).")]
-FormatOpt = Annotated[Optional[Format], typer.Option("--format", "-f", help="Output format (default: table on a "
+FormatOpt = Annotated[Optional[Format], typer.Option("--format", "-f", envvar="FADIAG_FORMAT", help="Output format (default: table on a "
                                                      "terminal, json otherwise).")]
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report here (atomically) "
                                                   "instead of stdout.")]
-DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Eval data file (.npz/.pt with x, y); "
+DataOpt = Annotated[Optional[Path], typer.Option("--data", envvar="FADIAG_DATA", help="Eval data file (.npz/.pt with x, y); "
                                                  "overrides the spec.")]
-BatchesOpt = Annotated[Optional[int], typer.Option("--batches", min=1, help="Number of disjoint eval batches.")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Rows per eval batch.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for shuffling and random draws.")]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run the model.")]
-ExitZeroOpt = Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when something is flagged.")]
+BatchesOpt = Annotated[Optional[int], typer.Option("--batches", min=1, envvar="FADIAG_BATCHES", help="Number of disjoint eval batches.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, envvar="FADIAG_BATCH_SIZE", help="Rows per eval batch.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", envvar="FADIAG_SEED", help="Seed for shuffling and random draws.")]
+DeviceOpt = Annotated[Device, typer.Option("--device", envvar="FADIAG_DEVICE", help="Where to run the model.")]
+ExitZeroOpt = Annotated[bool, typer.Option("--exit-zero", envvar="FADIAG_EXIT_ZERO", help="Exit 0 even when something is flagged.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling (runs code from "
                                         "the file!). Recorded in the report.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summaries on stderr.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="FADIAG_QUIET", help="No progress or summaries on stderr.")]
 
 
 def _check_device(device: Device) -> str:
@@ -216,13 +217,15 @@ def _check_device(device: Device) -> str:
 
 @app.command()
 def audit(
-    checkpoints: Annotated[List[Path], typer.Argument(help="Checkpoint file(s): .pt/.pth, .safetensors, .npz.",
+    ctx: typer.Context,
+    checkpoints: Annotated[List[Path], typer.Argument(help="Checkpoint file(s): .pt/.pth, .safetensors, .npz "
+                                                      "(default: audit.checkpoints in the project config).",
                                                       show_default=False)],
     spec: SpecOpt = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
     threshold: Annotated[Optional[List[str]], typer.Option(
-        "--threshold", "-t", help="Override a threshold, NAME=VALUE (g_norm_floor, h_norm_explosion_ratio, "
+        "--threshold", "-t", envvar="FADIAG_THRESHOLD", help="Override a threshold, NAME=VALUE (g_norm_floor, h_norm_explosion_ratio, "
                                   "stability_drift_ceiling, frozen_acc_margin_pp). Repeatable.")] = None,
     frozen_baseline_acc: Annotated[Optional[float], typer.Option(
         "--frozen-baseline-acc", help="Accuracy (0-1) of the frozen-random-blocks baseline, for diagnostic (d).")] = None,
@@ -277,7 +280,7 @@ def audit(
             reports.append(rep)
             if not quiet:
                 err(f"fadiag: {ck}: {rep.verdict}")
-        emit([r.to_dict() for r in reports], default_format(format), output)
+        emit([with_settings(r.to_dict(), ctx) for r in reports], default_format(format), output)
         return exit_code(any(r.flagged for r in reports), exit_zero)
 
     run_guarded(body)
@@ -323,9 +326,35 @@ def load_reports(path: Path) -> list:
     return reports
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def with_settings(d: dict, ctx) -> dict:
+    """Record where each non-default setting came from (flag, env, config) in the report."""
+    from .config import sources
+
+    d["settings"] = sources(ctx)
+    if Ctx.config_origin:
+        d["settings_config"] = Ctx.config_origin
+    return d
+
+
+def _command_params() -> dict:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return {name: {p.name for p in cmd.params} for name, cmd in group.commands.items()}
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point: project config (fadiag.yaml / [tool.fadiag]) becomes click's default_map."""
+    from .config import build_default_map, find_config
+
+    try:
+        raw, origin = find_config()
+        default_map = build_default_map(raw, _command_params(), origin) if raw else {}
+    except FadiagError as e:
+        err(f"fadiag: error: {e}")
+        sys.exit(e.exit_code)
+    Ctx.config_origin = origin
+    app(args=argv, default_map=default_map, prog_name="fadiag")
 
 
 if __name__ == "__main__":
