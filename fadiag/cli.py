@@ -286,6 +286,33 @@ def audit(
     run_guarded(body)
 
 
+# ----------------------------------------------------------------------------------------- inspect
+
+@app.command()
+def inspect(
+    ctx: typer.Context,
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file to look into.")],
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+    exit_zero: ExitZeroOpt = False,
+    trust_checkpoint: TrustOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Show what a checkpoint holds (keys, shapes, dtypes, non-finite counts, embedded spec, whether it
+    needs unsafe unpickling) without building a model or running its code. Exit 1 if something needs
+    attention (unsafe pickle, NaN/Inf, fp16)."""
+    Ctx.quiet = quiet
+
+    def body() -> int:
+        from .inspect import inspect_checkpoint
+
+        rep = inspect_checkpoint(str(checkpoint), trust=trust_checkpoint)
+        emit([with_settings(rep, ctx)], default_format(format), output)
+        return exit_code(any(f["flagged"] for f in rep["flags"]), exit_zero)
+
+    run_guarded(body)
+
+
 # ------------------------------------------------------------------------------------------ report
 
 @app.command()
@@ -301,6 +328,32 @@ def report(
         reports = load_reports(report_file)
         emit(reports, default_format(format), output)
         return exit_code(any(any(f.get("flagged") for f in r.get("flags") or []) for r in reports), exit_zero)
+
+    run_guarded(body)
+
+
+@app.command()
+def compare(
+    ctx: typer.Context,
+    reports: Annotated[List[Path], typer.Argument(help="Saved JSON/JSONL reports to show side by side.")],
+    baseline: Annotated[Optional[Path], typer.Option(
+        "--baseline", help="A saved baseline report: exit 1 if any report regressed against it.")] = None,
+    max_rel_change: Annotated[Optional[float], typer.Option(
+        "--max-rel-change", help="Also a regression: a flag value changing by more than this fraction.")] = None,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+    exit_zero: ExitZeroOpt = False,
+):
+    """Show reports side by side (e.g. BP vs DFA); with --baseline, a regression gate (exit 1)."""
+
+    def body() -> int:
+        from .compare import compare_reports
+
+        loaded = [r for p in reports for r in load_reports(p)]
+        base = load_reports(baseline) if baseline else None
+        rep = compare_reports(loaded, base, max_rel_change=max_rel_change)
+        emit([with_settings(rep, ctx)], default_format(format), output)
+        return exit_code(bool(rep["regressions"]), exit_zero)
 
     run_guarded(body)
 

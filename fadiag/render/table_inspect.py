@@ -1,0 +1,41 @@
+"""Table view of ``fadiag inspect`` reports."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from .table import flag_text, fmt_num, register
+
+
+def inspect_tables(r: dict) -> list:
+    ck = r.get("checkpoint", {})
+    t = Table(title=f"fadiag inspect: {ck.get('path')} ({ck.get('format')}, sha256 {str(ck.get('sha256'))[:12]})",
+              title_justify="left")
+    for c, j in (("key", "left"), ("shape", "left"), ("dtype", "left"), ("numel", "right"), ("non-finite", "right")):
+        t.add_column(c, justify=j)
+    for x in r.get("tensors", []):
+        t.add_row(x["key"], str(tuple(x["shape"])), x["dtype"], str(x["numel"]),
+                  Text(str(x["nonfinite"]), style="bold red" if x["nonfinite"] else ""))
+    parts = [t]
+    if r.get("other_entries"):
+        o = Table(title="other entries", title_justify="left")
+        o.add_column("key")
+        o.add_column("type")
+        o.add_column("value")
+        for x in r["other_entries"]:
+            o.add_row(x["key"], x["type"], x.get("value", ""))
+        parts.append(o)
+    f = Table(title="checks", title_justify="left")
+    for c in ("check", "status", "detail"):
+        f.add_column(c)
+    for fl in r.get("flags", []):
+        f.add_row(fl["name"], flag_text(fl["flagged"]), fl.get("detail", ""))
+    parts.append(f)
+    parts.append(Text(f"{r.get('n_tensors')} tensors, {r.get('n_elements')} elements; state dict under "
+                      f"{r.get('state_dict_key')!r}; embedded spec: {str(r.get('embedded_spec')).lower()}; "
+                      f"verdict: {r.get('verdict')}"))
+    return parts
+
+
+register("fadiag.inspect/1", inspect_tables)
