@@ -286,6 +286,66 @@ def audit(
     run_guarded(body)
 
 
+# ------------------------------------------------------------------------------------------ credit
+
+@app.command()
+def credit(
+    ctx: typer.Context,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint file (not needed with --toy-lq).")] = None,
+    signal: Annotated[Optional[str], typer.Option(
+        "--signal", help="Credit signal a_l: bp | dfa (training-time feedback in the checkpoint) | fa | tensors | "
+                         "random (a control). Default: credit.signal in the spec.")] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Init checkpoint, for feature drift M_l.")] = None,
+    tensors: Annotated[Optional[Path], typer.Option("--tensors", help="Precomputed a_l (.pt/.npz) for --signal tensors.")] = None,
+    eps: Annotated[Optional[float], typer.Option("--eps", help="Perturbation size ε for ρ_l (default 1e-3).")] = None,
+    n_dirs: Annotated[Optional[int], typer.Option("--n-dirs", help="Random directions M for ρ_l (default 32).")] = None,
+    eta: Annotated[Optional[List[float]], typer.Option("--eta", help="Nudging step η (repeatable; default 0.01).")] = None,
+    toy_lq: Annotated[bool, typer.Option("--toy-lq", help="Run the exact-costate check on the built-in toy "
+                                         "linear-quadratic system (BP ≈ 1, DFA ≈ 0).")] = False,
+    toy_d: Annotated[int, typer.Option("--toy-d", help="Toy LQ width.")] = 16,
+    toy_depth: Annotated[int, typer.Option("--toy-depth", help="Toy LQ depth L.")] = 6,
+    threshold: Annotated[Optional[List[str]], typer.Option(
+        "--threshold", "-t", help="NAME=VALUE: rho_deep_floor (0.5), g_norm_floor (1e-7). Repeatable.")] = None,
+    spec: SpecOpt = None,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+    data: DataOpt = None,
+    batch_size: BatchSizeOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = Device.cpu,
+    exit_zero: ExitZeroOpt = False,
+    trust_checkpoint: TrustOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Per-layer credit-assignment metrics: Γ_l (offline BP cosine, with ‖a‖ and ‖g‖), ρ_l (perturbation
+    correlation), Δ_l (nudging), M_l (feature drift), deep-only and all-layer means. Exit 1 if flagged."""
+    Ctx.quiet = quiet
+
+    def body() -> int:
+        from .credit_api import credit as run_credit, toy_lq as run_toy
+
+        if toy_lq:
+            rep = run_toy(d=toy_d, depth=toy_depth, batch=batch_size or 64, seed=seed or 0)
+        else:
+            if checkpoint is None:
+                raise InputError("give a checkpoint, or --toy-lq", source="fadiag credit")
+            from .subject import load
+
+            subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
+                           data=str(data) if data else None, batches=1, batch_size=batch_size, seed=seed,
+                           device=_check_device(device))
+            with Progress(f"credit metrics for {checkpoint.name}") as prog:
+                rep = run_credit(subject, signal=signal, init_path=str(init) if init else None,
+                                 tensors_path=str(tensors) if tensors else None, eps=eps, n_dirs=n_dirs,
+                                 etas=eta, seed=seed, thresholds=parse_thresholds(threshold), progress=prog)
+        if not quiet:
+            err(f"fadiag: {checkpoint or 'toy LQ'}: {rep['verdict']}")
+        emit([with_settings(rep, ctx)], default_format(format), output)
+        return exit_code(any(f["flagged"] for f in rep["flags"]), exit_zero)
+
+    run_guarded(body)
+
+
 # ----------------------------------------------------------------------------------------- inspect
 
 @app.command()

@@ -1,0 +1,317 @@
+"""``fadiag credit``: per-layer credit-assignment metrics of a checkpoint (SCIENCE.md §2).
+
+One forward + backward on the first eval batch gives h_l and the BP gradients; the credit signal a_l
+comes from the learning rule (bp | dfa | fa | tensors | random); then, per layer l = 0..L:
+Γ_l (offline BP cosine with ‖a_l‖ and ‖g_l‖ beside it), ρ_l (perturbation correlation, one batched pass
+through the rest of the network), Δ_l (nudging, one or more η), M_l (feature drift against an init
+checkpoint). Missing auxiliary inputs give N/A with the reason, never a fallback value (pitfall 6.5).
+
+Report schema "fadiag.credit/1".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+from . import __version__
+from .errors import InputError, MissingInputError
+from .report import Flag, clean
+
+CREDIT_SCHEMA = "fadiag.credit/1"
+DEFAULT_CREDIT_THRESHOLDS = {
+    # fadiag's own choice (SCIENCE.md gives the calibration, not a cut-off): BP reaches ≈ 0.9965 and a
+    # random signal ≈ 0.006, so a deep-layer mean below 0.5 means the signal does not predict the loss.
+    "rho_deep_floor": 0.5,
+    # (b)'s floor: below it the BP gradient is numerical noise and Γ is uninterpretable.
+    "g_norm_floor": 1e-7,
+}
+SIGNALS = ("bp", "dfa", "fa", "tensors", "random")
+
+
+def _thresholds(base: dict, overrides: dict | None, source: str) -> dict:
+    out = dict(DEFAULT_CREDIT_THRESHOLDS)
+    for layer in (base or {}), (overrides or {}):
+        for k, v in layer.items():
+            if k not in DEFAULT_CREDIT_THRESHOLDS:
+                raise InputError(f"unknown credit threshold {k!r} (valid: {', '.join(DEFAULT_CREDIT_THRESHOLDS)})",
+                                 source=source)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+                raise InputError(f"{k} must be a finite number, got {v!r}", source=source)
+            out[k] = float(v)
+    return out
+
+
+def _layer_of(n_layers: int):
+    """Parameter name -> layer index: embedding 0 (it produces h_0), block i -> i + 1 (produces h_{i+1})."""
+    pat = re.compile(r"^(?:blocks)\.(\d+)\.")
+
+    def layer_of(name: str):
+        m = pat.match(name)
+        if m:
+            return int(m.group(1)) + 1
+        if name.startswith(("embed.", "patch_embed.")):
+            return 0
+        return None
+
+    return layer_of
+
+
+def _rest_of_network(model, layer: int, shape):
+    """forward_fn: (N, D) -> (N,) per-sample CE of the network from h_layer; D flattens token streams."""
+    import torch.nn.functional as F
+
+    def run(h, y):
+        hh = h.view(h.shape[0], *shape[1:])
+        if hasattr(model, "forward_from"):
+            logits = model.forward_from(hh, layer)
+        else:
+            for blk in model.blocks[layer:]:
+                hh = hh + blk(hh)
+            ln, head = (model.out_ln, model.out_head) if hasattr(model, "out_ln") else (model.norm, model.head)
+            z = ln(hh)
+            logits = head(z[:, 0] if z.dim() == 3 else z)
+        # The perturbation passes stack M copies of the batch: (M*B) rows, row m*B + b is sample b.
+        yy = y if h.shape[0] == y.shape[0] else y.repeat(h.shape[0] // y.shape[0])
+        return F.cross_entropy(logits.float(), yy, reduction="none")
+
+    return run
+
+
+def _feedback_list(extras: dict, key: str, source: str):
+    import torch
+
+    fb = extras.get(key)
+    if fb is None:
+        return None
+    if isinstance(fb, torch.Tensor):
+        return [fb[i] for i in range(fb.shape[0])] if fb.dim() == 3 else None
+    if isinstance(fb, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in fb):
+        return list(fb)
+    if isinstance(fb, dict):
+        return fb
+    raise InputError(f"checkpoint entry {key!r} is not a tensor, list of tensors or dict", source=source)
+
+
+def _read_tensors_file(path: str, n: int):
+    """Precomputed a_l: a tensor (L+1, B, ...) under 'a' or 'signals', or keys a_0..a_L."""
+    from .checkpoint import read_checkpoint
+
+    raw = read_checkpoint(path)
+    c = raw.content
+    import torch
+
+    if isinstance(c, torch.Tensor):
+        return [c[i] for i in range(c.shape[0])]
+    if isinstance(c, dict):
+        for k in ("a", "signals"):
+            if isinstance(c.get(k), torch.Tensor):
+                return [c[k][i] for i in range(c[k].shape[0])]
+        if all(f"a_{i}" in c for i in range(n)):
+            return [c[f"a_{i}"] for i in range(n)]
+    raise InputError(f"expected a tensor 'a' (L+1, B, d) or keys a_0..a_{n - 1}", source=path)
+
+
+def credit(subject, *, signal: str | None = None, init_path: str | None = None, tensors_path: str | None = None,
+           eps: float | None = None, n_dirs: int | None = None, etas: list | None = None, seed: int | None = None,
+           thresholds: dict | None = None, progress=None) -> dict:
+    """Per-layer credit metrics on the first eval batch; returns the "fadiag.credit/1" report dict."""
+    import torch
+
+    from .diagnostics import credit as C
+    from .stream import forward_hidden
+
+    sp = subject.spec
+    cs = sp.credit
+    signal = signal or cs.signal
+    if signal not in SIGNALS:
+        raise InputError(f"unknown signal {signal!r} (choose from {', '.join(SIGNALS)})", source="--signal")
+    eps = cs.eps if eps is None else eps
+    n_dirs = cs.n_dirs if n_dirs is None else n_dirs
+    etas = list(cs.etas if etas is None else etas)
+    seed = cs.seed if seed is None else seed
+    if not (math.isfinite(eps) and eps > 0):
+        raise InputError(f"must be a positive finite number, got {eps}", source="--eps")
+    if not 1 <= n_dirs <= 4096:
+        raise InputError(f"must be in 1..4096, got {n_dirs}", source="--n-dirs")
+    if not etas or not all(isinstance(e, (int, float)) and math.isfinite(e) and e > 0 for e in etas):
+        raise InputError(f"etas must be positive finite numbers, got {etas}", source="--eta")
+    th = _thresholds(cs.thresholds, thresholds, f"{sp.origin}: credit.thresholds / --threshold")
+    model = subject.model
+    if not hasattr(model, "blocks"):
+        raise InputError("credit needs a residual model with 'blocks' (resmlp, vit_mini or the reference contract)",
+                         source=sp.origin)
+    x, y = subject.batches[0]
+    x, y = x.to(subject.device), y.to(subject.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            xin = x.detach().clone().requires_grad_(True) if x.dtype.is_floating_point else x
+            logits, hs = forward_hidden(model, xin)
+            per_sample = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
+            grads_sum = torch.autograd.grad(per_sample.sum(), hs, allow_unused=True)
+    finally:
+        model.train(was_training)
+    B = x.shape[0]
+    shapes = [tuple(h.shape) for h in hs]
+    hs_flat = [h.detach().reshape(B, -1) for h in hs]
+    # BP signal: per-sample loss SUMMED (samples not scaled by 1/B); g for the floor: d(mean CE)/dh.
+    g_sum = [(torch.zeros_like(h) if g is None else g.detach()).reshape(B, -1) for h, g in zip(hs, grads_sum)]
+    g_mean = [g / B for g in g_sum]
+    n = len(hs)
+    na: dict = {}
+    signals = None
+    src = ""
+    if signal == "bp":
+        signals, src = g_sum, "BP gradient of the summed per-sample CE"
+    elif signal == "random":
+        gen = torch.Generator().manual_seed(seed + 7919)
+        signals = [torch.randn(g.shape, generator=gen, dtype=torch.float64) for g in g_sum]
+        src = f"Gaussian control, seed {seed + 7919}"
+    elif signal in ("dfa", "fa"):
+        fb = _feedback_list(subject.extras, cs.feedback, subject.path)
+        if fb is None:
+            na["signal"] = (f"no training-time feedback matrices under {cs.feedback!r} in the checkpoint; "
+                            "fadiag never redraws them (a fresh B_l gives a meaningless Γ)")
+        elif signal == "dfa":
+            if isinstance(fb, dict):
+                raise InputError(f"{cs.feedback!r} holds a dict; DFA needs a tensor (L+1, C, d) or a list",
+                                 source=subject.path)
+            if len(fb) != n:
+                raise InputError(f"{len(fb)} feedback matrices for {n} hidden states h_0..h_{n - 1}",
+                                 source=subject.path)
+            try:
+                signals = [s.reshape(B, -1) for s in C.dfa_signals(logits.detach(), y, fb)]
+            except ValueError as e:
+                raise InputError(str(e), source=subject.path) from None
+            src = f"DFA: e = softmax - onehot times the training-time B_l under {cs.feedback!r}"
+        else:
+            if not (isinstance(fb, dict) and "top" in fb and "layers" in fb):
+                raise InputError(f"FA needs {cs.feedback!r} = {{'top': (C, d), 'layers': [B_0..B_{{L-1}}]}}",
+                                 source=subject.path)
+            e = C.output_error(logits.detach(), y)
+            top = e @ fb["top"].to(torch.float64)
+            try:
+                signals = C.fa_signals(top, list(fb["layers"]))
+            except ValueError as err_:
+                raise InputError(str(err_), source=subject.path) from None
+            src = f"FA: a_L = e B_top, a_l = B_l a_(l+1), matrices under {cs.feedback!r}"
+    elif signal == "tensors":
+        path = tensors_path or sp.resolve(cs.tensors)
+        if not path:
+            na["signal"] = "signal 'tensors' needs --tensors FILE (or credit.tensors in the spec)"
+        else:
+            signals = [s.reshape(s.shape[0], -1) for s in _read_tensors_file(path, n)]
+            if len(signals) != n or any(s.shape != g.shape for s, g in zip(signals, g_sum)):
+                raise InputError(f"signals must be {n} tensors shaped like h_l "
+                                 f"{[tuple(g.shape) for g in g_sum][:2]}...", source=path)
+            src = f"precomputed tensors from {path}"
+
+    # Feature drift against the init checkpoint.
+    drift_tensors, drift_layers = None, None
+    ipath = init_path or sp.resolve(cs.init_checkpoint)
+    if ipath:
+        from .checkpoint import find_state_dict, read_checkpoint
+
+        raw = read_checkpoint(ipath)
+        init_sd, _ = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=ipath)
+        try:
+            fd = C.feature_drift(subject.state_dict, init_sd)
+        except ValueError as e:
+            raise InputError(str(e), source=ipath) from None
+        if fd.only_in_final or fd.only_in_init:
+            raise InputError(f"init checkpoint does not match: {len(fd.only_in_final)} key(s) only in the "
+                             f"checkpoint, {len(fd.only_in_init)} only in the init", source=ipath)
+        drift_tensors = fd.drift
+        drift_layers = C.drift_per_layer(fd, _layer_of(n))
+    else:
+        na["drift"] = "no init checkpoint (--init or credit.init_checkpoint)"
+
+    layers = []
+    gen = torch.Generator().manual_seed(seed)
+    for l in range(n):
+        row = {"layer": l}
+        fwd = _rest_of_network(model, l, shapes[l])
+        fn = (lambda h, _f=fwd: _f(h, y))
+        bp_cos = C.offline_bp_cosine(signals[l], g_mean[l], floor=th["g_norm_floor"]) if signals else None
+        row["gamma"] = bp_cos["gamma"] if bp_cos else None
+        row["a_norm"] = bp_cos["a_norm"] if bp_cos else None
+        row["g_norm"] = C._median(C.row_norms(g_mean[l]))
+        row["gamma_interpretable"] = bp_cos["interpretable"] if bp_cos else None
+        if signals:
+            a = signals[l].to(hs_flat[l].dtype) if signals[l].dtype != torch.float64 else signals[l]
+            with torch.no_grad():
+                row["rho"] = C.perturbation_correlation(hs_flat[l], a, fn, eps=eps, n_dirs=n_dirs, generator=gen)
+                nd = C.nudging_delta(hs_flat[l], a, fn, eta=etas if len(etas) > 1 else etas[0])
+            row["nudging"] = {str(k): v for k, v in (nd.items() if isinstance(nd, dict) else [(etas[0], nd)])}
+        else:
+            row["rho"], row["nudging"] = None, None
+        row["drift"] = drift_layers.get(l) if drift_layers is not None else None
+        layers.append(row)
+        if progress:
+            progress(l + 1, n)
+
+    gammas = [r["gamma"] if r["gamma_interpretable"] else None for r in layers]
+    means = {
+        "gamma": C.layer_means([r["gamma"] for r in layers]),
+        "gamma_interpretable_only": C.layer_means(gammas),
+        "rho": C.layer_means([r["rho"] for r in layers]),
+    }
+    for eta in etas:
+        means[f"nudging@{eta}"] = C.layer_means([(r["nudging"] or {}).get(str(eta)) for r in layers])
+
+    flags = []
+    if "signal" in na:
+        flags.append(Flag("signal", "credit signal unavailable", True, None, None, na["signal"]))
+    rho_deep = means["rho"]["deep_only"]
+    if signals:
+        ok = isinstance(rho_deep, float) and math.isfinite(rho_deep)
+        flags.append(Flag("rho", "credit signal does not predict loss changes (deep-layer ρ)",
+                          True if not ok else rho_deep < th["rho_deep_floor"], rho_deep if ok else None,
+                          th["rho_deep_floor"], f"mean ρ over layers ≥ 1 = {rho_deep:.4g}" if ok else "non-finite ρ"))
+        unint = [r["layer"] for r in layers if not r["gamma_interpretable"]]
+        flags.append(Flag("gamma", "Γ uninterpretable (BP gradient below the floor or non-finite)", bool(unint),
+                          float(len(unint)), 0.0,
+                          f"layers {unint}: ‖g_l‖ < {th['g_norm_floor']:g} or non-finite" if unint else
+                          "‖g_l‖ above the floor at every layer"))
+    nonfinite = sum(int((~torch.isfinite(t)).sum()) for t in hs_flat + g_sum) + int((~torch.isfinite(logits)).sum())
+    flags.append(Flag("nonfinite", "non-finite values in the forward/backward pass", nonfinite > 0,
+                      float(nonfinite), 0.0, f"{nonfinite} NaN/Inf value(s)"))
+    names = [f.name for f in flags if f.flagged]
+    return clean({
+        "schema": CREDIT_SCHEMA, "fadiag_version": __version__,
+        "method_name": sp.audit.method_name or subject.path, "signal": signal, "signal_source": src or None,
+        "layers": layers, "means": means, "drift_per_tensor": drift_tensors,
+        "not_available": na,
+        "params": {"eps": eps, "n_dirs": n_dirs, "etas": etas, "seed": seed, "batch_size": B,
+                   "batch": "first eval batch", "weight_dtypes": subject.weight_dtypes},
+        "thresholds": th, "flags": [dataclasses.asdict(f) for f in flags],
+        "verdict": "ok" if not names else "needs walk-back: " + "; ".join(names),
+        "checkpoint": subject.checkpoint.describe(), "data": dict(subject.data_info), "spec": sp.origin,
+    })
+
+
+def toy_lq(*, d: int = 16, depth: int = 6, batch: int = 64, seed: int = 0) -> dict:
+    """``fadiag credit --toy-lq``: exact costate cosine for BP and DFA signals on the toy LQ system."""
+    from .diagnostics import credit as C
+
+    for name, v, lo, hi in (("--toy-d", d, 1, 4096), ("--toy-depth", depth, 1, 256), ("--batch-size", batch, 1, 65536)):
+        if not lo <= v <= hi:
+            raise InputError(f"must be in {lo}..{hi}, got {v}", source=name)
+    res = C.run_toy_lq(d=d, L=depth, B=batch, seed=seed)
+    layers = [{"layer": l, "costate_cos_bp": res["bp"][l], "costate_cos_dfa": res["dfa"][l]} for l in range(depth + 1)]
+    mb, md = C.layer_means(res["bp"]), C.layer_means(res["dfa"])
+    ok_bp = math.isfinite(mb["all_layers"]) and mb["all_layers"] > 0.99
+    flags = [Flag("toy_bp", "BP does not match the exact costate", not ok_bp, mb["all_layers"], 0.99,
+                  "BP must give cos ≈ 1 at every layer; anything else is a bug")]
+    return clean({
+        "schema": CREDIT_SCHEMA, "fadiag_version": __version__, "method_name": "toy linear-quadratic system",
+        "signal": "bp+dfa", "signal_source": "exact costates lambda_L = Q(h_L - t), lambda_l = (I + W_l)^T lambda_(l+1)",
+        "layers": layers, "means": {"costate_cos_bp": mb, "costate_cos_dfa": md}, "drift_per_tensor": None,
+        "not_available": {}, "params": {"d": d, "depth": depth, "batch_size": batch, "seed": seed},
+        "thresholds": {}, "flags": [dataclasses.asdict(f) for f in flags],
+        "verdict": "ok" if ok_bp else "needs walk-back: BP does not match the exact costate",
+        "checkpoint": None, "data": {"source": "toy", "seed": seed}, "spec": None,
+    })

@@ -1,0 +1,54 @@
+"""Table view of ``fadiag credit``: every layer, ‖a_l‖ and ‖g_l‖ beside Γ_l, and both means."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from .table import flag_text, fmt_num, register, verdict_text
+
+
+def credit_tables(r: dict) -> list:
+    ck = r.get("checkpoint") or {}
+    layers = r.get("layers") or []
+    t = Table(title=f"fadiag credit: {r.get('method_name')}  signal={r.get('signal')}  {ck.get('path', '')}",
+              title_justify="left")
+    if layers and "costate_cos_bp" in layers[0]:
+        for c in ("layer", "costate cos (BP)", "costate cos (DFA)"):
+            t.add_column(c, justify="right")
+        for row in layers:
+            t.add_row(str(row["layer"]), fmt_num(row["costate_cos_bp"]), fmt_num(row["costate_cos_dfa"]))
+        means = r.get("means", {})
+        summary = Text(f"mean over layers: BP {fmt_num(means['costate_cos_bp']['all_layers'])}, "
+                       f"DFA {fmt_num(means['costate_cos_dfa']['all_layers'])}  (published: DFA 0.001, bridge ≈ 0.94)")
+        return [t, summary, Text.assemble(("verdict: ", "bold"), verdict_text(r.get("verdict", "")))]
+    etas = list((layers[0].get("nudging") or {}).keys()) if layers else []
+    cols = ["layer", "Γ_l", "‖a_l‖", "‖g_l‖", "ρ_l"] + [f"Δ_l (η={e})" for e in etas] + ["drift M_l"]
+    for c in cols:
+        t.add_column(c, justify="right")
+    for row in layers:
+        g = fmt_num(row.get("gamma"))
+        if row.get("gamma") is not None and row.get("gamma_interpretable") is False:
+            g = Text(g + " (uninterp.)", style="yellow")
+        t.add_row(str(row["layer"]), g, fmt_num(row.get("a_norm")), fmt_num(row.get("g_norm")), fmt_num(row.get("rho")),
+                  *[fmt_num((row.get("nudging") or {}).get(e)) for e in etas], fmt_num(row.get("drift")))
+    m = Table(title="aggregates (mean over layers of per-layer batch means)", title_justify="left")
+    for c in ("metric", "all layers (0..L)", "deep only (l ≥ 1)", "skipped"):
+        m.add_column(c, justify="right" if c != "metric" else "left")
+    for name, v in (r.get("means") or {}).items():
+        m.add_row(name, fmt_num(v.get("all_layers")), fmt_num(v.get("deep_only")), str(v.get("n_skipped_all")))
+    f = Table(title="flags", title_justify="left")
+    for c in ("id", "check", "value", "threshold", "status", "detail"):
+        f.add_column(c)
+    for fl in r.get("flags") or []:
+        f.add_row(fl["id"], fl["name"], fmt_num(fl.get("value")), fmt_num(fl.get("threshold")),
+                  flag_text(fl.get("flagged")), fl.get("detail") or "")
+    parts = [t, m, f]
+    for k, why in (r.get("not_available") or {}).items():
+        parts.append(Text(f"N/A {k}: {why}", style="yellow"))
+    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r.get("verdict", "")),
+                               f"\nsignal: {r.get('signal_source')}"))
+    return parts
+
+
+register("fadiag.credit/1", credit_tables)
