@@ -238,6 +238,9 @@ def audit(
         "--growth", help="(a) variant: ratio_to_h0 (published default) or per_block (ViT-safe).")] = None,
     stability_layer: Annotated[Optional[int], typer.Option(
         "--stability-layer", help="Layer l* for (c); default max(1, (L+1)//2).")] = None,
+    plot: Annotated[Optional[str], typer.Option(
+        "--plot", help="Also draw per-layer ‖h_l‖/‖g_l‖ (log), stability and accuracy to FILE.png|svg|pdf "
+                       "(needs the 'plot' extra).")] = None,
     data: DataOpt = None,
     batches: BatchesOpt = None,
     batch_size: BatchSizeOpt = None,
@@ -280,7 +283,12 @@ def audit(
             reports.append(rep)
             if not quiet:
                 err(f"fadiag: {ck}: {rep.verdict}")
-        emit([with_settings(r.to_dict(), ctx) for r in reports], default_format(format), output)
+        dicts = [with_settings(r.to_dict(), ctx) for r in reports]
+        if plot:
+            from .render.plot import plot_reports
+
+            plot_reports(dicts, plot)
+        emit(dicts, default_format(format), output)
         return exit_code(any(r.flagged for r in reports), exit_zero)
 
     run_guarded(body)

@@ -14,7 +14,7 @@ from rich.text import Text
 
 
 def fmt_num(v, digits: int = 4) -> str:
-    if v is None:
+    if v is None or (isinstance(v, float) and v != v):
         return "null"
     if isinstance(v, bool):
         return str(v).lower()

@@ -1,0 +1,336 @@
+"""``--format markdown``: the per-method reporting form of REPORTING_TEMPLATE.md, filled from a report.
+
+Audit reports ("fadiag.audit/1") fill the form section by section, with the template's ``## `` headings
+in the template's order; what fadiag cannot know (training recipe, seeds, compute, the paper's own
+aggregation) stays a marked blank ``_(fill in: ...)_``. Reports of other families get a generic section:
+title, verdict, flags table, per-layer table when the report has ``layers``, then its other scalar fields.
+Several reports are separated by ``---``.
+
+Renderers never compute: every number printed here is a field of the report dict; the only logic is
+formatting and comparing a value with the threshold the report itself records. Non-finite numbers are
+null in the JSON form and print as ``null``; a field the report does not carry prints as ``n/a``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .table import fmt_num
+
+AUDIT = "fadiag.audit/1"
+MISSING = "n/a"
+
+
+def fill_in(what: str) -> str:
+    return f"_(fill in: {what})_"
+
+
+def num(v) -> str:
+    """A number as the table view prints it; None and non-finite floats (a raw dict) print ``null``."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "null"
+    return fmt_num(v)
+
+
+def cell(v) -> str:
+    """One table cell: ``|`` escaped, line breaks folded, so a value can never break the table."""
+    s = v if isinstance(v, str) else num(v)
+    return " ".join(s.replace("|", "\\|").split())
+
+
+def code(s) -> str:
+    s = str(s)
+    return f"`{s}`" if s and "`" not in s and "\n" not in s else s
+
+
+def table(headers: list, rows: list) -> str:
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def status(flagged) -> str:
+    if flagged is None:
+        return "skipped"
+    return "**FLAG**" if flagged else "ok"
+
+
+def flags_table(flags: list) -> str:
+    return table(["id", "diagnostic", "value", "threshold", "status", "detail"],
+                 [[f"({f.get('id', '?')})", f.get("name") or "", num(f.get("value")), num(f.get("threshold")),
+                   status(f.get("flagged")), f.get("detail") or ""] for f in flags])
+
+
+def verdict_line(r: dict) -> str:
+    return f"**{r['verdict']}**" if r.get("verdict") else MISSING
+
+
+def family(r: dict) -> str:
+    """"fadiag.credit/1" -> "credit"."""
+    return str(r.get("schema") or "fadiag.report").split("/")[0].removeprefix("fadiag.")
+
+
+def get(d: dict, key: str):
+    return num(d[key]) if key in d else MISSING
+
+
+# --------------------------------------------------------------------------------------------- audit
+
+_ACC_SOURCES = {
+    "spec": "taken from the spec (audit.headline_acc), not measured by fadiag",
+    "given": "given on the command line (--headline-acc), not measured by fadiag",
+}
+_BASELINE_SOURCES = {
+    "spec": "taken from the spec (audit.frozen_baseline_acc), not measured in this run",
+    "given": "given on the command line (--frozen-baseline-acc), not measured in this run",
+}
+
+
+def _acc_how(r: dict) -> str:
+    src = r.get("headline_acc_source")
+    data = r.get("data") or {}
+    if src == "computed":
+        return (f"computed by fadiag: top-1 accuracy pooled over all eval samples "
+                f"({get(data, 'batches')} batches × {get(data, 'batch_size')} rows)")
+    return _ACC_SOURCES.get(src, str(src) if src else MISSING)
+
+
+def _baseline_how(r: dict) -> str:
+    src = r.get("frozen_baseline_source")
+    if r.get("frozen_baseline_acc") is None and not src:
+        return "unknown: no baseline given, so (d) is skipped (give --frozen-baseline-acc or --frozen-baseline train)"
+    if src and src.startswith("trained"):
+        return f"trained by fadiag in this run ({src})"
+    return _BASELINE_SOURCES.get(src, str(src) if src else MISSING)
+
+
+def _flag(r: dict, fid: str) -> dict:
+    return next((f for f in r.get("flags") or [] if f.get("id") == fid), {})
+
+
+def _low_g_layers(r: dict) -> tuple[list, list]:
+    """Layers whose ‖g_l‖ is below the report's own (b) floor, and those that are null."""
+    floor = (r.get("thresholds") or {}).get("g_norm_floor")
+    g = r.get("bp_grad_norms") or []
+    null = [i for i, v in enumerate(g) if v is None or (isinstance(v, float) and not math.isfinite(v))]
+    low = [i for i, v in enumerate(g) if i not in null and floor is not None and v < floor]
+    return low, null
+
+
+def _identification(r: dict) -> str:
+    ck = r.get("checkpoint") or {}
+    data = r.get("data") or {}
+    trusted = ck.get("trusted")
+    safe = (MISSING if trusted is None else
+            "NO: loaded with --trust-checkpoint (arbitrary unpickling)" if trusted else "yes")
+    rows = [
+        ["method name", r.get("method_name") or MISSING],
+        ["checkpoint path", code(ck["path"]) if ck.get("path") else MISSING],
+        ["checkpoint sha256", code(ck["sha256"]) if ck.get("sha256") else MISSING],
+        ["checkpoint format", ck.get("format") or MISSING],
+        ["read without unpickling", safe],
+        ["model spec", code(r["spec"]) if r.get("spec") else MISSING],
+        ["eval data source", code(data["source"]) if data.get("source") else MISSING],
+        ["eval batches × batch size", f"{get(data, 'batches')} × {get(data, 'batch_size')}"],
+        ["data seed", get(data, "seed")],
+        ["fadiag version", r.get("fadiag_version") or MISSING],
+        ["notes", r.get("notes") or "none"],
+        ["training recipe", fill_in("optimiser, learning rate and schedule, epochs, batch size, weight decay")],
+        ["number of seeds", fill_in("how many independent training seeds; this form covers one checkpoint")],
+        ["compute", fill_in("hardware and wall-clock time per training run")],
+    ]
+    return "## 1. Identification\n\n" + table(["field", "value"], rows)
+
+
+def _headline(r: dict) -> str:
+    d = _flag(r, "d")
+    margin = num(d.get("value")) if d else MISSING
+    if d and d.get("flagged") is None:
+        margin += " (skipped)"
+    rows = [
+        ["headline accuracy", num(r.get("headline_acc")), _acc_how(r)],
+        ["frozen-blocks baseline accuracy", num(r.get("frozen_baseline_acc")), _baseline_how(r)],
+        ["margin over the baseline (pp)", margin, "headline minus baseline, in percentage points (diagnostic (d))"],
+        ["across seeds", fill_in("e.g. mean ± std over N seeds"),
+         fill_in("which statistic the paper reports, and over which seeds")],
+        ["gradient-alignment headline (Γ), if claimed", fill_in("value or \"not claimed\""),
+         fill_in("which layers, which mean; see section 5")],
+    ]
+    return ("## 2. Headline numbers and how they were aggregated\n\n"
+            + table(["quantity", "value", "how it was obtained and aggregated"], rows))
+
+
+def _diagnostics(r: dict) -> str:
+    h = r.get("residual_norms") or []
+    g = r.get("bp_grad_norms") or []
+    l_star = r.get("stability_layer")
+    low, null = _low_g_layers(r)
+    rows = []
+    for i in range(max(len(h), len(g))):
+        hv = h[i] if i < len(h) else None
+        gv = g[i] if i < len(g) else None
+        notes = []
+        if i == l_star:
+            notes.append("stability layer l*")
+        if i in low:
+            notes.append("‖g_l‖ below floor")
+        if i in null or hv is None or (isinstance(hv, float) and not math.isfinite(hv)):
+            notes.append("non-finite")
+        rows.append([str(i), num(hv), num(gv), ", ".join(notes)])
+    th = r.get("thresholds") or {}
+    settings = ", ".join(f"{k} = {num(v)}" for k, v in th.items()) or MISSING
+    out = ["## 3. The four diagnostics", "",
+           "Per-layer values, measured on the first eval batch (median over samples of the per-sample L2 norm):",
+           "", table(["layer l", "‖h_l‖", "‖g_l‖", "note"], rows), "", "Flags:", "",
+           flags_table(r.get("flags") or []), "",
+           f"Thresholds: {settings}. (a) growth mode: {r.get('growth_mode') or MISSING}; "
+           f"(c) stability layer l* = {num(l_star) if l_star is not None else MISSING}."]
+    return "\n".join(out)
+
+
+def _verdict(r: dict) -> str:
+    flagged = any(f.get("flagged") for f in r.get("flags") or [])
+    walk = (fill_in("which claims of the paper change given the flags above, and how") if flagged
+            else "none needed (nothing flagged)")
+    return f"## 4. Verdict\n\n{verdict_line(r)}\n\nWalk-back: {walk}"
+
+
+def _credit_blank() -> str:
+    return ("## 5. Credit metrics per layer\n\n"
+            + fill_in("not measured by `fadiag audit`; paste the per-layer table of "
+                      "`fadiag credit CKPT --format markdown` (Γ_l, ‖a_l‖, ‖g_l‖, ρ_l, Δ_l, R_l, M_l per layer, "
+                      "with the all-layer mean, the deep-only mean (l ≥ 1) and the aggregation named), "
+                      "or write \"not reported\""))
+
+
+def _pitfalls(r: dict) -> str:
+    th = r.get("thresholds") or {}
+    low, null = _low_g_layers(r)
+    floor = th.get("g_norm_floor")
+    if low or null:
+        parts = []
+        if low:
+            parts.append(f"‖g_l‖ is below the (b) floor {num(floor)} at layers {', '.join(map(str, low))}")
+        if null:
+            parts.append(f"‖g_l‖ is non-finite at layers {', '.join(map(str, null))}")
+        p2 = "; ".join(parts) + ": a Γ_l there is uninterpretable (cosine eps clamp)."
+    elif floor is not None and r.get("bp_grad_norms"):
+        p2 = f"‖g_l‖ ≥ the (b) floor {num(floor)} at every layer."
+    else:
+        p2 = MISSING
+    p2 += " Paper's cosines: " + fill_in("computed by hand in float64, or with F.cosine_similarity?")
+    dtypes = r.get("weight_dtypes")
+    p3 = f"checkpoint weight dtypes: {', '.join(dtypes) if dtypes else MISSING}."
+    if dtypes and any(str(t).endswith("float16") and not str(t).endswith("bfloat16") for t in dtypes):
+        p3 += " **float16 weights: BP gradients near 5e-10 underflow to zero; read (b) and any Γ with care.**"
+    p3 += " fadiag reduces norms and cosines in float64."
+    ck = r.get("checkpoint") or {}
+    trusted = ck.get("trusted")
+    safe = (MISSING if trusted is None else
+            "**NO**: loaded with --trust-checkpoint (arbitrary unpickling ran code from the file)" if trusted
+            else "yes: read without unpickling (torch weights_only, safetensors or npz)")
+    nf = r.get("nonfinite_count")
+    nonfinite = (MISSING if "nonfinite_count" not in r else
+                 f"{num(nf)} in weights, activations and gradients" + (" (flagged)" if nf else ""))
+    rows = [
+        ["1", "`x.norm(-1)` is not the per-row L2 norm",
+         "fadiag: every norm here is the per-sample L2 norm along the feature dimension (x.norm(dim=-1)). "
+         "Paper's code: " + fill_in("how its norms were computed")],
+        ["2", "`F.cosine_similarity` clamps tiny ‖g‖", p2],
+        ["3", "fp16 underflows small BP gradients", p3],
+        ["4", "feedback-matrix specificity",
+         fill_in("were the exact training-time B_l saved and used? `fadiag audit` does not use them")],
+        ["5", "aggregation of per-layer values",
+         f"headline accuracy: {_acc_how(r)}. Γ and other per-layer headlines: " + fill_in("the aggregation")],
+        ["6", "layer-0 dominance", fill_in("deep-only mean beside the all-layer mean, from section 5")],
+        ["6.5", "auxiliary nets not saved",
+         fill_in("were B_l / value nets saved? Missing inputs must read N/A, never a fallback value")],
+        ["–", "checkpoint read safely", safe],
+        ["–", "non-finite values", nonfinite],
+    ]
+    return "## 6. Pitfall disclosures\n\n" + table(["#", "pitfall (SCIENCE.md §2)", "disclosure"], rows)
+
+
+def audit_form(r: dict) -> str:
+    ck = r.get("checkpoint") or {}
+    title = r.get("method_name") or MISSING
+    head = f"# fadiag audit: {title}" + (f" ({code(ck['path'])})" if ck.get("path") else "")
+    intro = ("Reporting form of REPORTING_TEMPLATE.md, filled by fadiag from a "
+             f"`{r.get('schema', AUDIT)}` report. Replace every _(fill in: ...)_ or write \"not reported\".")
+    parts = [head, intro, f"Verdict: {verdict_line(r)}", _identification(r), _headline(r), _diagnostics(r),
+             _verdict(r), _credit_blank(), _pitfalls(r)]
+    return "\n\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- generic
+
+def _scalar(v) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _value(v) -> str:
+    if isinstance(v, list) and all(_scalar(x) for x in v):
+        return "[" + ", ".join(num(x) for x in v) + "]"
+    return num(v)
+
+
+def _identification_generic(r: dict) -> str | None:
+    ck = r.get("checkpoint")
+    if not isinstance(ck, dict) or not ck:
+        return None
+    rows = [[k, code(v) if k in ("path", "sha256") and v else num(v)] for k, v in ck.items() if _scalar(v)]
+    return "## Checkpoint\n\n" + table(["field", "value"], rows)
+
+
+def _layers_table(layers: list) -> str:
+    cols = []
+    for row in layers:
+        for k, v in row.items():
+            if k not in cols and _scalar(v):
+                cols.append(k)
+    if "layer" in cols:
+        cols.remove("layer")
+        cols.insert(0, "layer")
+    rows = [[num(row.get(c)) if c in row else MISSING for c in cols] for row in layers]
+    return "## Per-layer values\n\n" + table(cols, rows)
+
+
+_SKIP = {"schema", "verdict", "flags", "checkpoint", "layers"}
+
+
+def _fields_table(r: dict) -> str | None:
+    rows = []
+    for k, v in r.items():
+        if k in _SKIP:
+            continue
+        if isinstance(v, dict):
+            rows += [[f"{k}.{kk}", _value(vv)] for kk, vv in v.items() if _scalar(vv) or isinstance(vv, list)]
+        elif _scalar(v) or isinstance(v, list):
+            rows.append([k, _value(v)])
+    return "## Other fields\n\n" + table(["field", "value"], rows) if rows else None
+
+
+def generic_section(r: dict) -> str:
+    ck = r.get("checkpoint") or {}
+    subject = r.get("method_name") or ck.get("path") or ""
+    head = f"# fadiag {family(r)}" + (f": {subject}" if subject else "")
+    parts = [head, f"Schema: `{r.get('schema', MISSING)}`. Verdict: {verdict_line(r)}"]
+    ident = _identification_generic(r)
+    if ident:
+        parts.append(ident)
+    if r.get("flags"):
+        parts.append("## Flags\n\n" + flags_table(r["flags"]))
+    layers = r.get("layers")
+    if isinstance(layers, list) and layers and all(isinstance(x, dict) for x in layers):
+        parts.append(_layers_table(layers))
+    fields = _fields_table(r)
+    if fields:
+        parts.append(fields)
+    return "\n\n".join(parts) + "\n"
+
+
+SECTIONS = {AUDIT: audit_form}
+
+
+def render(reports: list, **_) -> str:
+    return "\n---\n\n".join(SECTIONS.get(r.get("schema"), generic_section)(r) for r in reports)

@@ -1,0 +1,102 @@
+"""Pictures (the ``plot`` extra: matplotlib). Renderers of report dicts, like the text formats: no math.
+
+``plot_reports(reports, path)`` dispatches on the report schema. The file type follows the suffix
+(.png, .svg, .pdf). Written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import InputError
+
+SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("plotting needs matplotlib: pip install 'fadiag[plot]'", source="--plot") from None
+    return plt
+
+
+def _nz(v):
+    return float("nan") if v is None else v
+
+
+def audit_figure(plt, reports: list):
+    n = len(reports)
+    fig, axes = plt.subplots(n, 3, figsize=(13, 3.6 * n), squeeze=False)
+    for row, r in zip(axes, reports):
+        th = r.get("thresholds") or {}
+        hs = [_nz(v) for v in r.get("residual_norms") or []]
+        gs = [_nz(v) for v in r.get("bp_grad_norms") or []]
+        layers = list(range(len(hs)))
+        ax = row[0]
+        ax.semilogy(layers, hs, "o-", label="median ‖h_l‖")
+        ax.semilogy(layers, gs, "s-", label="median ‖g_l‖")
+        if hs and th.get("h_norm_explosion_ratio") and r.get("growth_mode") == "ratio_to_h0":
+            ax.axhline(hs[0] * th["h_norm_explosion_ratio"], color="C0", ls="--", lw=1,
+                       label=f"(a) {th['h_norm_explosion_ratio']:g}·‖h_0‖")
+        if th.get("g_norm_floor"):
+            ax.axhline(th["g_norm_floor"], color="C1", ls="--", lw=1, label=f"(b) floor {th['g_norm_floor']:g}")
+        ax.set_xlabel("layer l")
+        ids = [f"({f['id']})" for f in r.get("flags") or [] if f.get("flagged")]
+        short = "trustworthy" if not ids else "walk-back: " + " ".join(ids) + " flagged"
+        ax.set_title(f"{r.get('method_name')}: {short}", color="green" if not ids else "red", fontsize=10)
+        ax.legend(fontsize=7)
+        ax = row[1]
+        st = _nz(r.get("cross_batch_stability"))
+        ax.bar(["(c) stability"], [st], color="C2")
+        ax.axhline(th.get("stability_drift_ceiling", 0.3), color="k", ls="--", lw=1, label="ceiling")
+        ax.set_ylim(-1, 1)
+        ax.set_title(f"cross-batch stability at layer {r.get('stability_layer')}")
+        ax.legend(fontsize=7)
+        ax = row[2]
+        names, vals = ["headline"], [_nz(r.get("headline_acc"))]
+        if r.get("frozen_baseline_acc") is not None:
+            names.append("frozen baseline")
+            vals.append(r["frozen_baseline_acc"])
+        ax.bar(names, vals, color=["C0", "C7"][: len(vals)])
+        ax.set_ylim(0, 1)
+        ax.set_title("(d) accuracy vs frozen-random blocks")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {"fadiag.audit/1": audit_figure}
+
+
+def register(schema: str, fn) -> None:
+    FIGURES[schema] = fn
+
+
+def plot_reports(reports: list, path: str) -> None:
+    p = Path(path)
+    if p.suffix.lower() not in SUFFIXES:
+        raise InputError(f"plot file must end in {', '.join(SUFFIXES)}", source=str(path))
+    if not (p.parent if str(p.parent) else Path(".")).is_dir():
+        raise InputError("plot folder does not exist", source=str(path))
+    schema = reports[0].get("schema")
+    fn = FIGURES.get(schema)
+    if fn is None:
+        raise InputError(f"no plot for {schema}", source="--plot")
+    plt = _plt()
+    fig = fn(plt, reports)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=p.suffix, dir=p.parent if str(p.parent) else ".")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
