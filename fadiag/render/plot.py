@@ -56,6 +56,7 @@ def audit_figure(plt, reports: list):
         ax.bar(["(c) stability"], [st], color="C2")
         ax.axhline(th.get("stability_drift_ceiling", 0.3), color="k", ls="--", lw=1, label="ceiling")
         ax.set_ylim(-1, 1)
+        ax.text(0, 0.05 if not st < 0 else -0.1, "null" if st != st else f"{st:.3g}", ha="center", fontsize=9)
         ax.set_title(f"cross-batch stability at layer {r.get('stability_layer')}")
         ax.legend(fontsize=7)
         ax = row[2]
