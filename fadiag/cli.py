@@ -381,6 +381,32 @@ def inspect(
     run_guarded(body)
 
 
+# -------------------------------------------------------------------------------------------- lint
+
+@app.command()
+def lint(
+    ctx: typer.Context,
+    paths: Annotated[List[Path], typer.Argument(help="Python files or folders of a training code base.")],
+    rule: Annotated[Optional[List[str]], typer.Option(
+        "--rule", help="Only these rules (repeatable): norm-p-minus-1, cosine-eps, fp16-metrics, feedback-redraw, "
+                       "self-cosine-fallback.")] = None,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+    exit_zero: ExitZeroOpt = False,
+):
+    """Grep training code for the published evaluation pitfalls (.norm(-1), cosine_similarity on gradients,
+    fp16 metric code, redrawn feedback matrices, 1.0 fallbacks) and report file:line. Exit 1 on findings."""
+
+    def body() -> int:
+        from .lint import lint_paths
+
+        rep = lint_paths([str(p) for p in paths], rule)
+        emit([with_settings(rep, ctx)], default_format(format), output)
+        return exit_code(bool(rep["findings"]), exit_zero)
+
+    run_guarded(body)
+
+
 # ------------------------------------------------------------------------------------------ report
 
 @app.command()

@@ -45,6 +45,10 @@ def lines(r: dict) -> list:
             out.append(command("notice", detail, file=path, title=title + " (skipped)"))
         elif f.get("flagged"):
             out.append(command("error", detail, file=path, title=title))
+    # Reports with source-code findings (fadiag lint): one annotation per finding, at its file and line.
+    for x in r.get("findings") or []:
+        out.append(command("warning", f"[{x.get('rule')}] {x.get('message')}", file=x.get("file"),
+                           line=x.get("line"), col=x.get("col"), title=f"fadiag lint {x.get('rule')}"))
     subject = path or r.get("method_name") or r.get("schema") or "report"
     out.append(f"fadiag: {_one_line(subject)}: {_one_line(r.get('verdict') or 'no verdict')}")
     return out

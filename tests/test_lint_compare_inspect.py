@@ -1,0 +1,136 @@
+"""fadiag lint, compare and inspect: each rule fires on the pitfall and not on the fix; the regression
+gate exits 1 on a degraded report; inspect reads without unpickling and names unsafe globals."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import EXAMPLES
+
+from fadiag.lint import lint_paths
+
+BAD_GOOD = {
+    "norm-p-minus-1": ("n = h.norm(-1)\nm = torch.norm(h, p=-1)\n", "n = h.norm(dim=-1)\nm = h.norm(p=2, dim=-1)\n"),
+    "cosine-eps": ("c = F.cosine_similarity(a, grad, dim=-1)\n", "c = (a * grad).sum(-1) / (a.norm(dim=-1) * grad.norm(dim=-1))\n"),
+    "fp16-metrics": ("with torch.autocast('cuda', dtype=torch.float16):\n    pass\ng = g.half()\n",
+                     "with torch.autocast('cuda', dtype=torch.bfloat16):\n    pass\n"),
+    "feedback-redraw": ("feedback = torch.randn(10, 64)\n", "feedback = ckpt['feedback']\n"),
+    "self-cosine-fallback": ("gamma = 1.0\n", "gamma = None  # N/A\n"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(BAD_GOOD))
+def test_lint_rule_fires_on_pitfall_only(tmp_path, rule):
+    bad, good = BAD_GOOD[rule]
+    (tmp_path / "bad.py").write_text("import torch\nimport torch.nn.functional as F\n" + bad)
+    (tmp_path / "good.py").write_text("import torch\nimport torch.nn.functional as F\n" + good)
+    rep = lint_paths([str(tmp_path)], [rule])
+    files = {os.path.basename(f["file"]) for f in rep["findings"]}
+    assert files == {"bad.py"}, rep["findings"]
+    assert all(f["line"] >= 3 for f in rep["findings"])
+
+
+def test_lint_ignores_comments_and_strings(tmp_path):
+    (tmp_path / "a.py").write_text('# x.norm(-1) in a comment\ns = "h.norm(-1) gamma = 1.0"\n')
+    assert lint_paths([str(tmp_path)])["findings"] == []
+
+
+def test_lint_cli_exit_codes_and_github_annotations(run_cli, tmp_path):
+    (tmp_path / "t.py").write_text("x = h.norm(-1)\n")
+    code, out, err = run_cli(["lint", tmp_path, "--format", "github"])
+    assert code == 1
+    assert any(l.startswith("::warning file=") and ",line=1," in l for l in out.splitlines())
+    code, out, err = run_cli(["lint", tmp_path / "missing"])
+    assert code == 2 and "no such file" in err
+
+
+@pytest.fixture(scope="module")
+def saved_reports(tmp_path_factory):
+    import fadiag
+
+    d = tmp_path_factory.mktemp("reports")
+    out = {}
+    for name in ("bp", "dfa"):
+        r = fadiag.audit(fadiag.load(str(EXAMPLES / f"resmlp_{name}.pt"))).to_dict()
+        p = d / f"{name}.json"
+        p.write_text(json.dumps(r))
+        out[name] = p
+    return out
+
+
+def test_compare_side_by_side(run_cli, saved_reports):
+    code, out, err = run_cli(["compare", saved_reports["bp"], saved_reports["dfa"], "--format", "json"])
+    assert code == 0
+    rep = json.loads(out)
+    assert rep["labels"] == ["BP", "DFA"]
+    rows = {r["metric"]: r["values"] for r in rep["rows"]}
+    assert rows["verdict"][0] == "trustworthy" and rows["verdict"][1].startswith("needs walk-back")
+    assert rows["growth (a)"][1] > 50 > rows["growth (a)"][0]
+
+
+def test_compare_regression_gate(run_cli, saved_reports, tmp_path):
+    degraded = json.loads(saved_reports["bp"].read_text())
+    degraded["flags"][1]["flagged"] = True  # (b) newly raised
+    p = tmp_path / "bp_degraded.json"
+    p.write_text(json.dumps(degraded))
+    code, out, err = run_cli(["compare", p, "--baseline", saved_reports["bp"], "--format", "json"])
+    assert code == 1
+    rep = json.loads(out)
+    assert [g["flag"] for g in rep["regressions"]] == ["b"]
+    code, out, err = run_cli(["compare", saved_reports["bp"], "--baseline", saved_reports["bp"]])
+    assert code == 0
+    # a value move beyond --max-rel-change is a regression too
+    moved = json.loads(saved_reports["bp"].read_text())
+    moved["flags"][0]["value"] *= 3
+    p2 = tmp_path / "moved.json"
+    p2.write_text(json.dumps(moved))
+    code, out, _ = run_cli(["compare", p2, "--baseline", saved_reports["bp"], "--max-rel-change", "0.5", "-f", "json"])
+    assert code == 1 and json.loads(out)["regressions"][0]["flag"] == "a"
+
+
+def test_compare_refuses_mixed_kinds(run_cli, saved_reports, tmp_path):
+    other = tmp_path / "lint.json"
+    other.write_text(json.dumps({"schema": "fadiag.lint/1", "flags": [], "verdict": "clean"}))
+    code, out, err = run_cli(["compare", saved_reports["bp"], other])
+    assert code == 2 and "different kinds" in err
+
+
+def test_inspect_lists_tensors_and_feedback(run_cli):
+    code, out, err = run_cli(["inspect", EXAMPLES / "resmlp_dfa.pt", "--format", "json"])
+    assert code == 0, err
+    rep = json.loads(out)
+    keys = {t["key"]: t for t in rep["tensors"]}
+    assert keys["feedback"]["shape"] == [7, 10, 64]
+    assert keys["model.embed.weight"]["dtype"] == "float32"
+    assert rep["state_dict_key"] == "model" and rep["needs_unsafe_unpickling"] is False
+
+
+def test_inspect_counts_nonfinite_and_fp16(run_cli, tmp_path):
+    sd = {"w": torch.tensor([1.0, float("nan"), float("inf")]), "h": torch.ones(3, dtype=torch.float16)}
+    torch.save(sd, tmp_path / "x.pt")
+    code, out, err = run_cli(["inspect", tmp_path / "x.pt", "--format", "json"])
+    assert code == 1
+    rep = json.loads(out)
+    flags = {f["id"]: f for f in rep["flags"]}
+    assert flags["nonfinite"]["flagged"] and flags["nonfinite"]["value"] == 2
+    assert flags["fp16"]["flagged"]
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch INSPECT_MARKER",))
+
+
+def test_inspect_names_unsafe_globals_without_running_them(run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"x": _Payload()}, tmp_path / "evil.pt")
+    code, out, err = run_cli(["inspect", tmp_path / "evil.pt", "--format", "json"])
+    assert code == 1
+    rep = json.loads(out)
+    assert rep["needs_unsafe_unpickling"] is True
+    assert any("system" in g for g in rep["unsafe_globals"])
+    assert not (tmp_path / "INSPECT_MARKER").exists()
