@@ -174,7 +174,10 @@ def _read_torch(p: Path, *, trust: bool) -> Any:
             except Exception as e2:
                 raise CheckpointError(f"cannot load even with --trust-checkpoint ({_short(e2)})", source=str(p)) from None
         names = _unsafe_globals(p, e)
-        what = ", ".join(names) if names else "arbitrary Python objects"
+        if not names:
+            # No global to blame: the pickle stream itself is broken, not hostile.
+            raise CheckpointError(f"corrupt torch checkpoint ({_short(e)})", source=str(p)) from None
+        what = ", ".join(names)
         raise UnsafeCheckpointError(
             f"refusing to unpickle {what}; this file can run code when loaded. "
             "Re-save it as a plain state dict, or pass --trust-checkpoint if you trust its origin",
@@ -196,8 +199,7 @@ def _unsafe_globals(p: Path, err: Exception) -> list[str]:
     except Exception:
         pass  # legacy (non-zip) files: fall back to the message torch gave
     if not names:
-        names = re.findall(r"GLOBAL ([\w.]+ ?[\w.]*)", str(err))
-        names = [n.replace(" ", ".") for n in names]
+        names = re.findall(r"GLOBAL ([\w.]+)", str(err))
     return sorted(set(names))
 
 

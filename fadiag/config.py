@@ -99,12 +99,18 @@ def build_default_map(raw: dict, commands: dict, origin: str) -> dict:
     return out
 
 
+#: Options that change how a report is shown or where it goes, never its numbers: not recorded.
+PRESENTATION = frozenset({"format", "output", "quiet", "plot", "exit_zero"})
+
+
 def sources(ctx) -> dict:
     """{option: "flag" | "env" | "config"} for every option not left at its built-in default."""
     # Compared by name: Typer vendors its own copy of click, with its own ParameterSource enum.
     names = {"COMMANDLINE": "flag", "ENVIRONMENT": "env", "DEFAULT_MAP": "config"}
     out = {}
     for p in ctx.command.params:
+        if p.name in PRESENTATION:
+            continue
         src = getattr(ctx.get_parameter_source(p.name), "name", None)
         if src in names:
             out[p.name] = names[src]

@@ -144,7 +144,7 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
                          source=sp.origin)
     x, y = subject.batches[0]
     x, y = x.to(subject.device), y.to(subject.device)
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.enable_grad():
@@ -153,7 +153,8 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
             per_sample = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
             grads_sum = torch.autograd.grad(per_sample.sum(), hs, allow_unused=True)
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     B = x.shape[0]
     shapes = [tuple(h.shape) for h in hs]
     hs_flat = [h.detach().reshape(B, -1) for h in hs]

@@ -44,7 +44,7 @@ def forward_hidden(model, x):
 
 
 def stream_pass(model, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> StreamPass:
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.enable_grad():
@@ -69,4 +69,5 @@ def stream_pass(model, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") ->
             loss=float(loss.detach()),
         )
     finally:
-        model.train(was_training)
+        for m, mode in modes:  # every submodule's own mode, not just the top level's
+            m.training = mode

@@ -76,9 +76,10 @@ def per_sample_cosine(a: Tensor, g: Tensor) -> Tensor:
 
 
 def _median(x: Tensor) -> float:
-    # torch.median: the lower of the two middle values for an even count, and NaN when any entry is
-    # NaN (a non-finite norm must not hide inside a median).
-    return float(torch.median(x)) if x.numel() else math.nan
+    """Textbook median (mean of the two middle values for an even batch), NaN if any entry is NaN."""
+    from .protocol import median
+
+    return median(x)
 
 
 def offline_bp_cosine(a: Tensor, g: Tensor, floor: float = G_NORM_FLOOR) -> dict:

@@ -32,16 +32,20 @@ NAMES = {
 }
 
 
+def median(v: torch.Tensor) -> float:
+    """Textbook median of a 1-D tensor in float64 (mean of the two middle values for an even count, as
+    numpy and statistics.median; torch.median would return the lower one). NaN if any entry is NaN."""
+    v = v.double().flatten()
+    if v.numel() == 0 or torch.isnan(v).any():
+        return float("nan")
+    s = v.sort().values
+    n = s.numel()
+    return float(s[n // 2]) if n % 2 else float((s[n // 2 - 1] + s[n // 2]) / 2)
+
+
 def median_row_norms(x: torch.Tensor) -> float:
     """Median over the batch of the per-sample L2 norm along features (never x.norm(-1)). x: (B, d)."""
-    n = x.double().norm(dim=-1)
-    if n.numel() == 0:
-        return float("nan")
-    if not torch.isfinite(n).all():
-        # torch.median ignores nothing: a NaN row must surface as NaN, an Inf row as inf when it dominates.
-        if torch.isnan(n).any():
-            return float("nan")
-    return float(n.median())
+    return median(x.double().norm(dim=-1))
 
 
 def norms_per_layer(xs: list) -> list:
@@ -66,9 +70,13 @@ def growth_ratio(residual_norms: list, mode: str = "ratio_to_h0") -> tuple:
     for num, den, l in pairs:
         if not (math.isfinite(num) and math.isfinite(den)):
             return float("nan"), l
-        v = math.inf if den == 0 and num > 0 else (math.nan if den == 0 else num / den)
-        if math.isnan(v):
-            return float("nan"), l
+        if den == 0:
+            # A zero norm in the denominator: the ratio is undefined and flags. Report the first layer
+            # where the stream is non-zero (where the "infinite" growth shows).
+            if mode == "ratio_to_h0":
+                l = next((k for k in range(1, len(r)) if r[k] > 0), l)
+            return math.inf, l
+        v = num / den
         if v > best:
             best, where = v, l
     return (best if pairs else float("nan")), where
