@@ -183,6 +183,7 @@ def main_cb(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
 ):
     Ctx.debug = debug
+    Ctx.quiet = False  # per invocation: commands that take --quiet set it again
 
 
 # Shared option types -----------------------------------------------------------------------------
@@ -349,6 +350,61 @@ def credit(
         if not quiet:
             err(f"fadiag: {checkpoint or 'toy LQ'}: {rep['verdict']}")
         emit([with_settings(rep, ctx)], default_format(format), output)
+        return exit_code(any(f["flagged"] for f in rep["flags"]), exit_zero)
+
+    run_guarded(body)
+
+
+# --------------------------------------------------------------------------------------- relevance
+
+@app.command()
+def relevance(
+    ctx: typer.Context,
+    checkpoint: Annotated[Path, typer.Argument(help="Multi-head learner checkpoint (.pt, or .npz of plain arrays).")],
+    sensitivity: Annotated[bool, typer.Option(
+        "--sensitivity", help="Also the Jacobian tier: mean |d pred_h / d x_raw| over the eval rows.")] = False,
+    observation: Annotated[Optional[str], typer.Option(
+        "--observation", help="Jacobian at one point: a row index of the eval data, or comma-separated values.")] = None,
+    feature_names: Annotated[Optional[str], typer.Option(
+        "--feature-names", help="Comma-separated feature names (default: the spec's, else feature_i).")] = None,
+    head_names: Annotated[Optional[str], typer.Option(
+        "--head-names", help="Comma-separated head names (default: the spec's, else head_i).")] = None,
+    step_sizes: Annotated[str, typer.Option(
+        "--step-sizes", help="auto | step_sizes | log_step_sizes | step_size | none.")] = "auto",
+    plot: Annotated[Optional[str], typer.Option(
+        "--plot", help="Bar chart of weight relevance per head to FILE.png|svg|pdf (needs the 'plot' extra).")] = None,
+    spec: SpecOpt = None,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+    data: DataOpt = None,
+    device: DeviceOpt = Device.cpu,
+    exit_zero: ExitZeroOpt = False,
+    trust_checkpoint: TrustOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Per-feature, per-head relevance of a multi-head online learner: path-norm weight relevance,
+    step-size and trace activity, normaliser statistics, head reliance; --sensitivity adds Jacobians."""
+    Ctx.quiet = quiet
+
+    def body() -> int:
+        from .relevance_api import relevance as run_relevance
+        from .subject import load
+
+        need = sensitivity or observation is not None
+        subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
+                       data=str(data) if data else None, device=_check_device(device), need_data=need,
+                       labels="regression")
+        split = lambda s: [v.strip() for v in s.split(",")] if s else None
+        rep = run_relevance(subject, feature_names=split(feature_names), head_names=split(head_names),
+                            sensitivity=sensitivity, observation=observation, step_size_kind=step_sizes)
+        rep = with_settings(rep, ctx)
+        if plot:
+            from .render.plot import plot_reports
+
+            plot_reports([rep], plot)
+        if not quiet:
+            err(f"fadiag: {checkpoint}: {rep['verdict']}")
+        emit([rep], default_format(format), output)
         return exit_code(any(f["flagged"] for f in rep["flags"]), exit_zero)
 
     run_guarded(body)

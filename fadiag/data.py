@@ -12,8 +12,9 @@ from pathlib import Path
 from .errors import DataError
 
 
-def load_arrays(path: str, source: str | None = None):
-    """Return (x, y) tensors from an npz/pt file, validated: x float finite, y integer labels."""
+def load_arrays(path: str, source: str | None = None, *, integer_labels: bool = True):
+    """Return (x, y) tensors from an npz/pt file, validated: x float finite, y integer labels (or finite
+    regression targets with integer_labels=False)."""
     import numpy as np
     import torch
 
@@ -39,7 +40,7 @@ def load_arrays(path: str, source: str | None = None):
     except Exception as e:
         raise DataError(f"cannot read data ({type(e).__name__}: {' '.join(str(e).split())[:120]})",
                         source=str(path)) from None
-    return validate_xy(x, y, source=str(path))
+    return validate_xy(x, y, source=str(path), integer_labels=integer_labels)
 
 
 def validate_xy(x, y, *, source: str, integer_labels: bool = True):

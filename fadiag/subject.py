@@ -52,6 +52,13 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
     from .models import build_model
 
     model = build_model(sp.model.arch, sp.model.args, origin=sp.origin)
+    from .models.multihead import MultiHeadLearner, split_state
+
+    if isinstance(model, MultiHeadLearner):
+        # A flat multihead state may carry learner extras (step sizes, traces): they are not module state.
+        sd, learner = split_state(sd)
+        if learner:
+            extras = {**extras, "learner": {**extras.get("learner", {}), **learner}}
     check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values() if v.is_floating_point()})
     model.load_state_dict(sd, strict=True)
@@ -72,7 +79,7 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
 
 def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=None, seed=None, shuffle=None,
                  labels: str = "class"):
-    from .data import load_arrays, make_batches, synthetic, validate_xy
+    from .data import load_arrays, make_batches, synthetic
 
     d = sp.data
     nb = d.batches if batches is None else batches
@@ -95,9 +102,7 @@ def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=No
         x, y = synthetic(in_shape, int(args.get("n_classes", 10)), d.n_samples or nb * bs, sd_seed)
         src_name = "synthetic"
     else:
-        x, y = load_arrays(path, source)
-        if labels != "class":
-            x, y = validate_xy(x, y, source=path, integer_labels=False)
+        x, y = load_arrays(path, source, integer_labels=(labels == "class"))
         src_name = path
     n_classes = _n_classes(model)
     if labels == "class" and n_classes is not None and y.numel() and y.max().item() >= n_classes:

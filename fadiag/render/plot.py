@@ -101,3 +101,23 @@ def plot_reports(reports: list, path: str) -> None:
         raise
     finally:
         plt.close(fig)
+
+
+def relevance_figure(plt, reports: list):
+    r = reports[0]
+    heads = list((r.get("per_head") or {}).items())
+    fn = r.get("feature_names") or []
+    fig, axes = plt.subplots(len(heads), 1, figsize=(max(6, 0.6 * len(fn) + 2), 2.2 * len(heads)), squeeze=False)
+    truth = {}
+    for ax, (head, entry) in zip(axes[:, 0], heads):
+        wr = entry.get("weight_relevance") or {}
+        vals = [_nz(wr.get(f)) for f in fn]
+        ax.bar(range(len(fn)), vals, color="C0")
+        ax.set_title(f"{head}: weight relevance (path norm)", fontsize=9)
+        ax.set_xticks(range(len(fn)))
+        ax.set_xticklabels(fn, rotation=45, ha="right", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+FIGURES["fadiag.relevance/1"] = relevance_figure

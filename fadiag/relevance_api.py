@@ -1,0 +1,122 @@
+"""``fadiag relevance``: per-feature, per-head relevance of a multi-head online learner (SCIENCE.md §4).
+
+State-only tier (no forward pass): path-norm weight relevance, step-size and trace activity, normaliser
+statistics, head reliance, head mean step size. Sensitivity tier (``sensitivity=True``): mean |Jacobian|
+of each head w.r.t. the raw input over the eval rows, and, with ``observation``, the Jacobian at one
+point. With ``relevance.truth`` in the spec, a check that each head's truly-used features rank above its
+unused ones. Report schema "fadiag.relevance/1"; the SCIENCE.md §4 layout sits under "trunk"/"per_head".
+
+For daemons, ``fadiag.diagnostics.relevance.relevance_report(LearnerState)`` is the tens-of-µs path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from . import __version__
+from .errors import InputError
+from .report import Flag, clean
+
+RELEVANCE_SCHEMA = "fadiag.relevance/1"
+
+
+def _rank_check(per_head_scores: dict, truth: dict, feature_names: list) -> dict:
+    """Per head: min score over used features / max over unused (> 1 means the truth ranks first)."""
+    out = {}
+    for head, used in truth.items():
+        scores = per_head_scores.get(head)
+        if scores is None:
+            raise InputError(f"relevance.truth names unknown head {head!r}", source="spec")
+        bad = [f for f in used if f not in feature_names]
+        if bad:
+            raise InputError(f"relevance.truth.{head} names unknown feature(s) {bad}", source="spec")
+        u = [scores[f] for f in used]
+        n = [scores[f] for f in feature_names if f not in used]
+        ratio = (min(u) / max(n)) if (n and max(n) > 0) else math.inf
+        out[head] = {"used_min": min(u), "unused_max": max(n) if n else None, "ratio": ratio,
+                     "ranked_first": bool(n) and min(u) > max(n) if n else True}
+    return out
+
+
+def relevance(subject, *, feature_names: list | None = None, head_names: list | None = None,
+              sensitivity: bool = False, observation: str | None = None, step_size_kind: str = "auto") -> dict:
+    import torch
+
+    from .diagnostics import relevance as R
+    from .models.multihead import MultiHeadLearner
+
+    sp = subject.spec
+    model = subject.model
+    if not isinstance(model, MultiHeadLearner):
+        raise InputError(f"relevance needs the multihead architecture, got {sp.model.arch!r}", source=sp.origin)
+    fnames = feature_names or sp.relevance.feature_names
+    hnames = head_names or sp.relevance.head_names
+    flat = {**subject.state_dict, **(subject.extras.get("learner") or {})}
+    state = R.learner_state_from_state_dict(flat, step_size_kind=step_size_kind)
+    body = R.relevance_report(state, fnames, hnames)
+    fn = list(fnames) if fnames else [f"feature_{i}" for i in range(state.n_features)]
+    hn = list(hnames) if hnames else [f"head_{i}" for i in range(state.n_heads)]
+
+    sens = None
+    if sensitivity or observation is not None:
+        X = torch.cat([x for x, _ in subject.batches]).to(subject.device) if subject.batches else None
+        if X is None:
+            raise InputError("sensitivity needs eval data (data.path in the spec, or --data)", source=sp.origin)
+        if X.shape[1] != state.n_features:
+            raise InputError(f"data has {X.shape[1]} features, the learner {state.n_features}", source="data")
+        sens = {"over": f"{X.shape[0]} eval rows", "mean_abs": {}}
+        mas = R.mean_abs_sensitivity(model, X).cpu()
+        for h, name in enumerate(hn):
+            sens["mean_abs"][name] = dict(zip(fn, mas[h].tolist()))
+        if observation is not None:
+            xo = _observation(observation, X, state.n_features)
+            J = R.sensitivity(model, xo).cpu().double()
+            sens["observation"] = {"x": xo.tolist(), "jacobian": {name: dict(zip(fn, J[h].tolist()))
+                                                                  for h, name in enumerate(hn)}}
+    checks = {}
+    truth = sp.relevance.truth
+    if truth:
+        checks["weight_relevance"] = _rank_check({h: v["weight_relevance"] for h, v in body["per_head"].items()},
+                                                 truth, fn)
+        if sens:
+            std = body["trunk"].get("normalizer_std")
+            scaled = {h: {f: v * (std[f] if std else 1.0) for f, v in row.items()} for h, row in sens["mean_abs"].items()}
+            checks["mean_abs_sensitivity_x_std"] = _rank_check(scaled, truth, fn)
+    bad = R.non_finite_fields(body)
+    flags = [Flag("nonfinite", "non-finite relevance values", bool(bad), float(len(bad)), 0.0,
+                  ("at " + ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")) if bad else "all finite")]
+    for name, res in checks.items():
+        miss = [h for h, r in res.items() if not r["ranked_first"]]
+        flags.append(Flag(f"truth_{name}", f"known features not ranked first by {name}", bool(miss),
+                          float(len(miss)), 0.0, f"heads {miss}" if miss else "every head's known features rank first"))
+    names = [f.name for f in flags if f.flagged]
+    return clean({
+        "schema": RELEVANCE_SCHEMA, "fadiag_version": __version__, "method_name": sp.audit.method_name or subject.path,
+        "feature_names": fn, "head_names": hn, "step_size_kind": state.step_size_kind,
+        "trunk": body["trunk"], "per_head": body["per_head"], "sensitivity": sens, "truth_checks": checks or None,
+        "flags": [dataclasses.asdict(f) for f in flags],
+        "verdict": "ok" if not names else "needs attention: " + "; ".join(names),
+        "checkpoint": subject.checkpoint.describe(), "data": dict(subject.data_info) or None, "spec": sp.origin,
+    })
+
+
+def _observation(obs: str, X, n_features: int):
+    import torch
+
+    s = obs.strip()
+    if "," in s:
+        try:
+            vals = [float(v) for v in s.split(",")]
+        except ValueError:
+            raise InputError(f"expected a row index or {n_features} comma-separated numbers", source="--observation") from None
+        if len(vals) != n_features or not all(math.isfinite(v) for v in vals):
+            raise InputError(f"expected {n_features} finite values, got {len(vals)}", source="--observation")
+        return torch.tensor(vals, dtype=X.dtype)
+    try:
+        i = int(s)
+    except ValueError:
+        raise InputError(f"expected a row index or {n_features} comma-separated numbers", source="--observation") from None
+    if not 0 <= i < X.shape[0]:
+        raise InputError(f"row {i} out of range 0..{X.shape[0] - 1}", source="--observation")
+    return X[i]
