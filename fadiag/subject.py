@@ -57,6 +57,9 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
     if isinstance(model, MultiHeadLearner):
         # A flat multihead state may carry learner extras (step sizes, traces): they are not module state.
         sd, learner = split_state(sd)
+        if "norm_mean" in sd and "norm_count" not in sd:
+            # Exports from other frameworks often omit the count; auditing never needs it.
+            sd["norm_count"] = torch.zeros((), dtype=torch.int64)
         if learner:
             extras = {**extras, "learner": {**extras.get("learner", {}), **learner}}
     check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)

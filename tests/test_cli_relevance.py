@@ -1,0 +1,97 @@
+"""``fadiag relevance`` end to end on the shipped multi-head learner, plus the npz (no-pickle) export path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def example_report():
+    from typer.testing import CliRunner
+
+    from fadiag.cli import app
+
+    res = CliRunner().invoke(app, ["relevance", str(EXAMPLES / "multihead.pt"), "--sensitivity", "--observation", "3",
+                                   "--format", "json", "-q"])
+    assert res.exit_code == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_layout_names_and_schema(example_report):
+    r = example_report
+    spec = yaml.safe_load((EXAMPLES / "multihead.yaml").read_text())
+    assert r["schema"] == "fadiag.relevance/1"
+    assert r["feature_names"] == spec["relevance"]["feature_names"]
+    assert list(r["per_head"]) == spec["relevance"]["head_names"]
+    for head in r["per_head"].values():
+        assert set(head["weight_relevance"]) == set(r["feature_names"])
+        assert {"normalized_weight_relevance", "per_raw_unit_relevance", "head_reliance"} <= set(head)
+        assert len(head["head_reliance"]) == 64 and "neuron_0" in head["head_reliance"]
+    assert {"step_size_activity", "trace_activity", "normalizer_mean", "normalizer_std"} <= set(r["trunk"])
+
+
+def test_truth_features_rank_first_by_relevance_and_sensitivity(example_report):
+    checks = example_report["truth_checks"]
+    for kind in ("weight_relevance", "mean_abs_sensitivity_x_std"):
+        assert all(v["ranked_first"] and v["ratio"] > 1 for v in checks[kind].values()), checks[kind]
+
+
+def test_observation_jacobian_matches_autograd(example_report):
+    import fadiag
+    from fadiag.relevance_api import relevance
+
+    subj = fadiag.load(str(EXAMPLES / "multihead.pt"), labels="regression")
+    x = subj.batches[0][0][3].clone().requires_grad_(True)
+    J = torch.autograd.functional.jacobian(lambda v: subj.model(v.unsqueeze(0)).squeeze(0), x)
+    got = example_report["sensitivity"]["observation"]["jacobian"]
+    for h, name in enumerate(example_report["head_names"]):
+        row = [got[name][f] for f in example_report["feature_names"]]
+        # both are float32 computations in different op orders; noise_a (scale 1e-3) amplifies roundoff
+        np.testing.assert_allclose(row, J[h].double().numpy(), rtol=1e-3, atol=1e-9)
+
+
+def test_npz_export_gives_the_same_state_only_report(tmp_path, run_cli):
+    """A learner written in JAX/numpy exports plain arrays; the state-only report must be identical."""
+    ck = torch.load(EXAMPLES / "multihead.pt", weights_only=True)
+    flat = {**ck["model"], **ck["learner"]}
+    flat.pop("norm_count")  # exports often omit it
+    np.savez(tmp_path / "learner.npz", **{k: v.numpy() for k, v in flat.items()})
+    spec = yaml.safe_load((EXAMPLES / "multihead.yaml").read_text())
+    spec["data"]["path"] = str(EXAMPLES / "multihead_data.npz")
+    (tmp_path / "learner.yaml").write_text(yaml.safe_dump(spec))
+    code, out, err = run_cli(["relevance", tmp_path / "learner.npz", "-f", "json", "-q"])
+    assert code == 0, err
+    a = json.loads(out)
+    code, out2, _ = run_cli(["relevance", EXAMPLES / "multihead.pt", "-f", "json", "-q"])
+    b = json.loads(out2)
+    assert a["per_head"] == b["per_head"] and a["trunk"] == b["trunk"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--observation", "999999"], "out of range"),
+    (["--observation", "1,2,3"], "12 finite values"),
+    (["--head-names", "a,b"], "head names"),
+    (["--step-sizes", "adam"], "no such step sizes"),
+])
+def test_bad_relevance_options_exit_2(run_cli, args, needle):
+    code, out, err = run_cli(["relevance", EXAMPLES / "multihead.pt", *args])
+    assert code == 2, (code, err)
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_relevance_on_a_non_multihead_checkpoint_is_bad_input(run_cli):
+    code, out, err = run_cli(["relevance", EXAMPLES / "resmlp_bp.pt"])
+    assert code == 2 and "multihead" in err
+
+
+def test_relevance_plot(run_cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    code, out, err = run_cli(["relevance", EXAMPLES / "multihead.pt", "--plot", tmp_path / "r.png", "-q", "-f", "json"])
+    assert code == 0 and (tmp_path / "r.png").stat().st_size > 1000
