@@ -72,14 +72,32 @@ def main(argv=None):
     p.add_argument("--layer", type=int, default=3)
     p.add_argument("--dirs", type=int, default=32)
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--example", default=None,
+                   help="use a shipped checkpoint's model and eval data, e.g. checkpoints_example/resmlp_bp.pt")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = ResMLP().eval()
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch, 40, generator=gen)
-    y = torch.randint(0, 10, (args.batch,), generator=gen)
+    if args.example:
+        import fadiag
+
+        subj = fadiag.load(args.example, batches=1, batch_size=args.batch)
+        m = subj.model
+
+        class _Wrap:
+            def hidden(self, x, l):
+                return m(x, return_hidden=True)[1][l]
+
+            def forward_from(self, l, h):
+                return m.forward_from(h, l)
+
+        model = _Wrap()
+        x, y = subj.batches[0]
+    else:
+        model = ResMLP().eval()
+        x = torch.randn(args.batch, 40, generator=gen)
+        y = torch.randint(0, 10, (args.batch,), generator=gen)
     l = args.layer
 
     with torch.no_grad():
