@@ -153,6 +153,14 @@ class Progress:
             self.bar.stop()
 
 
+def warn_half(subject) -> None:
+    """CHECKLIST fp16: half-precision weights are upcast; say so (the report records weight_dtypes)."""
+    half = [d for d in subject.weight_dtypes if d in ("float16", "bfloat16")]
+    if half and not Ctx.quiet:
+        err(f"fadiag: warning: {subject.path}: {', '.join(half)} weights; fadiag computes in float32 "
+            "(norms, cosines and correlations in float64), so small gradients are not flushed to zero")
+
+
 def parse_thresholds(items: Optional[List[str]]) -> dict:
     out = {}
     for it in items or []:
@@ -273,6 +281,7 @@ def audit(
                            device=dev)
             if subject.checkpoint.trusted and not quiet:
                 err(f"fadiag: warning: {ck}: loaded with --trust-checkpoint (arbitrary unpickling)")
+            warn_half(subject)
             fb_acc, fb_src = frozen_baseline_acc, ("given" if frozen_baseline_acc is not None else None)
             if frozen_baseline == "train":
                 with Progress(f"training frozen baseline for {ck.name}") as prog:
@@ -343,6 +352,7 @@ def credit(
             subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
                            data=str(data) if data else None, batches=1, batch_size=batch_size, seed=seed,
                            device=_check_device(device))
+            warn_half(subject)
             with Progress(f"credit metrics for {checkpoint.name}") as prog:
                 rep = run_credit(subject, signal=signal, init_path=str(init) if init else None,
                                  tensors_path=str(tensors) if tensors else None, eps=eps, n_dirs=n_dirs,
