@@ -133,7 +133,7 @@ def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None) -> tuple:
         raise InputError("--frozen-baseline train needs a model with 'blocks'", source=sp.origin)
     x, y = load_arrays(sp.resolve(sp.data.train_path))
     torch.manual_seed(seed)
-    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin)
+    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
     train_frozen_baseline(model, x, y, BP_RECIPE, seed=seed, progress=progress)
     model.eval()
     with torch.no_grad():

@@ -51,7 +51,7 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
 
     from .models import build_model
 
-    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin)
+    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
     from .models.multihead import MultiHeadLearner, split_state
 
     if isinstance(model, MultiHeadLearner):
