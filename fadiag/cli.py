@@ -365,6 +365,103 @@ def credit(
     run_guarded(body)
 
 
+# ------------------------------------------------------------------------------------------- edges
+
+@app.command()
+def edges(
+    ctx: typer.Context,
+    checkpoint: Annotated[Path, typer.Argument(help="Graph-structured network checkpoint (arch gsnn).")],
+    method: Annotated[Optional[str], typer.Option("--method", help="spearman (average-rank ties) | pearson.")] = None,
+    row_chunk: Annotated[Optional[int], typer.Option(
+        "--row-chunk", envvar="FADIAG_ROW_CHUNK",
+        help="Rows of the N x N evidence matrix per GEMM: bounds peak memory to ~row_chunk*(N+M)*4 bytes.")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(
+        "--bootstrap", help="Average over ITERS seeded resamples of the observations (with replacement).")] = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", help="Rows per bootstrap resample (default M).")] = None,
+    penalty: Annotated[Optional[float], typer.Option(
+        "--penalty", help="Known-edge penalty α: W *= (1-α)^indeg_known(j) (1+α)^outdeg_known(i).")] = None,
+    scale_by_act_mean: Annotated[Optional[bool], typer.Option(
+        "--scale-by-act-mean/--no-scale-by-act-mean", help="Multiply row i by node i's mean activity.")] = None,
+    truth: Annotated[Optional[Path], typer.Option("--truth", help="True edge list (TSV/CSV/npy) for MRR.")] = None,
+    held_out: Annotated[Optional[Path], typer.Option(
+        "--held-out", help="Score only these query edges (others in --truth are masked).")] = None,
+    top: Annotated[int, typer.Option("--top", help="Show the K strongest edges.")] = 20,
+    where: Annotated[Optional[str], typer.Option("--where", help="pre | post: activations before or after the norm.")] = None,
+    norm: Annotated[Optional[str], typer.Option("--norm", help="Per-channel transform: l1 | l2 | none.")] = None,
+    agg: Annotated[Optional[str], typer.Option("--agg", help="Per-node reduction: sum | mean | max.")] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", help="ce (class labels) | mse (regression targets).")] = None,
+    matrix: Annotated[Optional[str], typer.Option("--matrix", help="Save the N x N evidence matrix to OUT.npy.")] = None,
+    edges_out: Annotated[Optional[str], typer.Option(
+        "--edges", help="Save every edge ranked: OUT.tsv with source, target, score, rank.")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Heatmap of the evidence to FILE.png|svg|pdf.")] = None,
+    spec: SpecOpt = None,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+    data: DataOpt = None,
+    batches: BatchesOpt = None,
+    batch_size: BatchSizeOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = Device.cpu,
+    exit_zero: ExitZeroOpt = False,
+    trust_checkpoint: TrustOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Infer function -> function edges from activation/gradient rank correlation (streamed over eval
+    batches, bounded memory with --row-chunk) and score them against known edges (MRR, Hits@k, random
+    baseline). Exit 1 if MRR is not above random or signals are non-finite."""
+    Ctx.quiet = quiet
+
+    def body() -> int:
+        from .edges_api import edges as run_edges, write_edges_tsv, write_matrix
+        from .subject import load
+
+        for opt, path in (("--matrix", matrix), ("--edges", edges_out), ("--plot", plot)):
+            if path and not (Path(path).parent if str(Path(path).parent) else Path(".")).is_dir():
+                raise InputError("folder does not exist", source=f"{opt} {path}")
+        if matrix and not matrix.endswith(".npy"):
+            raise InputError("matrix file must end in .npy", source=f"--matrix {matrix}")
+        subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
+                       data=str(data) if data else None, batches=batches, batch_size=batch_size, seed=seed,
+                       device=_check_device(device), labels="class" if (loss or "") == "ce" else _edges_labels(
+                           checkpoint, spec))
+        with Progress(f"edges for {checkpoint.name}") as prog:
+            rep, W = run_edges(subject, method=method, row_chunk=row_chunk, bootstrap=bootstrap, samples=samples,
+                               penalty=penalty, scale_by_act_mean=scale_by_act_mean,
+                               truth=str(truth) if truth else None, held_out=str(held_out) if held_out else None,
+                               top=top, where=where, norm=norm, agg=agg, loss=loss, seed=seed or 0, progress=prog)
+        rep = with_settings(rep, ctx)
+        if matrix:
+            write_matrix(W, matrix)
+        if edges_out:
+            write_edges_tsv(W, edges_out)
+        if plot:
+            from .render.plot import plot_matrix
+
+            plot_matrix(W, rep, plot)
+        n_const = (rep.get("constant_columns") or {})
+        if not quiet:
+            c = n_const.get("n_constant_act", 0) + n_const.get("n_constant_grad", 0)
+            if c:
+                err(f"fadiag: warning: {c} constant node signal column(s) ({n_const.get('n_constant_act', 0)} "
+                    f"activation, {n_const.get('n_constant_grad', 0)} gradient): their edges score 0")
+            err(f"fadiag: {checkpoint}: {rep['verdict']}")
+        emit([rep], default_format(format), output)
+        return exit_code(any(f["flagged"] for f in rep["flags"]), exit_zero)
+
+    run_guarded(body)
+
+
+def _edges_labels(checkpoint: Path, spec: Optional[Path]) -> str:
+    """The eval targets are class labels for loss ce, regression targets for mse (spec edges.loss)."""
+    from .spec import discover_spec
+
+    try:
+        sp = discover_spec(str(checkpoint), None, str(spec) if spec else None)
+    except FadiagError:
+        return "class"
+    return "class" if sp.edges.loss == "ce" else "regression"
+
+
 # --------------------------------------------------------------------------------------- relevance
 
 @app.command()

@@ -89,7 +89,11 @@ def plot_reports(reports: list, path: str) -> None:
     if fn is None:
         raise InputError(f"no plot for {schema}", source="--plot")
     plt = _plt()
-    fig = fn(plt, reports)
+    _save(plt, fn(plt, reports), p)
+
+
+def _save(plt, fig, p: Path) -> None:
+    """Save atomically: a temp file beside the target, then a rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=p.suffix, dir=p.parent if str(p.parent) else ".")
     os.close(fd)
     try:
@@ -121,3 +125,32 @@ def relevance_figure(plt, reports: list):
 
 
 FIGURES["fadiag.relevance/1"] = relevance_figure
+
+
+def plot_matrix(W, report: dict, path: str) -> None:
+    """Heatmap of the N x N edge evidence (rows: source nodes' activations, columns: targets' gradients)."""
+    p = Path(path)
+    if p.suffix.lower() not in SUFFIXES:
+        raise InputError(f"plot file must end in {', '.join(SUFFIXES)}", source=str(path))
+    plt = _plt()
+    import numpy as np
+
+    M = W.detach().cpu().double().numpy()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    lim = float(np.nanmax(np.abs(M))) if np.isfinite(M).any() else 1.0
+    im = ax.imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="edge evidence")
+    true = [(e["source"], e["target"]) for e in report.get("top_edges") or [] if e.get("true")]
+    if true:
+        ax.scatter([t for _, t in true], [s for s, _ in true], s=12, facecolors="none", edgecolors="k",
+                   label="top edges that are true")
+        ax.legend(fontsize=7, loc="upper right")
+    sc = report.get("scoring")
+    title = f"{report.get('params', {}).get('method')} evidence, N = {report.get('n_nodes')}"
+    if sc:
+        title += f"; MRR {sc['mrr']:.3f} (random {sc['random_mrr']:.3f})"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("target node j (gradient)")
+    ax.set_ylabel("source node i (activation)")
+    fig.tight_layout()
+    _save(plt, fig, p)
