@@ -1,0 +1,694 @@
+"""Edge inference for graph-structured networks (SCIENCE.md §3).
+
+Pure tensor math: every function takes tensors (or numpy arrays), returns tensors or plain dicts, and
+never prints, reads files or exits. Bad input raises ``ValueError`` with a one-line message; the CLI turns
+it into exit code 2.
+
+Pipeline (SCIENCE.md §3, items 1-6)::
+
+    acts, grads, loss = capture_block_signals(model, x, y)          # (L, B, C) each      (item 1)
+    a = reduce_channels(acts, model.channel_groups, n_nodes)         # (L, B, N)           (item 2)
+    g = reduce_channels(grads, model.channel_groups, n_nodes)
+    A, G = pair_observations(a, g)                                   # (M, N) each         (item 3)
+    W = edge_evidence(A, G, method="spearman")                       # (N, N)              (item 4)
+    W = apply_known_edge_penalty(scale_by_act_mean(W, A), edge_index, alpha)             (item 5)
+    mrr(W, truth_edges)                                              # dict                (item 6)
+
+Memory model of :func:`edge_evidence` (inputs A, G of M x N float32, 4 bytes each):
+
+- the two inputs are read, never modified or copied whole;
+- each is standardised column block by column block (``_BLOCK_ELEMS // M`` columns at a time) into one
+  (N, M) matrix of ``dtype``: 2 x M x N x 4 bytes in all, i.e. the size of the inputs;
+- a column block (2^22 entries) needs ≈ 2^22 x 12 bytes for its sort (values + int64 indices) and
+  ≈ 2^22 x 10 bytes of tie bookkeeping, ~90 MB, whatever N and M;
+- the output W is N x N; with ``row_chunk`` the product is formed row block by row block, so the GEMM
+  needs at most row_chunk x (N + M) x 4 bytes of workspace.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "reduce_channels",
+    "pair_observations",
+    "edge_evidence",
+    "scale_by_act_mean",
+    "apply_known_edge_penalty",
+    "bootstrap_evidence",
+    "mrr",
+    "capture_block_signals",
+    "NORMS",
+    "AGGS",
+    "METHODS",
+]
+
+NORMS = ("l1", "l2", "none")
+AGGS = ("sum", "mean", "max")
+METHODS = ("spearman", "pearson")
+
+#: a column with a standard deviation at or below this scores 0 (SCIENCE.md §3 item 4)
+CONSTANT_STD = 1e-12
+
+# Entries standardised per column block (block = _BLOCK_ELEMS // M columns): bounds the transient
+# memory of the sort (values + int64 indices) and tie bookkeeping to a few tens of MB, while each
+# sort call stays big enough to run in parallel.
+_BLOCK_ELEMS = 1 << 22
+
+
+# ----------------------------------------------------------------------------------------------------
+# input validation
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    try:
+        return torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name}: cannot be read as a tensor ({err})") from None
+
+
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise if x holds NaN or Inf; a single sum() keeps the common (finite) case allocation-free."""
+    if not x.is_floating_point():
+        return
+    # x.sum() allocates nothing; if it overflows to Inf the exact count below decides.
+    if torch.isfinite(x.sum()):
+        return
+    n_nan = int(torch.isnan(x).sum())
+    n_inf = int(torch.isinf(x).sum())
+    if n_nan or n_inf:
+        raise ValueError(
+            f"{name} has {n_nan} NaN and {n_inf} Inf values out of {x.numel()}; "
+            "ranks and correlations of non-finite values are meaningless"
+        )
+
+
+def _obs_pair(acts, grads) -> tuple[torch.Tensor, torch.Tensor]:
+    A = _as_tensor(acts, "acts")
+    G = _as_tensor(grads, "grads")
+    if A.dim() != 2 or G.dim() != 2:
+        raise ValueError(
+            f"acts and grads must be 2-D (M, N) matrices, got shapes {tuple(A.shape)} and {tuple(G.shape)}"
+        )
+    if A.shape != G.shape:
+        raise ValueError(
+            f"acts and grads must have the same shape (M, N), got {tuple(A.shape)} and {tuple(G.shape)}"
+        )
+    if A.shape[0] < 1 or A.shape[1] < 1:
+        raise ValueError(f"acts and grads need at least one row and one column, got {tuple(A.shape)}")
+    if A.device != G.device:
+        raise ValueError(f"acts and grads are on different devices ({A.device} and {G.device})")
+    if A.is_complex() or G.is_complex():
+        raise ValueError("acts and grads must be real-valued")
+    if A.dtype == torch.bool or G.dtype == torch.bool:
+        A, G = A.to(torch.float32), G.to(torch.float32)
+    _check_finite(A, "acts")
+    _check_finite(G, "grads")
+    return A, G
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+def _check_row_chunk(row_chunk) -> None:
+    if row_chunk is None:
+        return
+    if isinstance(row_chunk, bool) or not isinstance(row_chunk, (int, np.integer)):
+        raise ValueError(f"row_chunk must be a positive integer or None, got {row_chunk!r}")
+    if row_chunk <= 0:
+        raise ValueError(f"row_chunk must be a positive integer or None, got {row_chunk}")
+
+
+def _edge_tensor(edges, n_nodes: int, name: str) -> torch.Tensor:
+    """(2, E) LongTensor of (src, dst) from a (2, E) tensor/array or a list of (src, dst) pairs."""
+    if isinstance(edges, (torch.Tensor, np.ndarray)):
+        e = _as_tensor(edges, name)
+    else:
+        try:
+            pairs = [tuple(int(v) for v in pair) for pair in edges]
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a (2, E) tensor or a list of (src, dst) pairs") from None
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(f"{name} must be a list of (src, dst) pairs")
+        e = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).T
+    if e.dim() != 2 or e.shape[0] != 2:
+        raise ValueError(f"{name} must have shape (2, E) of (src, dst) rows, got {tuple(e.shape)}")
+    if e.is_floating_point():
+        if e.numel() and not bool((e == e.round()).all()):
+            raise ValueError(f"{name} must hold integer node ids")
+    elif e.dtype == torch.bool or e.is_complex():
+        raise ValueError(f"{name} must hold integer node ids, got dtype {e.dtype}")
+    e = e.to(torch.long)
+    if e.numel() and (int(e.min()) < 0 or int(e.max()) >= n_nodes):
+        raise ValueError(
+            f"{name} has node ids in [{int(e.min())}, {int(e.max())}], outside [0, {n_nodes - 1}]"
+        )
+    return e
+
+
+# ----------------------------------------------------------------------------------------------------
+# items 2-3: per-node signals and observations
+
+
+def reduce_channels(
+    x, channel_groups, n_nodes: int, norm: str = "l2", agg: str = "sum"
+) -> torch.Tensor:
+    """Per-node signal from per-channel values (SCIENCE.md §3 item 2).
+
+    out[l, b, n] = agg_{c : channel_groups[c] = n} t(x[l, b, c]),
+    t = |x| (``l1``), x² (``l2``; squared, as the reference), x (``none``);
+    agg = sum | mean | max; an empty group gives 0 for every agg.
+
+    Args:
+        x: (L, B, C) per-channel values (any leading shape works; the last dim is channels).
+        channel_groups: (C,) integer node id of each channel, in [0, n_nodes).
+        n_nodes: N.
+    Returns:
+        (L, B, N) tensor in x's dtype (float32 for integer input), on x's device.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if agg not in AGGS:
+        raise ValueError(f"agg must be one of {', '.join(AGGS)}, got {agg!r}")
+    x = _as_tensor(x, "x")
+    if not x.is_floating_point():
+        x = x.to(torch.float32)
+    groups = _as_tensor(channel_groups, "channel_groups")
+    if isinstance(n_nodes, bool) or not isinstance(n_nodes, (int, np.integer)) or n_nodes < 1:
+        raise ValueError(f"n_nodes must be a positive integer, got {n_nodes!r}")
+    if x.dim() < 1:
+        raise ValueError("x must have a channel dimension (last dim)")
+    if groups.dim() != 1 or groups.shape[0] != x.shape[-1]:
+        raise ValueError(
+            f"channel_groups must have shape (C,) = ({x.shape[-1]},) to match x's last dim, "
+            f"got {tuple(groups.shape)}"
+        )
+    if groups.is_floating_point() or groups.dtype == torch.bool:
+        raise ValueError(f"channel_groups must be an integer tensor, got {groups.dtype}")
+    groups = groups.to(device=x.device, dtype=torch.long)
+    if groups.numel() and (int(groups.min()) < 0 or int(groups.max()) >= n_nodes):
+        raise ValueError(
+            f"channel_groups has node ids in [{int(groups.min())}, {int(groups.max())}], "
+            f"outside [0, {n_nodes - 1}]"
+        )
+    if norm == "l1":
+        t = x.abs()
+    elif norm == "l2":
+        t = x * x
+    else:
+        t = x
+    out = torch.zeros(*x.shape[:-1], n_nodes, dtype=t.dtype, device=x.device)
+    if agg == "max":
+        idx = groups.expand_as(t)
+        # include_self=False: an empty group keeps the 0 it was initialised with.
+        return out.scatter_reduce_(-1, idx, t, reduce="amax", include_self=False)
+    out.index_add_(-1, groups, t)
+    if agg == "mean":
+        counts = torch.bincount(groups, minlength=n_nodes).to(t.dtype)
+        out = out / counts.clamp_min(1)
+    return out
+
+
+def pair_observations(acts_nodes, grads_nodes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Observation matrices (SCIENCE.md §3 item 3).
+
+    A = acts_nodes[0 .. L-2] and G = grads_nodes[1 .. L-1], each flattened to (M, N), M = (L-1)·B:
+    row (l, b) of A is node activity in block l, the same row of G the gradient in block l+1.
+
+    Args:
+        acts_nodes, grads_nodes: (L, B, N), L >= 2.
+    Returns:
+        (A, G), each (M, N).
+    """
+    a = _as_tensor(acts_nodes, "acts_nodes")
+    g = _as_tensor(grads_nodes, "grads_nodes")
+    if a.dim() != 3 or a.shape != g.shape:
+        raise ValueError(
+            f"acts_nodes and grads_nodes must both be (L, B, N), got {tuple(a.shape)} and {tuple(g.shape)}"
+        )
+    if a.shape[0] < 2:
+        raise ValueError(f"pairing layer l with l+1 needs L >= 2 layers, got L = {a.shape[0]}")
+    n = a.shape[-1]
+    return a[:-1].reshape(-1, n), g[1:].reshape(-1, n)
+
+
+# ----------------------------------------------------------------------------------------------------
+# item 4: correlation
+
+
+def _tie_groups_sparse(eq: torch.Tensor):
+    """Tie groups from eq (k, M-1), eq[r, j] = (sorted[r, j] == sorted[r, j+1]), in O(#tied pairs).
+
+    Returns (row, first, last) LongTensors, one entry per group of >= 2 equal values, spanning sorted
+    positions first..last of that row. Used when ties are few (continuous data).
+    """
+    row, j = eq.nonzero(as_tuple=True)
+    if row.numel() == 0:
+        return row, j, j
+    # a run of consecutive tied pairs in one row is one group; nonzero() lists them in row-major order
+    brk = torch.ones_like(row, dtype=torch.bool)
+    brk[1:] = (row[1:] != row[:-1]) | (j[1:] != j[:-1] + 1)
+    starts = brk.nonzero(as_tuple=True)[0]
+    ends = torch.cat([starts[1:] - 1, starts.new_tensor([row.numel() - 1])])
+    return row[starts], j[starts], j[ends] + 1
+
+
+def _standardise_into(
+    x: torch.Tensor, out: torch.Tensor, method: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write the columns of x (M, N), centred, into out (N, M) and return their inverse norms.
+
+    spearman: out[n] = average ranks of x[:, n] minus their mean (ties share the mean of their sorted
+    positions, as scipy.stats.rankdata 'average'), left unscaled: they are exact multiples of 1/2, and
+    the scale is applied to the N x N product instead of the N x M matrix. pearson: out[n] =
+    (x[:, n] - mean) / ||x[:, n] - mean|| (centred in float64), scale 1, so tiny gradients cannot
+    underflow in the product.
+
+    For ranks the norm needs no pass over the data: centred ranks 0..M-1 have
+    Σ (r - (M-1)/2)² = (M³ − M)/12, and averaging a tie group of size t removes (t³ − t)/12.
+    Works a block of _BLOCK_ELEMS // M columns at a time (see the module docstring for memory).
+
+    Returns:
+        (scale (N,) float64: z = out[n] * scale[n] has unit norm, 0 for a constant column;
+         constant-column mask (N,) bool).
+    """
+    m, n = x.shape
+    dev = x.device
+    const = torch.zeros(n, dtype=torch.bool, device=dev)
+    scale = torch.ones(n, dtype=torch.float64, device=dev)
+    col_block = max(1, min(n, _BLOCK_ELEMS // m))
+    if method == "pearson":
+        for c0 in range(0, n, col_block):
+            c1 = min(n, c0 + col_block)
+            b64 = x[:, c0:c1].T.to(torch.float64)
+            b64 = b64 - b64.mean(dim=1, keepdim=True)
+            ss = (b64 * b64).sum(dim=1)
+            bad = (ss / m).sqrt() <= CONSTANT_STD
+            inv = torch.where(bad, 0.0, 1.0 / ss.sqrt().clamp_min(1e-300))
+            out[c0:c1].copy_(b64 * inv[:, None])
+            const[c0:c1] = bad
+            scale[c0:c1] = torch.where(bad, 0.0, 1.0)
+        return scale, const
+
+    centre = (m - 1) / 2.0
+    ss_no_ties = (m ** 3 - m) / 12.0
+    # centred positions 0..M-1, exact in float32 up to 2^23 rows
+    pos = torch.arange(m, dtype=torch.float64, device=dev).sub_(centre).to(out.dtype)
+    # Same dtype: one fast whole-matrix transpose into out, then sort out's rows in place of a copy.
+    # Otherwise sort each block in x's own dtype, so that no rounding can create artificial ties.
+    in_place = x.dtype == out.dtype
+    if in_place:
+        out.copy_(x.T)
+    kmax = min(n, col_block)
+    sv_buf = torch.empty(kmax, m, dtype=x.dtype, device=dev)
+    idx_buf = torch.empty(kmax, m, dtype=torch.long, device=dev)
+    for c0 in range(0, n, col_block):
+        c1 = min(n, c0 + col_block)
+        k = c1 - c0
+        dst = out[c0:c1]
+        src = dst if in_place else x[:, c0:c1].T.contiguous()
+        sv, idx = torch.sort(src, dim=1, out=(sv_buf[:k], idx_buf[:k]))
+        eq = sv[:, 1:] == sv[:, :-1]  # (k, M-1): sorted positions j and j+1 tie
+        n_tied = int(torch.count_nonzero(eq))
+        ss = torch.full((k,), ss_no_ties, dtype=torch.float64, device=dev)
+        bad = torch.full((k,), m == 1, dtype=torch.bool, device=dev)  # one row: all constant
+        if n_tied * 16 <= k * m:
+            # few ties: positions 0..M-1 everywhere, then overwrite the members of each tie group
+            dst.scatter_(1, idx, pos.expand(k, m))
+            row, first, last = _tie_groups_sparse(eq)
+            if row.numel():
+                size = last - first + 1
+                grp = torch.repeat_interleave(torch.arange(row.numel(), device=dev), size)
+                p = torch.arange(grp.numel(), device=dev)
+                p -= torch.repeat_interleave(size.cumsum(0) - size, size)
+                p += first[grp]
+                r = row[grp]
+                mean_pos = ((first + last).to(torch.float64) * 0.5 - centre).to(out.dtype)
+                dst[r, idx[r, p]] = mean_pos[grp]
+        else:
+            # many ties (ReLU zeros, quantised values): label every sorted entry with its group
+            # (a running count of group starts over the flattened block), give each group its mean
+            # position, and scatter the labelled values back in one pass
+            is_start = torch.empty(k, m, dtype=torch.bool, device=dev)
+            is_start[:, 0] = True
+            torch.logical_not(eq, out=is_start[:, 1:])
+            del eq
+            flat = is_start.view(-1)
+            gid = torch.cumsum(flat, 0, dtype=torch.int32 if k * m < 2**31 else torch.int64)
+            n_groups = int(gid[-1])
+            if n_groups * 8 < k * m:
+                # few groups: binary-search each label's first entry instead of a full nonzero() pass
+                labels = torch.arange(1, n_groups + 1, dtype=gid.dtype, device=dev)
+                starts = torch.searchsorted(gid, labels)
+            else:
+                starts = flat.nonzero().squeeze(1)  # flattened position of each group's first entry
+            del is_start, flat
+            size = torch.diff(starts, append=starts.new_tensor([k * m]))
+            # table[g] = the group's mean position in flattened coordinates, starts + (size - 1) / 2;
+            # exact in float32 while k·M < 2^23 (halves), so float64 beyond that
+            tdtype = out.dtype if k * m < 2**23 else torch.float64
+            table = torch.empty(starts.numel() + 1, dtype=tdtype, device=dev)
+            table[0] = 0.0  # gid counts from 1: entry 0 is a placeholder
+            torch.add(starts.to(tdtype), size.to(tdtype), alpha=0.5, out=table[1:])
+            z = table.index_select(0, gid).view(k, m)
+            del gid, table
+            # back to centred within-row positions: subtract r·M + (M - 1)/2 from row r (and the 0.5)
+            offset = torch.arange(k, device=dev, dtype=torch.float64) * m + centre + 0.5
+            z -= offset.to(z.dtype)[:, None]
+            dst.scatter_(1, idx, z if z.dtype == out.dtype else z.to(out.dtype))
+            del z
+            tied = (size > 1).nonzero().squeeze(1)
+            row = starts[tied] // m
+            first = starts[tied] - row * m
+            last = first + size[tied] - 1
+        if row.numel():
+            size = last - first + 1
+            t = size.to(torch.float64)
+            ss.index_add_(0, row, -(t ** 3 - t) / 12.0)
+            # a constant column is one group of all M rows: tested exactly, not via a rounded ss
+            bad[row[size == m]] = True
+        const[c0:c1] = bad
+        scale[c0:c1] = torch.where(bad, 0.0, 1.0 / ss.clamp_min(1e-300).sqrt())
+    return scale, const
+
+
+def edge_evidence(
+    acts,
+    grads,
+    method: str = "spearman",
+    row_chunk: int | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    return_info: bool = False,
+):
+    """Edge evidence W (N, N): W[i, j] = corr over rows of (acts[:, i], grads[:, j]) (SCIENCE.md §3 item 4).
+
+    spearman: Pearson correlation of the columns' average ranks (ties share the mean of their positions,
+    as scipy.stats.rankdata 'average' / spearmanr; ReLU zeros then do not bias scores); pearson: plain.
+    With c_x[:, i] = x[:, i] - mean (ranks first for spearman) and s_x[i] = 1 / ||c_x[:, i]||,
+    W = diag(s_acts) · c_actsᵀ c_grads · diag(s_grads): the N x N act-vs-grad block only, never the
+    2N x 2N matrix. A column with std <= 1e-12 (population std of its ranks / values) has s = 0, so its
+    whole row / column of W is 0.
+
+    Accuracy: centred ranks are exact in float32 (up to 2^23 rows); norms are exact or float64; the
+    GEMM runs in ``dtype`` (float32 default): entries match scipy to ~1e-6.
+
+    Args:
+        acts: (M, N) node activities, M observations (rows) x N nodes; tensor or numpy array.
+        grads: (M, N) node gradients, same rows.
+        method: "spearman" | "pearson".
+        row_chunk: None, or the number of W rows formed per GEMM (bounds the GEMM workspace to
+            ≈ row_chunk·(N+M)·4 bytes beyond the standardised inputs). Chunking changes only the
+            GEMM's float rounding (≤ ~1e-6 in float32).
+        dtype: compute dtype of the standardised inputs and of W (float32 or float64).
+        return_info: also return {"n_constant_act": int, "n_constant_grad": int}.
+    Returns:
+        W (N, N) of ``dtype`` on the inputs' device, or (W, info) if return_info.
+    Raises:
+        ValueError: non-2-D or mismatched inputs, NaN/Inf values, bad method, row_chunk or dtype.
+    """
+    _check_method(method)
+    _check_row_chunk(row_chunk)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    A, G = _obs_pair(acts, grads)
+    m, n = A.shape
+    za = torch.empty(n, m, dtype=dtype, device=A.device)
+    scale_a, const_a = _standardise_into(A, za, method)
+    zg = torch.empty(n, m, dtype=dtype, device=A.device)
+    scale_g, const_g = _standardise_into(G, zg, method)
+    if row_chunk is None or row_chunk >= n:
+        W = za @ zg.T
+    else:
+        W = torch.empty(n, n, dtype=dtype, device=A.device)
+        for r0 in range(0, n, row_chunk):
+            r1 = min(n, r0 + row_chunk)
+            torch.mm(za[r0:r1], zg.T, out=W[r0:r1])
+    del za, zg
+    if method == "spearman":
+        W.mul_(scale_a.to(dtype)[:, None]).mul_(scale_g.to(dtype)[None, :])
+    # rounding can push |W| a hair above 1; correlations live in [-1, 1]
+    W.clamp_(-1.0, 1.0)
+    if return_info:
+        return W, {"n_constant_act": int(const_a.sum()), "n_constant_grad": int(const_g.sum())}
+    return W
+
+
+# ----------------------------------------------------------------------------------------------------
+# item 5: options
+
+
+def scale_by_act_mean(W, acts) -> torch.Tensor:
+    """W'[i, j] = W[i, j] · mean_m acts[m, i] (SCIENCE.md §3 item 5, scale_by_act_mean).
+
+    Args:
+        W: (N, N) edge evidence; acts: (M, N) the activity matrix W was computed from.
+    Returns:
+        (N, N) new tensor in W's dtype.
+    """
+    W = _as_tensor(W, "W")
+    A = _as_tensor(acts, "acts")
+    if W.dim() != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"W must be a square (N, N) matrix, got {tuple(W.shape)}")
+    if A.dim() != 2 or A.shape[1] != W.shape[0]:
+        raise ValueError(f"acts must be (M, N) with N = {W.shape[0]}, got {tuple(A.shape)}")
+    mean = A.to(device=W.device).mean(dim=0, dtype=torch.float64).to(W.dtype)
+    return W * mean[:, None]
+
+
+def apply_known_edge_penalty(W, edge_index, alpha: float) -> torch.Tensor:
+    """W'[i, j] = W[i, j] · (1−α)^{indeg_known(j)} · (1+α)^{outdeg_known(i)} (SCIENCE.md §3 item 5).
+
+    indeg_known(j) / outdeg_known(i) count the rows of edge_index with dst = j / src = i, as given
+    (a duplicated edge counts twice, like a degree computed from edge_index).
+
+    Args:
+        W: (N, N); edge_index: (2, E) LongTensor of (src, dst) known edges; alpha in [0, 1].
+    Returns:
+        (N, N) new tensor in W's dtype.
+    """
+    W = _as_tensor(W, "W")
+    if W.dim() != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"W must be a square (N, N) matrix, got {tuple(W.shape)}")
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}") from None
+    if not (0.0 <= a <= 1.0):
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    n = W.shape[0]
+    e = _edge_tensor(edge_index, n, "edge_index").to(W.device)
+    indeg = torch.bincount(e[1], minlength=n).to(torch.float64)
+    outdeg = torch.bincount(e[0], minlength=n).to(torch.float64)
+    col = torch.pow(1.0 - a, indeg)  # 0**0 = 1: alpha = 1 zeroes only columns with known in-edges
+    row = torch.pow(1.0 + a, outdeg)
+    return W * (row[:, None] * col[None, :]).to(W.dtype)
+
+
+def bootstrap_evidence(
+    acts,
+    grads,
+    iters: int,
+    n_samples: int,
+    seed: int = 0,
+    method: str = "spearman",
+    row_chunk: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Bootstrap edge evidence (SCIENCE.md §3 item 5, ``estimate``).
+
+    W = (1/iters) Σ_t edge_evidence(acts[I_t], grads[I_t]), I_t = n_samples row indices drawn uniformly
+    with replacement from a torch.Generator seeded with ``seed`` (the same seed gives the same W;
+    the reference is unseeded). The same rows I_t index both matrices, keeping observations paired.
+
+    Args:
+        acts, grads: (M, N); iters >= 1; n_samples >= 1; progress: called as progress(t, iters)
+            after each resample t = 1..iters.
+    Returns:
+        (N, N) mean evidence, on the inputs' device.
+    """
+    for name, v in (("iters", iters), ("n_samples", n_samples)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    _check_method(method)
+    _check_row_chunk(row_chunk)
+    A, G = _obs_pair(acts, grads)
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+    m, n = A.shape
+    total = torch.zeros(n, n, dtype=torch.float64, device=A.device)
+    for t in range(int(iters)):
+        rows = torch.randint(m, (int(n_samples),), generator=gen).to(A.device)
+        total += edge_evidence(A[rows], G[rows], method=method, row_chunk=row_chunk, dtype=dtype)
+        if progress is not None:
+            progress(t + 1, int(iters))
+    return (total / int(iters)).to(dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# item 6: ranking against truth
+
+
+def mrr(scores, query_edges, true_edges=None, *, exclude_self: bool = False) -> dict:
+    """Mean reciprocal rank of query edges in their source's row (SCIENCE.md §3 item 6).
+
+    For query (s, d): candidates are the columns c of scores[s] except other true edges (s, c), c != d
+    (``exclude_self`` also drops c = s when s != d; the reference keeps it). NaN scores become −inf
+    first (so a NaN target ranks last, not 2nd as in the reference).
+    rank = #{c : x_c > x_d} + 0.5·(#{c : x_c = x_d, itself included} + 1); MRR = mean(1 / rank);
+    hits@k = fraction of queries with rank <= k. random_mrr = mean over queries of
+    (1/n_c)·Σ_{r=1..n_c} 1/r, the expected MRR of a uniformly random ranking of the n_c candidates.
+
+    Args:
+        scores: (N, N), scores[i, j] = evidence for edge i -> j.
+        query_edges: (2, E) tensor/array of (src, dst), or a list of (src, dst) pairs.
+        true_edges: same forms; default = query_edges. Used only for masking.
+    Returns:
+        {"mrr", "hits@1", "hits@3", "hits@10", "random_mrr": float, "n_queries": int,
+         "ranks": list[float], "n_candidates": list[int]}.
+    """
+    S = _as_tensor(scores, "scores")
+    if S.dim() != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"scores must be a square (N, N) matrix, got {tuple(S.shape)}")
+    if not S.is_floating_point():
+        S = S.to(torch.float64)
+    n = S.shape[0]
+    q = _edge_tensor(query_edges, n, "query_edges").to(S.device)
+    if q.shape[1] == 0:
+        raise ValueError("mrr needs at least one query edge")
+    t = q if true_edges is None else _edge_tensor(true_edges, n, "true_edges").to(S.device)
+    S = torch.nan_to_num(S, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+    adj = torch.zeros(n, n, dtype=torch.bool, device=S.device)
+    adj[t[0], t[1]] = True
+    ranks_out, ncand_out = [], []
+    e = q.shape[1]
+    # queries per block: keep the (block, N) temporaries around 4M entries
+    step = max(1, 4_000_000 // max(n, 1))
+    arange_n = torch.arange(n, device=S.device)
+    for q0 in range(0, e, step):
+        src, dst = q[0, q0:q0 + step], q[1, q0:q0 + step]
+        rows = S[src]  # (k, N)
+        target = rows.gather(1, dst[:, None])  # (k, 1)
+        cand = ~adj[src]
+        cand[torch.arange(src.shape[0], device=S.device), dst] = True
+        if exclude_self:
+            cand &= (arange_n[None, :] != src[:, None]) | (arange_n[None, :] == dst[:, None])
+        greater = ((rows > target) & cand).sum(1)
+        equal = ((rows == target) & cand).sum(1)
+        ranks_out.append(greater.to(torch.float64) + 0.5 * (equal.to(torch.float64) + 1.0))
+        ncand_out.append(cand.sum(1))
+    ranks = torch.cat(ranks_out).cpu()
+    n_c = torch.cat(ncand_out).cpu()
+    harmonic = torch.cumsum(1.0 / torch.arange(1, n + 1, dtype=torch.float64), 0)
+    rand = harmonic[n_c - 1] / n_c.to(torch.float64)
+    out = {
+        "mrr": float((1.0 / ranks).mean()),
+        "hits@1": float((ranks <= 1).to(torch.float64).mean()),
+        "hits@3": float((ranks <= 3).to(torch.float64).mean()),
+        "hits@10": float((ranks <= 10).to(torch.float64).mean()),
+        "random_mrr": float(rand.mean()),
+        "n_queries": int(ranks.numel()),
+        "ranks": ranks.tolist(),
+        "n_candidates": n_c.tolist(),
+    }
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# item 1: capture
+
+
+def capture_block_signals(model, x, y, where: str = "pre", loss: str = "ce"):
+    """One forward + backward pass capturing every block's activations and their loss gradients
+    (SCIENCE.md §3 item 1).
+
+    For block l with normalisation module ``model.blocks[l].norm``: the activation is the norm's input
+    (``where="pre"``, the residual stream h_l) or its output (``"post"``); the gradient is
+    d loss / d activation, loss = mean cross-entropy(model(x), y) (``"ce"``, y (B,) class ids) or mean
+    squared error (``"mse"``, y shaped like the output). The pass runs in eval mode under
+    ``torch.enable_grad()``; gradients come from ``torch.autograd.grad`` on the captured tensors only,
+    so no parameter's ``.grad`` is written. On exit, also on exception, every submodule's training
+    flag, every parameter's requires_grad and every parameter's ``.grad`` (None or the same tensor,
+    values untouched) are restored and the hooks removed.
+
+    Args:
+        model: a module with ``blocks`` (sequence), each block with a ``norm`` submodule, whose
+            activations are (B, C) (e.g. fadiag.models.gsnn.GSNN).
+        x: (B, in_dim) inputs; y: targets.
+    Returns:
+        (acts, grads, loss): acts and grads (L, B, C) detached float tensors, loss a float.
+    """
+    if where not in ("pre", "post"):
+        raise ValueError(f"where must be 'pre' or 'post', got {where!r}")
+    if loss not in ("ce", "mse"):
+        raise ValueError(f"loss must be 'ce' or 'mse', got {loss!r}")
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or len(blocks) == 0:
+        raise ValueError("model has no blocks to capture (expected model.blocks)")
+    norms = []
+    for i, block in enumerate(blocks):
+        norm_mod = getattr(block, "norm", None)
+        if not isinstance(norm_mod, torch.nn.Module):
+            raise ValueError(f"model.blocks[{i}] has no 'norm' submodule to hook")
+        norms.append(norm_mod)
+
+    modes = [(mod, mod.training) for mod in model.modules()]
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    saved_grads = [p.grad for p in params]
+    captured: list[torch.Tensor | None] = [None] * len(norms)
+    handles = []
+
+    def make_hook(i: int):
+        def hook(_module, inputs, output):
+            captured[i] = inputs[0] if where == "pre" else output
+
+        return hook
+
+    try:
+        model.eval()
+        # Parameters require grad so that every captured activation is in the autograd graph,
+        # even for a frozen model; autograd.grad below never accumulates into .grad.
+        for p in params:
+            p.requires_grad_(True)
+        for i, norm_mod in enumerate(norms):
+            handles.append(norm_mod.register_forward_hook(make_hook(i)))
+        with torch.enable_grad():
+            out = model(x)
+            if loss == "ce":
+                loss_t = torch.nn.functional.cross_entropy(out, y)
+            else:
+                loss_t = torch.nn.functional.mse_loss(out, y.to(out.dtype).reshape(out.shape))
+            missing = [i for i, c in enumerate(captured) if c is None]
+            if missing:
+                raise ValueError(f"blocks {missing} were not run by the forward pass")
+            targets = [c for c in captured if c.requires_grad]
+            grads_list = torch.autograd.grad(loss_t, targets, allow_unused=True) if targets else []
+        it = iter(grads_list)
+        grads = []
+        for c in captured:
+            g = next(it) if c.requires_grad else None
+            grads.append(torch.zeros_like(c) if g is None else g)
+        acts_t = torch.stack([c.detach() for c in captured])
+        grads_t = torch.stack([g.detach() for g in grads])
+        return acts_t, grads_t, float(loss_t.detach())
+    finally:
+        for h in handles:
+            h.remove()
+        for mod, was in modes:
+            mod.training = was
+        for p, flag, g in zip(params, flags, saved_grads):
+            p.requires_grad_(flag)
+            p.grad = g
