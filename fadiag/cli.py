@@ -311,7 +311,8 @@ def credit(
     ctx: typer.Context,
     checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint file (not needed with --toy-lq).")] = None,
     signal: Annotated[Optional[str], typer.Option(
-        "--signal", help="Credit signal a_l: bp | dfa (training-time feedback in the checkpoint) | fa | tensors | "
+        "--signal", help="Credit signal a_l: bp | dfa (training-time feedback in the checkpoint) | fa | "
+                         "value (dV/dh of a stored value net) | tensors | "
                          "random (a control). Default: credit.signal in the spec.")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="Init checkpoint, for feature drift M_l.")] = None,
     tensors: Annotated[Optional[Path], typer.Option("--tensors", help="Precomputed a_l (.pt/.npz) for --signal tensors.")] = None,

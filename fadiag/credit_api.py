@@ -27,7 +27,7 @@ DEFAULT_CREDIT_THRESHOLDS = {
     # (b)'s floor: below it the BP gradient is numerical noise and Γ is uninterpretable.
     "g_norm_floor": 1e-7,
 }
-SIGNALS = ("bp", "dfa", "fa", "tensors", "random")
+SIGNALS = ("bp", "dfa", "fa", "value", "tensors", "random")
 
 
 def _thresholds(base: dict, overrides: dict | None, source: str) -> dict:
@@ -92,6 +92,22 @@ def _feedback_list(extras: dict, key: str, source: str):
     if isinstance(fb, dict):
         return fb
     raise InputError(f"checkpoint entry {key!r} is not a tensor, list of tensors or dict", source=source)
+
+
+def _value_net(subject, key: str | None):
+    """Build the value net stored under ``key`` (None when the key is unset or absent: N/A, never a fallback)."""
+    from .checkpoint import find_state_dict
+    from .models import build_model
+    from .subject import check_state_dict
+
+    cs = subject.spec.credit
+    if not key or key not in subject.extras:
+        return None
+    sd, _ = find_state_dict(subject.extras[key], "auto", "", source=f"{subject.path}:{key}")
+    net = build_model(cs.value_arch, cs.value_args, origin=subject.spec.origin, base_dir=subject.spec.base_dir)
+    check_state_dict(net, sd, source=f"{subject.path}:{key}", spec_origin=subject.spec.origin)
+    net.load_state_dict(sd)
+    return net.float().to(subject.device).eval()
 
 
 def _read_tensors_file(path: str, n: int):
@@ -199,6 +215,19 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
             except ValueError as err_:
                 raise InputError(str(err_), source=subject.path) from None
             src = f"FA: a_L = e B_top, a_l = B_l a_(l+1), matrices under {cs.feedback!r}"
+    elif signal == "value":
+        vnet = _value_net(subject, cs.value)
+        if vnet is None:
+            na["signal"] = (f"no value net under credit.value = {cs.value!r} in the checkpoint; "
+                            "fadiag never substitutes one")
+        else:
+            signals = []
+            for l, h in enumerate(hs):
+                hv = h.detach().reshape(B, -1).clone().requires_grad_(True)
+                with torch.enable_grad():
+                    (dv,) = torch.autograd.grad(vnet(hv, l).sum(), hv)
+                signals.append(dv.detach())
+            src = f"value net: a_l = dV(h_l, l)/dh_l, V under {cs.value!r}"
     elif signal == "tensors":
         path = tensors_path or sp.resolve(cs.tensors)
         if not path:
@@ -230,6 +259,14 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
     else:
         na["drift"] = "no init checkpoint (--init or credit.init_checkpoint)"
 
+    # Bridge residual R_l: needs the value net and its EMA target (SCIENCE.md §2).
+    vnet = _value_net(subject, cs.value) if cs.value else None
+    vtgt = _value_net(subject, cs.value_target) if cs.value_target else None
+    if vnet is None or vtgt is None:
+        na["bridge_residual"] = ("needs a value net and its EMA target in the checkpoint "
+                                 "(credit.value, credit.value_target)")
+    bridge_gen = torch.Generator().manual_seed(seed + 104729)
+
     layers = []
     gen = torch.Generator().manual_seed(seed)
     for l in range(n):
@@ -250,6 +287,12 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
         else:
             row["rho"], row["nudging"] = None, None
         row["drift"] = drift_layers.get(l) if drift_layers is not None else None
+        if vnet is not None and vtgt is not None and l + 1 < n:
+            row["bridge_residual"] = C.bridge_residual(
+                hs_flat[l], hs_flat[l + 1], lambda h, _l=l: vnet(h, _l), lambda h, _l=l: vtgt(h, _l + 1),
+                K=cs.bridge_k, lam=cs.bridge_lambda, sigma=cs.bridge_sigma, generator=bridge_gen)
+        else:
+            row["bridge_residual"] = None
         layers.append(row)
         if progress:
             progress(l + 1, n)
@@ -260,6 +303,8 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
         "gamma_interpretable_only": C.layer_means(gammas),
         "rho": C.layer_means([r["rho"] for r in layers]),
     }
+    if "bridge_residual" not in na:
+        means["bridge_residual"] = C.layer_means([r["bridge_residual"] for r in layers])
     for eta in etas:
         means[f"nudging@{eta}"] = C.layer_means([(r["nudging"] or {}).get(str(eta)) for r in layers])
 
@@ -287,6 +332,7 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
         "layers": layers, "means": means, "drift_per_tensor": drift_tensors,
         "not_available": na,
         "params": {"eps": eps, "n_dirs": n_dirs, "etas": etas, "seed": seed, "batch_size": B,
+                   "bridge_k": cs.bridge_k, "bridge_lambda": cs.bridge_lambda, "bridge_sigma": cs.bridge_sigma,
                    "batch": "first eval batch", "weight_dtypes": subject.weight_dtypes},
         "thresholds": th, "flags": [dataclasses.asdict(f) for f in flags],
         "verdict": "ok" if not names else "needs walk-back: " + "; ".join(names),

@@ -76,8 +76,13 @@ class CreditSpec:
     """Checkpoint key holding the training-time feedback matrices (dfa/fa)."""
     init_checkpoint: Optional[str] = None
     value: Optional[str] = None
-    """Checkpoint key holding the value net's state (signal value / bridge residual)."""
+    """Checkpoint key holding the value net's state dict (signal value / bridge residual R_l)."""
     value_target: Optional[str] = None
+    """Checkpoint key holding the EMA target value net's state dict (bridge residual R_l)."""
+    value_arch: str = "fadiag.models.value:ValueMLP"
+    """Value net class; forward(h, t) -> (B,)."""
+    value_args: dict = field(default_factory=dict)
+    """Constructor arguments of the value net (e.g. {width: 64, hidden: 64, depth: 2, n_layers: 6})."""
     tensors: Optional[str] = None
     eps: float = 1e-3
     n_dirs: int = 32
@@ -240,6 +245,9 @@ def _check_values(spec: Spec) -> None:
         raise _fail(o, "data", "batches * batch_size over the 10,000,000-row limit")
     if spec.audit.growth not in ("ratio_to_h0", "per_block"):
         raise _fail(o, "audit.growth", f"expected ratio_to_h0 or per_block, got {spec.audit.growth!r}")
+    c = spec.credit
+    if c.bridge_k < 1 or c.bridge_k > 4096 or c.bridge_lambda <= 0 or c.bridge_sigma < 0:
+        raise _fail(o, "credit", "need 1 <= bridge_k <= 4096, bridge_lambda > 0, bridge_sigma >= 0")
     if spec.credit.signal not in ("bp", "dfa", "fa", "value", "tensors", "random"):
         raise _fail(o, "credit.signal", f"expected bp, dfa, fa, value, tensors or random; got {spec.credit.signal!r}")
     if spec.edges.method not in ("spearman", "pearson"):

@@ -121,3 +121,69 @@ def test_cli_credit_bad_options_exit_2(run_cli, args, needle):
     assert code == 2, err
     assert needle in err and "Traceback" not in err and out == ""
     assert len(err.strip().splitlines()) == 1
+
+
+def _value_checkpoint(tmp_path, tiny_resmlp_ckpt, with_target=True):
+    from fadiag.models.value import ValueMLP
+
+    torch.manual_seed(5)
+    v = ValueMLP(8, hidden=6, depth=1, n_layers=3)
+    vt = ValueMLP(8, hidden=6, depth=1, n_layers=3)
+    extra = {"value": v.state_dict()}
+    if with_target:
+        extra["value_target"] = vt.state_dict()
+    f = tiny_resmlp_ckpt(extra=extra, spec_overrides={"credit": {
+        "signal": "value", "value": "value", "value_target": "value_target",
+        "value_args": {"width": 8, "hidden": 6, "depth": 1, "n_layers": 3}, "bridge_k": 4}})
+    return f, v, vt
+
+
+def test_value_signal_is_dV_dh(tmp_path, tiny_resmlp_ckpt):
+    f, v, _ = _value_checkpoint(tmp_path, tiny_resmlp_ckpt)
+    subj = fadiag.load(str(f.ckpt), batches=1)
+    rep = credit(subj)
+    x, y = subj.batches[0]
+    with torch.no_grad():
+        _, hs = subj.model(x, return_hidden=True)
+    for l in (0, 2):
+        h = hs[l].clone().requires_grad_(True)
+        (a,) = torch.autograd.grad(v(h, l).sum(), h)
+        hh = hs[l].clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(subj.model.forward_from(hh, l), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, hh)
+        cos = torch.nn.functional.cosine_similarity(a.double(), g.double(), dim=1, eps=0).mean()
+        assert rep["layers"][l]["gamma"] == pytest.approx(float(cos), rel=1e-6)
+
+
+def test_bridge_residual_against_a_loop(tmp_path, tiny_resmlp_ckpt):
+    """R_l from the report equals a float64 loop over samples and K noisy states drawn the same way."""
+    f, v, vt = _value_checkpoint(tmp_path, tiny_resmlp_ckpt)
+    subj = fadiag.load(str(f.ckpt), batches=1)
+    rep = credit(subj, seed=0)
+    x, _ = subj.batches[0]
+    with torch.no_grad():
+        _, hs = subj.model(x, return_hidden=True)
+    gen = torch.Generator().manual_seed(0 + 104729)
+    K, lam, sigma = 4, 0.1, 0.1
+    for l in range(len(hs) - 1):
+        B, d = hs[l + 1].shape
+        xi = torch.randn((K, B, d), generator=gen, dtype=torch.float64)
+        total = 0.0
+        with torch.no_grad():
+            vl = v(hs[l], l).double()
+            for b in range(B):
+                vb = [float(vt((hs[l + 1][b].double() + sigma * xi[k, b]).float().unsqueeze(0), l + 1)) for k in range(K)]
+                mx = max(-x_ / lam for x_ in vb)
+                lse = mx + math.log(sum(math.exp(-x_ / lam - mx) for x_ in vb))
+                target = -lam * lse + lam * math.log(K)
+                total += abs(float(vl[b]) - target)
+        assert rep["layers"][l]["bridge_residual"] == pytest.approx(total / B, rel=1e-5)
+    assert rep["layers"][-1]["bridge_residual"] is None  # no next state after h_L
+    assert "bridge_residual" in rep["means"]
+
+
+def test_bridge_residual_without_target_is_na(tmp_path, tiny_resmlp_ckpt):
+    f, _, _ = _value_checkpoint(tmp_path, tiny_resmlp_ckpt, with_target=False)
+    rep = credit(fadiag.load(str(f.ckpt), batches=1))
+    assert "bridge_residual" in rep["not_available"]
+    assert all(r["bridge_residual"] is None for r in rep["layers"])
