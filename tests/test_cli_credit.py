@@ -187,3 +187,37 @@ def test_bridge_residual_without_target_is_na(tmp_path, tiny_resmlp_ckpt):
     rep = credit(fadiag.load(str(f.ckpt), batches=1))
     assert "bridge_residual" in rep["not_available"]
     assert all(r["bridge_residual"] is None for r in rep["layers"])
+
+
+def test_tensors_signal_reads_precomputed_bp_gradients(tmp_path, tiny_resmlp_ckpt):
+    f = tiny_resmlp_ckpt()
+    subj = fadiag.load(str(f.ckpt), batches=1)
+    x, y = subj.batches[0]
+    with torch.enable_grad():
+        logits, hs = subj.model(x, return_hidden=True)
+        gs = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y, reduction="sum"), hs)
+    torch.save({"a": torch.stack([g.detach() for g in gs])}, tmp_path / "a.pt")
+    rep = credit(subj, signal="tensors", tensors_path=str(tmp_path / "a.pt"))
+    assert all(abs(r["gamma"] - 1) < 1e-6 for r in rep["layers"])
+    torch.save({"a": torch.zeros(2, 3)}, tmp_path / "bad.pt")
+    from fadiag.errors import InputError
+
+    with pytest.raises(InputError):
+        credit(subj, signal="tensors", tensors_path=str(tmp_path / "bad.pt"))
+
+
+def test_fa_signal_chains_stored_matrices(tiny_resmlp_ckpt):
+    from fadiag.diagnostics.credit import fa_signals, output_error, per_sample_cosine
+
+    g = torch.Generator().manual_seed(3)
+    fb = {"top": torch.randn(3, 8, generator=g), "layers": [torch.randn(8, 8, generator=g) for _ in range(3)]}
+    f = tiny_resmlp_ckpt(extra={"fb": fb}, spec_overrides={"credit": {"signal": "fa", "feedback": "fb"}})
+    subj = fadiag.load(str(f.ckpt), batches=1)
+    rep = credit(subj)
+    x, y = subj.batches[0]
+    with torch.enable_grad():
+        logits, hs = subj.model(x, return_hidden=True)
+        gs = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y, reduction="sum"), hs)
+    a = fa_signals(output_error(logits.detach(), y) @ fb["top"].double(), fb["layers"])
+    for l in range(4):
+        assert rep["layers"][l]["gamma"] == pytest.approx(float(per_sample_cosine(a[l], gs[l]).mean()), rel=1e-6)
