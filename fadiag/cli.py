@@ -174,6 +174,14 @@ def parse_thresholds(items: Optional[List[str]]) -> dict:
     return out
 
 
+def finish(rep: dict, ctx, fmt: Optional[Format], output: Optional[str], exit_zero: bool) -> int:
+    """Record settings, render one report dict to stdout/--output, and return the exit code of its flags."""
+    if "settings" not in rep:
+        rep = with_settings(rep, ctx)
+    emit([rep], default_format(fmt), output)
+    return exit_code(any(f.get("flagged") for f in rep.get("flags") or []), exit_zero)
+
+
 def exit_code(flagged: bool, exit_zero: bool) -> int:
     return EXIT_FLAGGED if flagged and not exit_zero else EXIT_OK
 
@@ -360,8 +368,7 @@ def credit(
                                  etas=eta, seed=seed, thresholds=parse_thresholds(threshold), progress=prog)
         if not quiet:
             err(f"fadiag: {checkpoint or 'toy LQ'}: {rep['verdict']}")
-        emit([with_settings(rep, ctx)], default_format(format), output)
-        return exit_code(any(f["flagged"] for f in rep["flags"]), exit_zero)
+        return finish(rep, ctx, format, output, exit_zero)
 
     run_guarded(body)
 
@@ -446,8 +453,7 @@ def edges(
                 err(f"fadiag: warning: {c} constant node signal column(s) ({n_const.get('n_constant_act', 0)} "
                     f"activation, {n_const.get('n_constant_grad', 0)} gradient): their edges score 0")
             err(f"fadiag: {checkpoint}: {rep['verdict']}")
-        emit([rep], default_format(format), output)
-        return exit_code(any(f["flagged"] for f in rep["flags"]), exit_zero)
+        return finish(rep, ctx, format, output, exit_zero)
 
     run_guarded(body)
 
@@ -512,8 +518,7 @@ def relevance(
             plot_reports([rep], plot)
         if not quiet:
             err(f"fadiag: {checkpoint}: {rep['verdict']}")
-        emit([rep], default_format(format), output)
-        return exit_code(any(f["flagged"] for f in rep["flags"]), exit_zero)
+        return finish(rep, ctx, format, output, exit_zero)
 
     run_guarded(body)
 
@@ -539,8 +544,7 @@ def inspect(
         from .inspect import inspect_checkpoint
 
         rep = inspect_checkpoint(str(checkpoint), trust=trust_checkpoint)
-        emit([with_settings(rep, ctx)], default_format(format), output)
-        return exit_code(any(f["flagged"] for f in rep["flags"]), exit_zero)
+        return finish(rep, ctx, format, output, exit_zero)
 
     run_guarded(body)
 

@@ -37,6 +37,18 @@ def verdict_text(verdict: str) -> Text:
     return Text(verdict, style="bold green" if verdict == "trustworthy" else "bold red")
 
 
+def checks_table(r: dict, title: str = "checks") -> Table:
+    """The flags of any report: id, check, value, threshold, status, detail."""
+    f = Table(title=title, title_justify="left")
+    for c, j in (("id", "left"), ("check", "left"), ("value", "right"), ("threshold", "right"),
+                 ("status", "left"), ("detail", "left")):
+        f.add_column(c, justify=j)
+    for fl in r.get("flags") or []:
+        f.add_row(str(fl["id"]), fl["name"], fmt_num(fl.get("value")), fmt_num(fl.get("threshold")),
+                  flag_text(fl.get("flagged")), fl.get("detail") or "")
+    return f
+
+
 def audit_tables(r: dict) -> list:
     ck = r.get("checkpoint", {})
     title = f"{r.get('method_name') or ''}  {ck.get('path', '')}".strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from .table import flag_text, fmt_num, register, verdict_text
+from .table import checks_table, fmt_num, register, verdict_text
 
 
 def credit_tables(r: dict) -> list:
@@ -40,13 +40,7 @@ def credit_tables(r: dict) -> list:
         m.add_column(c, justify="right" if c != "metric" else "left")
     for name, v in (r.get("means") or {}).items():
         m.add_row(name, fmt_num(v.get("all_layers")), fmt_num(v.get("deep_only")), str(v.get("n_skipped_all")))
-    f = Table(title="flags", title_justify="left")
-    for c in ("id", "check", "value", "threshold", "status", "detail"):
-        f.add_column(c)
-    for fl in r.get("flags") or []:
-        f.add_row(fl["id"], fl["name"], fmt_num(fl.get("value")), fmt_num(fl.get("threshold")),
-                  flag_text(fl.get("flagged")), fl.get("detail") or "")
-    parts = [t, m, f]
+    parts = [t, m, checks_table(r, "flags")]
     for k, why in (r.get("not_available") or {}).items():
         parts.append(Text(f"N/A {k}: {why}", style="yellow"))
     parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r.get("verdict", "")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from .table import flag_text, fmt_num, register, verdict_text
+from .table import checks_table, fmt_num, register, verdict_text
 
 
 def edges_tables(r: dict) -> list:
@@ -33,12 +33,7 @@ def edges_tables(r: dict) -> list:
             t.add_row(str(e["rank"]), str(e["source"]), str(e["target"]), fmt_num(e["score"]),
                       "yes" if e.get("known") else "", "" if e.get("true") is None else ("yes" if e["true"] else "no"))
         parts.append(t)
-    f = Table(title="checks", title_justify="left")
-    for c in ("id", "check", "status", "detail"):
-        f.add_column(c)
-    for fl in r.get("flags") or []:
-        f.add_row(fl["id"], fl["name"], flag_text(fl.get("flagged")), fl.get("detail") or "")
-    parts.append(f)
+    parts.append(checks_table(r))
     parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r.get("verdict", ""))))
     return parts
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from .table import flag_text, fmt_num, register, verdict_text
+from .table import checks_table, fmt_num, register, verdict_text
 
 
 def relevance_tables(r: dict, top: int = 12) -> list:
@@ -41,12 +41,7 @@ def relevance_tables(r: dict, top: int = 12) -> list:
                 row.append(fmt_num(sens.get(head, {}).get(f)))
             t.add_row(*row)
         parts.append(t)
-    f = Table(title="checks", title_justify="left")
-    for c in ("id", "check", "status", "detail"):
-        f.add_column(c)
-    for fl in r.get("flags") or []:
-        f.add_row(fl["id"], fl["name"], flag_text(fl.get("flagged")), fl.get("detail") or "")
-    parts.append(f)
+    parts.append(checks_table(r))
     parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r.get("verdict", "")),
                                f"   step sizes: {r.get('step_size_kind') or 'absent'}"))
     return parts
