@@ -78,6 +78,7 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
 
     residual_norms = P.norms_per_layer(first.hiddens)
     bp_grad_norms = P.norms_per_layer(first.grads)
+    update_norms = P.block_update_norms(first.hiddens)
     growth, growth_layer = P.growth_ratio(residual_norms, mode)
     stability = P.cross_batch_stability(directions)
     if headline_acc is None and a.headline_acc is not None:
@@ -94,10 +95,12 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
     flags = P.evaluate_flags(
         residual_norms=residual_norms, bp_grad_norms=bp_grad_norms, growth=growth, growth_layer=growth_layer,
         growth_mode=mode, stability=stability, headline_acc=headline_acc,
-        frozen_baseline_acc=frozen_baseline_acc, thresholds=th, nonfinite_count=nonfinite)
+        frozen_baseline_acc=frozen_baseline_acc, thresholds=th, nonfinite_count=nonfinite,
+        update_norms=update_norms)
     return AuditReport(
         method_name=a.method_name or _guess_method(subject.path), notes=a.notes,
-        residual_norms=residual_norms, bp_grad_norms=bp_grad_norms, stability_layer=l_star,
+        residual_norms=residual_norms, bp_grad_norms=bp_grad_norms, block_update_norms=update_norms,
+        stability_layer=l_star,
         cross_batch_stability=stability, headline_acc=headline_acc, frozen_baseline_acc=frozen_baseline_acc,
         verdict=P.verdict(flags), thresholds=th, flags=flags, checkpoint=subject.checkpoint.describe(),
         data=dict(subject.data_info), growth=growth, growth_mode=mode, headline_acc_source=acc_source,

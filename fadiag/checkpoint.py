@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,10 +76,13 @@ def sniff_format(path: Path) -> str:
         if any(n.endswith("data.pkl") for n in names):
             return "torch"
         raise CheckpointError("zip file is neither a torch checkpoint nor an .npz archive", source=str(path))
+    # safetensors first: its 8-byte little-endian header length can start with 0x80 like a pickle.
+    if len(head) >= 9 and head[8:9] == b"{":
+        fits = int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+        if fits or head[:1] != b"\x80":
+            return "safetensors"  # a header length past the end is reported by the safetensors reader
     if head[:1] == b"\x80":
         return "torch-legacy"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
     raise CheckpointError(
         "unrecognised file format (expected a torch .pt/.pth, .safetensors or .npz file)", source=str(path)
     )
@@ -122,7 +126,10 @@ def _read_npz(p: Path) -> dict:
         raise
     except ValueError as e:
         if "pickle" in str(e).lower():
-            raise UnsafeCheckpointError("npz holds pickled objects; refusing to unpickle", source=str(p)) from None
+            names = _npz_pickle_globals(p)
+            what = ", ".join(names) if names else "pickled Python objects"
+            raise UnsafeCheckpointError(f"npz holds {what}; refusing to unpickle", source=str(p),
+                                        globals_=names) from None
         raise CheckpointError(f"corrupt .npz ({_short(e)})", source=str(p)) from None
     except Exception as e:  # zipfile/zlib/OSError/EOF: all mean a broken file
         raise CheckpointError(f"corrupt .npz ({_short(e)})", source=str(p)) from None
@@ -165,12 +172,20 @@ def _read_torch(p: Path, *, trust: bool) -> Any:
 
     import torch
 
+    def load(weights_only: bool):
+        # A file object, not the path: torch.load dispatches on a ".safetensors" suffix by name, and we
+        # decided the format from the bytes. Warnings (e.g. "Detected pickle protocol 4") would break
+        # the one-line stderr contract; the outcome is reported by us instead.
+        with open(p, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(f, map_location="cpu", weights_only=weights_only)
+
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        return load(True)
     except pickle.UnpicklingError as e:
         if trust:
             try:
-                return torch.load(p, map_location="cpu", weights_only=False)
+                return load(False)
             except Exception as e2:
                 raise CheckpointError(f"cannot load even with --trust-checkpoint ({_short(e2)})", source=str(p)) from None
         names = _unsafe_globals(p, e)
@@ -189,17 +204,77 @@ def _read_torch(p: Path, *, trust: bool) -> Any:
 
 
 def _unsafe_globals(p: Path, err: Exception) -> list[str]:
+    """Names of the globals a torch file would import, found by reading its pickle opcodes (never run)."""
     import re
-
-    import torch
 
     names: list[str] = []
     try:
-        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(p)))
+        if zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as zf:
+                for n in zf.namelist():
+                    if n.endswith(".pkl"):
+                        names += pickle_globals(zf.read(n))
+        else:
+            names = pickle_globals(p.read_bytes())
     except Exception:
-        pass  # legacy (non-zip) files: fall back to the message torch gave
+        names = []
     if not names:
         names = re.findall(r"GLOBAL ([\w.]+)", str(err))
+    allowed = {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+               "torch.FloatStorage", "torch.LongStorage", "torch.storage.UntypedStorage"}
+    unsafe = sorted({n for n in names if n not in allowed and not n.startswith("torch._tensor")})
+    return unsafe or sorted(set(names))
+
+
+def pickle_globals(data: bytes, limit: int = 64) -> list[str]:
+    """Every "module.name" a pickle stream would import (GLOBAL, INST, STACK_GLOBAL), read with pickletools:
+    nothing is executed. Scans consecutive pickles (legacy torch files hold several)."""
+    import io
+    import pickletools
+
+    out: list[str] = []
+    buf = io.BytesIO(data)
+    for _ in range(limit):
+        if buf.tell() >= len(data):
+            break
+        strings: list[str] = []
+        memo: dict = {}
+        try:
+            for op, arg, _pos in pickletools.genops(buf):
+                if op.name in ("GLOBAL", "INST"):
+                    out.append(str(arg).replace(" ", "."))
+                elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+                                 "BINSTRING", "STRING"):
+                    strings.append(arg if isinstance(arg, str) else str(arg))
+                elif op.name == "MEMOIZE" and strings:
+                    memo[len(memo)] = strings[-1]
+                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+                    memo[int(arg)] = strings[-1]
+                elif op.name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
+                    strings.append(memo[int(arg)])
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    out.append(f"{strings[-2]}.{strings[-1]}")
+                if op.name == "STOP":
+                    break
+        except Exception:
+            break
+    return out
+
+
+def _npz_pickle_globals(p: Path) -> list[str]:
+    """Globals inside the pickled object arrays of an .npz (the .npy payload after its header)."""
+    names: list[str] = []
+    try:
+        with zipfile.ZipFile(p) as zf:
+            for n in zf.namelist():
+                raw = zf.read(n)
+                if raw[:6] != b"\x93NUMPY":
+                    continue
+                hlen = int.from_bytes(raw[8:10], "little") if raw[6] == 1 else int.from_bytes(raw[8:12], "little")
+                start = 10 + hlen if raw[6] == 1 else 12 + hlen
+                names += pickle_globals(raw[start:])
+    except Exception:
+        return []
     return sorted(set(names))
 
 

@@ -18,8 +18,41 @@ from . import __version__
 from .errors import EXIT_BAD_INPUT, EXIT_FLAGGED, EXIT_INTERNAL, EXIT_OK, FadiagError, InputError
 from .render import Format
 
+from typer.core import TyperGroup
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a bad flag, a missing argument, a value out of range) as ONE line on stderr, exit 2,
+    like every other bad input: click's own multi-line usage block would break the stderr contract."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from typer._click.exceptions import ClickException
+        from typer.exceptions import Abort
+
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                              **extra)
+        except ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":
+                e.show()
+                code = e.exit_code
+            else:
+                where = getattr(getattr(e, "ctx", None), "command_path", None) or "fadiag"
+                err(f"fadiag: error: {' '.join(e.format_message().split())} (see '{where} --help')")
+                code = EXIT_BAD_INPUT
+        except Abort:
+            err("fadiag: aborted")
+            code = 130
+        else:
+            code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
 app = typer.Typer(
     name="fadiag",
+    cls=OneLineErrors,
     help="Audit trained checkpoints: can this network's published numbers be trusted?\n\n"
          "Exit codes: 0 nothing flagged, 1 something flagged, 2 bad input, 3 internal error.",
     no_args_is_help=True,
@@ -84,10 +117,8 @@ def write_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same folder and a rename: never a partial file."""
     import tempfile
 
-    p = Path(path)
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError("output folder does not exist", source=str(path))
+    p = check_output_path(path, "--output")
+    folder = p.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -101,6 +132,24 @@ def write_atomic(path: str, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def check_output_path(path: str, option: str) -> Path:
+    """An output path must name a file in an existing folder: checked before any work is done."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError("is a directory, not a file", source=f"{option} {path}")
+    if not (p.parent if str(p.parent) else Path(".")).is_dir():
+        raise InputError("folder does not exist", source=f"{option} {path}")
+    return p
+
+
+def check_outputs(ctx) -> None:
+    """Every file a command will write is checked before it does any work."""
+    for name, opt in (("output", "--output"), ("plot", "--plot"), ("matrix", "--matrix"), ("edges_out", "--edges")):
+        v = ctx.params.get(name)
+        if v:
+            check_output_path(str(v), opt)
 
 
 def default_format(fmt: Optional[Format]) -> Format:
@@ -213,7 +262,8 @@ DataOpt = Annotated[Optional[Path], typer.Option("--data", envvar="FADIAG_DATA",
                                                  "overrides the spec.")]
 BatchesOpt = Annotated[Optional[int], typer.Option("--batches", min=1, envvar="FADIAG_BATCHES", help="Number of disjoint eval batches.")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, envvar="FADIAG_BATCH_SIZE", help="Rows per eval batch.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", envvar="FADIAG_SEED", help="Seed for shuffling and random draws.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", envvar="FADIAG_SEED", min=0, max=2**32 - 1,
+                                                help="Seed for shuffling and random draws (0..2^32-1).")]
 DeviceOpt = Annotated[Device, typer.Option("--device", envvar="FADIAG_DEVICE", help="Where to run the model.")]
 ExitZeroOpt = Annotated[bool, typer.Option("--exit-zero", envvar="FADIAG_EXIT_ZERO", help="Exit 0 even when something is flagged.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling (runs code from "
@@ -272,6 +322,7 @@ def audit(
     Ctx.quiet = quiet
 
     def body() -> int:
+        check_outputs(ctx)
         from .api import audit as run_audit, frozen_baseline as train_baseline
         from .subject import load
 
@@ -349,6 +400,7 @@ def credit(
     Ctx.quiet = quiet
 
     def body() -> int:
+        check_outputs(ctx)
         from .credit_api import credit as run_credit, toy_lq as run_toy
 
         if toy_lq:
@@ -420,12 +472,10 @@ def edges(
     Ctx.quiet = quiet
 
     def body() -> int:
+        check_outputs(ctx)
         from .edges_api import edges as run_edges, write_edges_tsv, write_matrix
         from .subject import load
 
-        for opt, path in (("--matrix", matrix), ("--edges", edges_out), ("--plot", plot)):
-            if path and not (Path(path).parent if str(Path(path).parent) else Path(".")).is_dir():
-                raise InputError("folder does not exist", source=f"{opt} {path}")
         if matrix and not matrix.endswith(".npy"):
             raise InputError("matrix file must end in .npy", source=f"--matrix {matrix}")
         subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
@@ -501,6 +551,7 @@ def relevance(
     Ctx.quiet = quiet
 
     def body() -> int:
+        check_outputs(ctx)
         from .relevance_api import relevance as run_relevance
         from .subject import load
 
@@ -541,6 +592,7 @@ def inspect(
     Ctx.quiet = quiet
 
     def body() -> int:
+        check_outputs(ctx)
         from .inspect import inspect_checkpoint
 
         rep = inspect_checkpoint(str(checkpoint), trust=trust_checkpoint)
@@ -566,6 +618,7 @@ def lint(
     fp16 metric code, redrawn feedback matrices, 1.0 fallbacks) and report file:line. Exit 1 on findings."""
 
     def body() -> int:
+        check_outputs(ctx)
         from .lint import lint_paths
 
         rep = lint_paths([str(p) for p in paths], rule)
@@ -579,6 +632,7 @@ def lint(
 
 @app.command()
 def report(
+    ctx: typer.Context,
     report_file: Annotated[Path, typer.Argument(help="A JSON (or JSONL) report saved by fadiag.")],
     format: FormatOpt = None,
     output: OutputOpt = None,
@@ -587,6 +641,7 @@ def report(
     """Re-render a saved report in another format. Exit 1 if it records a flag."""
 
     def body() -> int:
+        check_outputs(ctx)
         reports = load_reports(report_file)
         emit(reports, default_format(format), output)
         return exit_code(any(any(f.get("flagged") for f in r.get("flags") or []) for r in reports), exit_zero)
@@ -606,9 +661,10 @@ def compare(
     output: OutputOpt = None,
     exit_zero: ExitZeroOpt = False,
 ):
-    """Show reports side by side (e.g. BP vs DFA); with --baseline, a regression gate (exit 1)."""
+    """Show saved reports side by side (BP against DFA, say); with --baseline, a regression gate (exit 1)."""
 
     def body() -> int:
+        check_outputs(ctx)
         from .compare import compare_reports
 
         loaded = [r for p in reports for r in load_reports(p)]

@@ -39,6 +39,10 @@ def _thresholds(base: dict, overrides: dict | None, source: str) -> dict:
                                  source=source)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
                 raise InputError(f"{k} must be a finite number, got {v!r}", source=source)
+            if k == "g_norm_floor" and v <= 0:
+                raise InputError(f"g_norm_floor must be positive, got {v!r}", source=source)
+            if k == "rho_deep_floor" and not -1.0 <= v <= 1.0:
+                raise InputError(f"rho_deep_floor is a correlation floor in [-1, 1], got {v!r}", source=source)
             out[k] = float(v)
     return out
 
@@ -322,6 +326,15 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
                           float(len(unint)), 0.0,
                           f"layers {unint}: ‖g_l‖ < {th['g_norm_floor']:g} or non-finite" if unint else
                           "‖g_l‖ above the floor at every layer"))
+    from .diagnostics.protocol import block_update_norms, dead_blocks, norms_per_layer
+
+    res_norms = norms_per_layer(hs_flat)
+    if res_norms[0] == 0.0:
+        flags.append(Flag("zero_stream", "residual stream is zero at layer 0 (the network ignores its input)", True,
+                          0.0, 0.0, "median ||h_0|| = 0: every credit metric is about a constant input"))
+    all_dead, n_dead = dead_blocks(res_norms, block_update_norms(hs_flat))
+    flags.append(Flag("dead_blocks", "residual blocks contribute nothing", all_dead, float(n_dead), float(n - 1),
+                      f"{n_dead} of {n - 1} block(s) add (almost) nothing to the stream"))
     nonfinite = sum(int((~torch.isfinite(t)).sum()) for t in hs_flat + g_sum) + int((~torch.isfinite(logits)).sum())
     flags.append(Flag("nonfinite", "non-finite values in the forward/backward pass", nonfinite > 0,
                       float(nonfinite), 0.0, f"{nonfinite} NaN/Inf value(s)"))

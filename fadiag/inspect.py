@@ -20,6 +20,17 @@ INSPECT_SCHEMA = "fadiag.inspect/1"
 MAX_LISTED = 2000
 
 
+def _count_nonfinite(t) -> int:
+    import torch
+
+    if not (t.is_floating_point() or t.is_complex()):
+        return 0
+    try:
+        return int((~torch.isfinite(t)).sum())
+    except (NotImplementedError, RuntimeError):  # float8 and other exotic dtypes: count in float32
+        return int((~torch.isfinite(t.to(torch.float32))).sum())
+
+
 def _walk(obj: Any, prefix: str, out_t: list, out_o: list, depth: int = 0) -> None:
     import torch
 
@@ -28,7 +39,7 @@ def _walk(obj: Any, prefix: str, out_t: list, out_o: list, depth: int = 0) -> No
         return
     if isinstance(obj, torch.Tensor):
         if len(out_t) < MAX_LISTED:
-            nonfinite = int((~torch.isfinite(obj)).sum()) if (obj.is_floating_point() or obj.is_complex()) else 0
+            nonfinite = _count_nonfinite(obj)
             out_t.append({"key": prefix, "shape": list(obj.shape), "dtype": str(obj.dtype).replace("torch.", ""),
                           "numel": int(obj.numel()), "nonfinite": nonfinite})
         return

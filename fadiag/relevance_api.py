@@ -86,6 +86,10 @@ def relevance(subject, *, feature_names: list | None = None, head_names: list | 
     bad = R.non_finite_fields(body)
     flags = [Flag("nonfinite", "non-finite relevance values", bool(bad), float(len(bad)), 0.0,
                   ("at " + ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")) if bad else "all finite")]
+    # Biases and buffers enter no relevance field, yet a NaN there makes every prediction NaN.
+    bad_state = sorted(k for k, v in flat.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    flags.append(Flag("nonfinite_state", "non-finite learner state", bool(bad_state), float(len(bad_state)), 0.0,
+                      ("in " + ", ".join(bad_state[:5])) if bad_state else "every tensor finite"))
     for name, res in checks.items():
         miss = [h for h, r in res.items() if not r["ranked_first"]]
         flags.append(Flag(f"truth_{name}", f"known features not ranked first by {name}", bool(miss),

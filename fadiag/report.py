@@ -19,7 +19,7 @@ AUDIT_KEYS = (
     "schema", "fadiag_version", "method_name", "notes", "residual_norms", "bp_grad_norms",
     "stability_layer", "cross_batch_stability", "headline_acc", "frozen_baseline_acc", "verdict",
     "thresholds", "flags", "checkpoint", "data", "growth", "growth_mode", "headline_acc_source",
-    "frozen_baseline_source", "weight_dtypes", "nonfinite_count", "spec",
+    "frozen_baseline_source", "weight_dtypes", "nonfinite_count", "spec", "block_update_norms",
 )
 
 
@@ -56,6 +56,8 @@ class AuditReport:
     """median over the first eval batch of ||h_l||, l = 0..L (SCIENCE.md §1 (a))."""
     bp_grad_norms: list
     """median over the first eval batch of ||d(mean CE)/dh_l||, l = 0..L ((b))."""
+    block_update_norms: list
+    """median over the first eval batch of ||h_{l+1} - h_l||, l = 0..L-1 (fadiag's (f): dead blocks)."""
     stability_layer: int
     cross_batch_stability: float
     """mean pairwise dot of unit batch-mean gradients at stability_layer over disjoint batches ((c))."""
@@ -103,4 +105,5 @@ def audit_report_from_dict(d: dict) -> AuditReport:
             kw[k] = nan
     kw["residual_norms"] = [nan if v is None else v for v in d.get("residual_norms", [])]
     kw["bp_grad_norms"] = [nan if v is None else v for v in d.get("bp_grad_norms", [])]
+    kw["block_update_norms"] = [nan if v is None else v for v in d.get("block_update_norms") or []]
     return AuditReport(**kw)

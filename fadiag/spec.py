@@ -237,8 +237,8 @@ def _check_values(spec: Spec) -> None:
     d = spec.data
     if d.source not in ("npz", "pt", "synthetic"):
         raise _fail(o, "data.source", f"expected one of npz, pt, synthetic; got {d.source!r}")
-    if d.source in ("npz", "pt") and not d.path:
-        raise _fail(o, "data.path", f"required when data.source is {d.source}")
+    if d.n_samples is not None and not 1 <= d.n_samples <= 10_000_000:
+        raise _fail(o, "data.n_samples", "must be in 1..10,000,000")
     if d.batch_size < 1 or d.batches < 1:
         raise _fail(o, "data", "batch_size and batches must be positive")
     if d.batch_size * d.batches > 10_000_000:

@@ -76,8 +76,22 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
     if need_data:
         bl, info = load_batches(sp, model, data=data, batches=batches, batch_size=batch_size, seed=seed,
                                 shuffle=shuffle, labels=labels)
+        _trial_forward(model, bl[0][0][:2].to(device), info.get("source", "data"))
     return Subject(model=model, batches=bl, spec=sp, checkpoint=raw, state_dict=sd, extras=extras,
                    data_info=info, device=device, weight_dtypes=dtypes)
+
+
+def _trial_forward(model, x, source: str) -> None:
+    """Two rows through the model first: data the model cannot take is bad input (exit 2), not a crash."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(x)
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        msg = " ".join(str(e).split())[:160]
+        raise DataError(f"the model cannot take rows of shape {tuple(x.shape[1:])} ({type(e).__name__}: {msg})",
+                        source=source) from None
 
 
 def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=None, seed=None, shuffle=None,
@@ -98,6 +112,9 @@ def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=No
     elif d.source == "synthetic":
         path, source = None, "synthetic"
     else:
+        if not d.path:
+            raise DataError(f"no eval data: set data.path in the spec (data.source is {d.source}) or pass --data",
+                            source=sp.origin)
         path, source = sp.resolve(d.path), d.source
     if source == "synthetic":
         args = sp.model.args

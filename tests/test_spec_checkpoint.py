@@ -45,11 +45,20 @@ def test_parse_spec_defaults_and_types():
     ({"data": {}}, ["missing required section 'model'"]),
     ({"model": MODEL, "data": "npz"}, ["data: expected a mapping"]),
     ({"model": MODEL, "data": {"source": "csv", "path": "d"}}, ["data.source", "npz, pt, synthetic"]),
-    ({"model": MODEL, "data": {"source": "npz"}}, ["data.path", "required"]),
+    ({"model": MODEL, "data": {"n_samples": 10**12}}, ["data.n_samples", "10,000,000"]),
     ({"model": MODEL, "data": {"path": "d", "batch_size": 0}}, ["data", "positive"]),
     ({"model": MODEL, "data": {"path": "d"}, "audit": {"growth": "both"}}, ["audit.growth"]),
     (["model"], ["top level must be a mapping"]),
 ])
+def test_missing_data_path_is_an_error_only_when_data_is_needed(tiny_resmlp_ckpt, run_cli):
+    """A spec may leave data out (relevance's state-only tier needs none); commands that need data say so."""
+    f = tiny_resmlp_ckpt(spec_overrides={"data": {"path": None}})
+    code, out, err = run_cli(["audit", f.ckpt])
+    assert code == 2 and "no eval data" in err and "data.path" in err
+    code, out, err = run_cli(["audit", f.ckpt, "--data", f.data, "-q", "-f", "json"])
+    assert code in (0, 1), err
+
+
 def test_parse_spec_errors_name_origin_and_key_path(raw, needles):
     with pytest.raises(SpecError) as ei:
         parse_spec(raw, origin="s.yaml")

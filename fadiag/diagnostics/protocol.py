@@ -29,7 +29,24 @@ NAMES = {
     "c": "BP grad direction is drift-dominated",
     "d": "deep blocks fail to beat frozen-random baseline",
     "e": "non-finite values in the forward/backward pass",
+    "f": "residual blocks contribute nothing",
 }
+
+#: (f): a block is dead when its update is this small relative to the stream it adds to.
+DEAD_BLOCK_RATIO = 1e-7
+
+
+def block_update_norms(hiddens: list) -> list:
+    """median_b ||h_{l+1} - h_l|| for l = 0..L-1: what each residual block adds (fadiag's (f))."""
+    return [median_row_norms(hiddens[l + 1].double() - hiddens[l].double()) for l in range(len(hiddens) - 1)]
+
+
+def dead_blocks(residual_norms: list, update_norms: list) -> tuple:
+    """(all_dead, n_dead): a block is dead when median ||h_{l+1} - h_l|| <= DEAD_BLOCK_RATIO * median ||h_l||
+    (an exactly zero stream counts as dead too). NaN updates are not "dead": (e) reports them."""
+    dead = [u == 0.0 or (math.isfinite(u) and math.isfinite(r) and u <= DEAD_BLOCK_RATIO * r)
+            for u, r in zip(update_norms, residual_norms[:-1])]
+    return (bool(dead) and all(dead)), sum(dead)
 
 
 def median(v: torch.Tensor) -> float:
@@ -119,7 +136,8 @@ def _finite(v) -> bool:
 
 
 def evaluate_flags(*, residual_norms, bp_grad_norms, growth, growth_layer, growth_mode, stability,
-                   headline_acc, frozen_baseline_acc, thresholds, nonfinite_count: int) -> list:
+                   headline_acc, frozen_baseline_acc, thresholds, nonfinite_count: int,
+                   update_norms: list | None = None) -> list:
     """Turn the protocol's numbers into flags. A non-finite value always flags; a skipped one is None."""
     t = thresholds
     flags = []
@@ -162,6 +180,11 @@ def evaluate_flags(*, residual_norms, bp_grad_norms, growth, growth_layer, growt
     # (e): beyond the reference: any NaN/Inf anywhere in the pass never passes silently.
     flags.append(Flag("e", NAMES["e"], nonfinite_count > 0, float(nonfinite_count), 0.0,
                             f"{nonfinite_count} non-finite value(s) in logits, hiddens, gradients or weights"))
+    # (f), beyond the reference: blocks that add nothing make (a)-(c) look healthy while depth is unused.
+    if update_norms is not None:
+        all_dead, n_dead = dead_blocks(residual_norms, update_norms)
+        flags.append(Flag("f", NAMES["f"], all_dead, float(n_dead), float(len(update_norms)),
+                          f"{n_dead} of {len(update_norms)} block(s) add less than {DEAD_BLOCK_RATIO:g} x ||h_l||"))
     return flags
 
 

@@ -45,8 +45,38 @@ def resolve_arch(arch: str, *, origin: str = "<spec>", base_dir: str | None = No
     return cls
 
 
+#: Up-front limits on built-in model sizes, so an absurd spec is refused instead of exhausting memory.
+MAX_ARG = 10_000_000
+MAX_DEPTH = 10_000
+MAX_PARAMS = 2**31  # 8 GiB of float32 weights
+
+
+def check_size(arch: str, cls, args: dict, *, origin: str) -> None:
+    """Refuse absurd sizes before allocating: integer args, depth, then the parameter count (meta device)."""
+    import torch
+
+    for k, v in args.items():
+        vals = v if isinstance(v, (list, tuple)) else [v]
+        for x in vals:
+            if isinstance(x, int) and not isinstance(x, bool):
+                lim = MAX_DEPTH if k in ("depth", "n_layers") else MAX_ARG
+                if x > lim:
+                    raise SpecError(f"model.args.{k} = {x} is over the limit of {lim:,}", source=origin)
+    if arch not in BUILTIN:
+        return
+    try:
+        with torch.device("meta"):
+            m = cls(**args)
+    except Exception:
+        return  # the real build reports bad arguments with its own message
+    n = sum(p.numel() for p in m.parameters())
+    if n > MAX_PARAMS:
+        raise SpecError(f"model.args describe {n:,} parameters, over the limit of {MAX_PARAMS:,}", source=origin)
+
+
 def build_model(arch: str, args: dict, *, origin: str = "<spec>", base_dir: str | None = None):
     cls = resolve_arch(arch, origin=origin, base_dir=base_dir)
+    check_size(arch, cls, args, origin=origin)
     try:
         return cls(**args)
     except TypeError as e:
