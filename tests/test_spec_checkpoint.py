@@ -34,6 +34,15 @@ def test_parse_spec_defaults_and_types():
         sp.data.batch_size = 3  # frozen
 
 
+def test_missing_data_path_is_an_error_only_when_data_is_needed(tiny_resmlp_ckpt, run_cli):
+    """A spec may leave data out (relevance's state-only tier needs none); commands that need data say so."""
+    f = tiny_resmlp_ckpt(spec_overrides={"data": {"path": None}})
+    code, out, err = run_cli(["audit", f.ckpt])
+    assert code == 2 and "no eval data" in err and "data.path" in err
+    code, out, err = run_cli(["audit", f.ckpt, "--data", f.data, "-q", "-f", "json"])
+    assert code in (0, 1), err
+
+
 @pytest.mark.parametrize("raw, needles", [
     ({"model": MODEL, "data": {"path": "d.npz", "batch_size": "x"}}, ["s.yaml: data.batch_size: expected an integer"]),
     ({"model": MODEL, "data": {"path": "d.npz", "batch_size": True}}, ["data.batch_size: expected an integer"]),
@@ -50,15 +59,6 @@ def test_parse_spec_defaults_and_types():
     ({"model": MODEL, "data": {"path": "d"}, "audit": {"growth": "both"}}, ["audit.growth"]),
     (["model"], ["top level must be a mapping"]),
 ])
-def test_missing_data_path_is_an_error_only_when_data_is_needed(tiny_resmlp_ckpt, run_cli):
-    """A spec may leave data out (relevance's state-only tier needs none); commands that need data say so."""
-    f = tiny_resmlp_ckpt(spec_overrides={"data": {"path": None}})
-    code, out, err = run_cli(["audit", f.ckpt])
-    assert code == 2 and "no eval data" in err and "data.path" in err
-    code, out, err = run_cli(["audit", f.ckpt, "--data", f.data, "-q", "-f", "json"])
-    assert code in (0, 1), err
-
-
 def test_parse_spec_errors_name_origin_and_key_path(raw, needles):
     with pytest.raises(SpecError) as ei:
         parse_spec(raw, origin="s.yaml")
