@@ -57,6 +57,8 @@ def validate_xy(x, y, *, source: str, integer_labels: bool = True):
     bad = (~torch.isfinite(x)).sum().item()
     if bad:
         raise DataError(f"x holds {bad} non-finite value(s)", source=source)
+    if y.dtype.is_complex or y.dtype == torch.bool:
+        raise DataError(f"y has unsupported dtype {y.dtype}", source=source)
     if integer_labels:
         if y.dtype.is_floating_point:
             if not torch.all(torch.isfinite(y)) or not torch.all(y == y.round()):
