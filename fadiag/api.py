@@ -17,6 +17,8 @@ def validate_thresholds(overrides: dict | None, base: dict | None = None, *, sou
     out = dict(DEFAULT_THRESHOLDS)
     for layer in (base or {}), (overrides or {}):
         for k, v in layer.items():
+            if not isinstance(k, str):
+                raise ThresholdError(f"threshold names must be strings, got {k!r}", source=source)
             if k not in DEFAULT_THRESHOLDS:
                 import difflib
 
@@ -51,8 +53,8 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
     if mode not in ("ratio_to_h0", "per_block"):
         raise InputError(f"growth mode must be ratio_to_h0 or per_block, got {mode!r}", source="--growth")
     if len(subject.batches) < 2:
-        raise InputError("the audit needs at least 2 disjoint eval batches for diagnostic (c); raise --batches",
-                         source="data")
+        raise InputError("the audit needs at least 2 disjoint eval batches for diagnostic (c); raise --batches "
+                         "or data.batches", source=f"{sp.origin}: data.batches / --batches")
 
     # Non-finite weights are counted up front: they make every downstream number meaningless.
     nonfinite = sum(int((~torch.isfinite(v)).sum()) for v in subject.state_dict.values() if v.is_floating_point())
@@ -67,7 +69,8 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
             l_star = stability_layer if stability_layer is not None else (
                 a.stability_layer if a.stability_layer is not None else P.default_stability_layer(n))
             if not 0 <= l_star < n:
-                raise InputError(f"stability layer {l_star} out of range 0..{n - 1}", source="--stability-layer")
+                where = "--stability-layer" if stability_layer is not None else f"{sp.origin}: audit.stability_layer"
+                raise InputError(f"stability layer {l_star} out of range 0..{n - 1}", source=where)
         nonfinite += int((~torch.isfinite(sp_.logits)).sum())
         nonfinite += sum(int((~torch.isfinite(t)).sum()) for t in sp_.hiddens + sp_.grads)
         directions.append(P.batch_mean_direction(sp_.grads[l_star]))
@@ -81,6 +84,8 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
     update_norms = P.block_update_norms(first.hiddens)
     growth, growth_layer = P.growth_ratio(residual_norms, mode)
     stability = P.cross_batch_stability(directions)
+    given_acc = headline_acc is not None
+    given_fb = frozen_baseline_acc is not None
     if headline_acc is None and a.headline_acc is not None:
         headline_acc, acc_source = a.headline_acc, "spec"
     elif headline_acc is None:
@@ -89,9 +94,13 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
         acc_source = "given"
     if frozen_baseline_acc is None and a.frozen_baseline_acc is not None:
         frozen_baseline_acc, frozen_baseline_source = a.frozen_baseline_acc, "spec"
-    for name, v in (("headline accuracy", headline_acc), ("frozen baseline accuracy", frozen_baseline_acc)):
+    for name, v, given, flag, key in (
+            ("headline accuracy", headline_acc, given_acc, "--headline-acc", "audit.headline_acc"),
+            ("frozen baseline accuracy", frozen_baseline_acc, given_fb, "--frozen-baseline-acc",
+             "audit.frozen_baseline_acc")):
         if v is not None and not (0.0 <= v <= 1.0):
-            raise InputError(f"{name} must be a fraction in [0, 1], got {v!r}", source=name)
+            raise InputError(f"{name} must be a fraction in [0, 1], got {v!r}",
+                             source=flag if given else f"{sp.origin}: {key}")
     flags = P.evaluate_flags(
         residual_norms=residual_norms, bp_grad_norms=bp_grad_norms, growth=growth, growth_layer=growth_layer,
         growth_mode=mode, stability=stability, headline_acc=headline_acc,

@@ -109,10 +109,29 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> RawCheck
     return RawCheckpoint(path=str(path), format=fmt, sha256=digest, trusted=bool(trust), content=content)
 
 
+#: An archive expanding past this many bytes, at over MAX_ZIP_RATIO times its size, is refused as a bomb.
+MAX_ZIP_EXPANDED = 256 * 1024**2
+MAX_ZIP_RATIO = 200
+
+
+def check_zip_bomb(p: Path, err_cls=CheckpointError) -> None:
+    """Refuse a zip (npz) whose members expand absurdly: read the sizes from the directory, not the data."""
+    try:
+        with zipfile.ZipFile(p) as zf:
+            expanded = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # the reader reports the broken archive
+    size = max(p.stat().st_size, 1)
+    if expanded > MAX_ZIP_EXPANDED and expanded > MAX_ZIP_RATIO * size:
+        raise err_cls(f"archive expands to {expanded:,} bytes from {size:,} (over {MAX_ZIP_RATIO}x): "
+                      "refusing a likely zip bomb", source=str(p))
+
+
 def _read_npz(p: Path) -> dict:
     import numpy as np
     import torch
 
+    check_zip_bomb(p)
     try:
         with np.load(p, allow_pickle=False) as z:
             out = {}
@@ -147,7 +166,7 @@ def _read_safetensors(p: Path) -> dict:
             raise CheckpointError(f"safetensors header length {n} exceeds the file", source=str(p))
         try:
             header = json.loads(f.read(n))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise CheckpointError("safetensors header is not valid JSON", source=str(p)) from None
     if not isinstance(header, dict):
         raise CheckpointError("safetensors header is not a JSON object", source=str(p))

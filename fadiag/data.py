@@ -24,6 +24,9 @@ def load_arrays(path: str, source: str | None = None, *, integer_labels: bool = 
     src = source or ("npz" if p.suffix == ".npz" else "pt")
     try:
         if src == "npz":
+            from .checkpoint import check_zip_bomb
+
+            check_zip_bomb(p, DataError)
             with np.load(p, allow_pickle=False) as z:
                 missing = [k for k in ("x", "y") if k not in z.files]
                 if missing:

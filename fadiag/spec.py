@@ -268,6 +268,8 @@ def load_spec_file(path: str | Path) -> Spec:
         raise SpecError("spec is not UTF-8 text", source=str(path)) from None
     try:
         raw = yaml.load(text, Loader=_NoAliasLoader)
+    except RecursionError:
+        raise SpecError("YAML nested too deeply", source=str(path)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -299,7 +301,17 @@ def discover_spec(ckpt_path: str, content: Any = None, spec_path: str | None = N
         if side.is_file():
             return load_spec_file(side)
     if isinstance(content, dict) and isinstance(content.get("fadiag_spec"), dict):
-        return parse_spec(content["fadiag_spec"], origin=f"{ckpt_path}:fadiag_spec", base_dir=str(p.parent))
+        sp = parse_spec(content["fadiag_spec"], origin=f"{ckpt_path}:fadiag_spec", base_dir=str(p.parent))
+        # A spec stored inside the checkpoint is data from whoever made the file, not the user's word:
+        # it may only name built-in classes (importing user code stays opt-in, via --spec or a sidecar).
+        from .models import BUILTIN
+
+        for key, arch in (("model.arch", sp.model.arch), ("credit.value_arch", sp.credit.value_arch)):
+            if arch not in BUILTIN and arch != CreditSpec.value_arch:
+                raise SpecError(f"{key}: an embedded spec may only name built-in architectures "
+                                f"({', '.join(BUILTIN)}), not {arch!r}; pass --spec to use your own class",
+                                source=sp.origin)
+        return sp
     raise SpecError(
         f"no spec found: pass --spec, put {p.with_suffix('.yaml').name} beside the checkpoint, "
         "or store a 'fadiag_spec' dict in it",

@@ -42,6 +42,11 @@ def resolve_arch(arch: str, *, origin: str = "<spec>", base_dir: str | None = No
     cls = getattr(mod, cls_name, None)
     if cls is None:
         raise SpecError(f"model.arch: {mod_name!r} has no attribute {cls_name!r}", source=origin)
+    import torch
+
+    # Only a Module class is ever called: "os:system" or "builtins:eval" in a spec is refused, not run.
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise SpecError(f"model.arch: {target!r} is not a torch.nn.Module class", source=origin)
     return cls
 
 
