@@ -115,23 +115,10 @@ def run_guarded(fn: Callable[[], int]) -> None:
 
 def write_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same folder and a rename: never a partial file."""
-    import tempfile
+    from .atomic import write_text
 
-    p = check_output_path(path, "--output")
-    folder = p.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    check_output_path(path, "--output")
+    write_text(path, text)
 
 
 def check_output_path(path: str, option: str) -> Path:
@@ -714,9 +701,29 @@ def _command_params() -> dict:
     return {name: {p.name for p in cmd.params} for name, cmd in group.commands.items()}
 
 
+def _on_signal(signum, frame) -> None:
+    """SIGINT/SIGTERM: remove temp files in flight and exit at once (128 + signal number).
+
+    Exiting from the handler, instead of raising KeyboardInterrupt, means no library's broad ``except``
+    can swallow the interrupt and let a half-finished run go on to write its report."""
+    from .atomic import cleanup_temp_files
+
+    cleanup_temp_files()
+    try:
+        sys.stderr.write("fadiag: interrupted\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(128 + signum)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: project config (fadiag.yaml / [tool.fadiag]) becomes click's default_map."""
+    import signal
+
     from .config import build_default_map, find_config
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
 
     try:
         raw, origin = find_config()

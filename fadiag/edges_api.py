@@ -229,46 +229,28 @@ def _top_edges(W, k: int, known: set, true: set) -> list:
 
 def write_edges_tsv(W, path: str) -> None:
     """All off-diagonal pairs ranked by score: source, target, score, rank (1 = strongest). Atomic."""
-    import os
-    import tempfile
-
     import torch
+
+    from .atomic import atomic_path
 
     n = W.shape[0]
     S = torch.nan_to_num(W.double().clone(), nan=-math.inf)
     S.fill_diagonal_(-math.inf)
     order = torch.argsort(S.flatten(), descending=True, stable=True)[: n * (n - 1)]
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("source\ttarget\tscore\trank\n")
-            vals = W.flatten()[order].tolist()
-            for rank, (i, v) in enumerate(zip(order.tolist(), vals), start=1):
-                s, d = divmod(i, n)
-                f.write(f"{s}\t{d}\t{v!r}\t{rank}\n")
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    vals = W.flatten()[order].tolist()
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write("source\ttarget\tscore\trank\n")
+        for rank, (i, v) in enumerate(zip(order.tolist(), vals), start=1):
+            s, d = divmod(i, n)
+            f.write(f"{s}\t{d}\t{v!r}\t{rank}\n")
 
 
 def write_matrix(W, path: str) -> None:
-    import os
-    import tempfile
-
     import numpy as np
 
-    p = Path(path)
-    if p.suffix != ".npy":
+    from .atomic import atomic_path
+
+    if not str(path).endswith(".npy"):
         raise InputError("matrix file must end in .npy", source=str(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".npy", dir=p.parent if str(p.parent) else ".")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, W.detach().cpu().numpy(), allow_pickle=False)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import InputError
@@ -94,15 +92,11 @@ def plot_reports(reports: list, path: str) -> None:
 
 def _save(plt, fig, p: Path) -> None:
     """Save atomically: a temp file beside the target, then a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=p.suffix, dir=p.parent if str(p.parent) else ".")
-    os.close(fd)
+    from ..atomic import atomic_path
+
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_path(p, suffix=p.suffix) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
 
