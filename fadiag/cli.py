@@ -137,6 +137,12 @@ def check_outputs(ctx) -> None:
         v = ctx.params.get(name)
         if v:
             check_output_path(str(v), opt)
+    if ctx.params.get("plot"):
+        from .render.plot import SUFFIXES, _plt
+
+        if Path(str(ctx.params["plot"])).suffix.lower() not in SUFFIXES:
+            raise InputError(f"plot file must end in {', '.join(SUFFIXES)}", source=f"--plot {ctx.params['plot']}")
+        _plt()  # the 'plot' extra must be installed: say so now, not after the work
 
 
 def default_format(fmt: Optional[Format]) -> Format:
@@ -369,6 +375,8 @@ def credit(
                                          "linear-quadratic system (BP ≈ 1, DFA ≈ 0).")] = False,
     toy_d: Annotated[int, typer.Option("--toy-d", help="Toy LQ width.")] = 16,
     toy_depth: Annotated[int, typer.Option("--toy-depth", help="Toy LQ depth L.")] = 6,
+    plot: Annotated[Optional[str], typer.Option(
+        "--plot", help="Per-layer Γ_l, ρ_l and the norms to FILE.png|svg|pdf (needs the 'plot' extra).")] = None,
     threshold: Annotated[Optional[List[str]], typer.Option(
         "--threshold", "-t", help="NAME=VALUE: rho_deep_floor (0.5), g_norm_floor (1e-7). Repeatable.")] = None,
     spec: SpecOpt = None,
@@ -405,6 +413,11 @@ def credit(
                 rep = run_credit(subject, signal=signal, init_path=str(init) if init else None,
                                  tensors_path=str(tensors) if tensors else None, eps=eps, n_dirs=n_dirs,
                                  etas=eta, seed=seed, thresholds=parse_thresholds(threshold), progress=prog)
+        rep = with_settings(rep, ctx)
+        if plot:
+            from .render.plot import plot_reports
+
+            plot_reports([rep], plot)
         if not quiet:
             err(f"fadiag: {checkpoint or 'toy LQ'}: {rep['verdict']}")
         return finish(rep, ctx, format, output, exit_zero)

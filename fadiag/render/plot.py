@@ -148,3 +148,43 @@ def plot_matrix(W, report: dict, path: str) -> None:
     ax.set_ylabel("source node i (activation)")
     fig.tight_layout()
     _save(plt, fig, p)
+
+
+def credit_figure(plt, reports: list):
+    """Per layer: Γ_l and ρ_l (left), ‖a_l‖ and ‖g_l‖ on a log scale with the (b) floor (right)."""
+    r = reports[0]
+    layers = r.get("layers") or []
+    ls = [row["layer"] for row in layers]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    if layers and "costate_cos_bp" in layers[0]:
+        ax1.plot(ls, [_nz(x["costate_cos_bp"]) for x in layers], "o-", label="BP")
+        ax1.plot(ls, [_nz(x["costate_cos_dfa"]) for x in layers], "s-", label="DFA")
+        ax1.set_title("toy LQ: cosine with the exact costate λ_l", fontsize=9)
+        ax1.axhline(0, color="k", lw=0.5)
+        ax1.legend(fontsize=7)
+        ax2.axis("off")
+    else:
+        ax1.plot(ls, [_nz(x.get("gamma")) for x in layers], "o-", label="Γ_l (offline BP cosine)")
+        ax1.plot(ls, [_nz(x.get("rho")) for x in layers], "s-", label="ρ_l (perturbation correlation)")
+        bad = [x["layer"] for x in layers if x.get("gamma_interpretable") is False]
+        if bad:
+            ax1.scatter(bad, [_nz(layers[l].get("gamma")) for l in bad], s=80, facecolors="none",
+                        edgecolors="r", label="Γ uninterpretable (‖g‖ < floor)")
+        ax1.axhline(0, color="k", lw=0.5)
+        ax1.set_ylim(-1.05, 1.05)
+        ax1.set_title(f"{r.get('method_name')}: signal={r.get('signal')}", fontsize=9)
+        ax1.legend(fontsize=7)
+        ax2.semilogy(ls, [_nz(x.get("a_norm")) for x in layers], "o-", label="median ‖a_l‖")
+        ax2.semilogy(ls, [_nz(x.get("g_norm")) for x in layers], "s-", label="median ‖g_l‖")
+        floor = (r.get("thresholds") or {}).get("g_norm_floor")
+        if floor:
+            ax2.axhline(floor, color="C1", ls="--", lw=1, label=f"floor {floor:g}")
+        ax2.set_title("signal and BP-gradient norms", fontsize=9)
+        ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("layer l")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES["fadiag.credit/1"] = credit_figure
