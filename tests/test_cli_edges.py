@@ -12,7 +12,7 @@ import torch
 
 from conftest import EXAMPLES
 
-GSNN = EXAMPLES / "gsnn.pt"
+GSNN = EXAMPLES / "gsnn" / "gsnn.pt"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_matrix_equals_the_pure_pipeline(example):
         G.append(g)
     ref = edge_evidence(torch.cat(A), torch.cat(G))
     np.testing.assert_allclose(W, ref.numpy(), atol=1e-6)
-    truth = read_edge_list(str(EXAMPLES / "gsnn_truth.tsv"), m.n_nodes)
+    truth = read_edge_list(str(EXAMPLES / "gsnn" / "gsnn_truth.tsv"), m.n_nodes)
     assert rep["scoring"]["mrr"] == pytest.approx(mrr(ref, truth)["mrr"], abs=1e-12)
     assert rep["n_observations"] == torch.cat(A).shape[0] == (m.depth - 1) * 4 * 256
 
@@ -94,7 +94,7 @@ def test_bootstrap_is_seeded(run_cli):
 
 
 def test_held_out_scores_only_the_query_edges(run_cli, tmp_path):
-    rows = (EXAMPLES / "gsnn_truth.tsv").read_text().splitlines()
+    rows = (EXAMPLES / "gsnn" / "gsnn_truth.tsv").read_text().splitlines()
     (tmp_path / "held.tsv").write_text("\n".join(rows[:1] + rows[1:6]) + "\n")
     code, out, err = run_cli(["edges", GSNN, "-q", "-f", "json", "--held-out", tmp_path / "held.tsv"])
     assert code in (0, 1), err

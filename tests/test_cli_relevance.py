@@ -18,7 +18,7 @@ def example_report():
 
     from fadiag.cli import app
 
-    res = CliRunner().invoke(app, ["relevance", str(EXAMPLES / "multihead.pt"), "--sensitivity", "--observation", "3",
+    res = CliRunner().invoke(app, ["relevance", str(EXAMPLES / "multihead" / "multihead.pt"), "--sensitivity", "--observation", "3",
                                    "--format", "json", "-q"])
     assert res.exit_code == 0, res.stderr
     return json.loads(res.stdout)
@@ -26,7 +26,7 @@ def example_report():
 
 def test_layout_names_and_schema(example_report):
     r = example_report
-    spec = yaml.safe_load((EXAMPLES / "multihead.yaml").read_text())
+    spec = yaml.safe_load((EXAMPLES / "multihead" / "multihead.yaml").read_text())
     assert r["schema"] == "fadiag.relevance/1"
     assert r["feature_names"] == spec["relevance"]["feature_names"]
     assert list(r["per_head"]) == spec["relevance"]["head_names"]
@@ -47,7 +47,7 @@ def test_observation_jacobian_matches_autograd(example_report):
     import fadiag
     from fadiag.relevance_api import relevance
 
-    subj = fadiag.load(str(EXAMPLES / "multihead.pt"), labels="regression")
+    subj = fadiag.load(str(EXAMPLES / "multihead" / "multihead.pt"), labels="regression")
     x = subj.batches[0][0][3].clone().requires_grad_(True)
     J = torch.autograd.functional.jacobian(lambda v: subj.model(v.unsqueeze(0)).squeeze(0), x)
     got = example_report["sensitivity"]["observation"]["jacobian"]
@@ -59,17 +59,17 @@ def test_observation_jacobian_matches_autograd(example_report):
 
 def test_npz_export_gives_the_same_state_only_report(tmp_path, run_cli):
     """A learner written in JAX/numpy exports plain arrays; the state-only report must be identical."""
-    ck = torch.load(EXAMPLES / "multihead.pt", weights_only=True)
+    ck = torch.load(EXAMPLES / "multihead" / "multihead.pt", weights_only=True)
     flat = {**ck["model"], **ck["learner"]}
     flat.pop("norm_count")  # exports often omit it
     np.savez(tmp_path / "learner.npz", **{k: v.numpy() for k, v in flat.items()})
-    spec = yaml.safe_load((EXAMPLES / "multihead.yaml").read_text())
-    spec["data"]["path"] = str(EXAMPLES / "multihead_data.npz")
+    spec = yaml.safe_load((EXAMPLES / "multihead" / "multihead.yaml").read_text())
+    spec["data"]["path"] = str(EXAMPLES / "multihead" / "multihead_data.npz")
     (tmp_path / "learner.yaml").write_text(yaml.safe_dump(spec))
     code, out, err = run_cli(["relevance", tmp_path / "learner.npz", "-f", "json", "-q"])
     assert code == 0, err
     a = json.loads(out)
-    code, out2, _ = run_cli(["relevance", EXAMPLES / "multihead.pt", "-f", "json", "-q"])
+    code, out2, _ = run_cli(["relevance", EXAMPLES / "multihead" / "multihead.pt", "-f", "json", "-q"])
     b = json.loads(out2)
     assert a["per_head"] == b["per_head"] and a["trunk"] == b["trunk"]
 
@@ -81,7 +81,7 @@ def test_npz_export_gives_the_same_state_only_report(tmp_path, run_cli):
     (["--step-sizes", "adam"], "no such step sizes"),
 ])
 def test_bad_relevance_options_exit_2(run_cli, args, needle):
-    code, out, err = run_cli(["relevance", EXAMPLES / "multihead.pt", *args])
+    code, out, err = run_cli(["relevance", EXAMPLES / "multihead" / "multihead.pt", *args])
     assert code == 2, (code, err)
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
@@ -93,5 +93,5 @@ def test_relevance_on_a_non_multihead_checkpoint_is_bad_input(run_cli):
 
 def test_relevance_plot(run_cli, tmp_path):
     pytest.importorskip("matplotlib")
-    code, out, err = run_cli(["relevance", EXAMPLES / "multihead.pt", "--plot", tmp_path / "r.png", "-q", "-f", "json"])
+    code, out, err = run_cli(["relevance", EXAMPLES / "multihead" / "multihead.pt", "--plot", tmp_path / "r.png", "-q", "-f", "json"])
     assert code == 0 and (tmp_path / "r.png").stat().st_size > 1000

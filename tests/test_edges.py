@@ -522,4 +522,4 @@ def test_example_recipe_writes_loadable_files(tmp_path):
     assert data["x"].shape == (64, spec["model"]["args"]["in_dim"]) and data["y"].dtype == np.float32
     lines = (tmp_path / "gsnn_truth.tsv").read_text().splitlines()
     assert lines[0] == "source\ttarget" and len(lines) - 1 == len(spec["model"]["args"]["edges"])
-    assert "MRR" in (tmp_path / "PROVENANCE_gsnn.md").read_text()
+    assert "MRR" in (tmp_path / "PROVENANCE.md").read_text()

@@ -23,9 +23,9 @@ COMMANDS = {
     "credit": (["checkpoints_example/resmlp_dfa.pt"],
                COMMON | {"layers", "means", "signal", "not_available", "params", "checkpoint", "data"}),
     "credit-toy": (["--toy-lq"], COMMON | {"layers", "means"}),
-    "edges": (["checkpoints_example/gsnn.pt", "--top", "5"],
+    "edges": (["checkpoints_example/gsnn/gsnn.pt", "--top", "5"],
               COMMON | {"n_nodes", "n_observations", "scoring", "top_edges", "params", "checkpoint"}),
-    "relevance": (["checkpoints_example/multihead.pt", "--sensitivity"],
+    "relevance": (["checkpoints_example/multihead/multihead.pt", "--sensitivity"],
                   COMMON | {"trunk", "per_head", "feature_names", "head_names", "sensitivity", "checkpoint"}),
     "inspect": (["checkpoints_example/resmlp_dfa.pt"], COMMON | {"tensors", "checkpoint", "needs_unsafe_unpickling"}),
     "lint": (["fadiag"], COMMON | {"findings", "n_files"}),
@@ -137,3 +137,17 @@ def _assert_close(got, want, where):
         assert got == pytest.approx(want, rel=1e-9, abs=1e-12), where
     else:
         assert got == want, where
+
+
+def test_every_shipped_top_level_checkpoint_gives_one_jsonl_verdict(run_cli, monkeypatch):
+    """`fadiag audit checkpoints_example/*.pt --format jsonl | jq -r .verdict`: one verdict per line."""
+    monkeypatch.chdir(REPO)
+    cks = sorted(Path("checkpoints_example").glob("*.pt"))
+    assert len(cks) >= 4
+    code, out, err = run_cli(["audit", *cks, "--format", "jsonl", "-q"])
+    assert code == 1, err  # the DFA example is walked back
+    lines = out.splitlines()
+    assert len(lines) == len(cks)
+    verdicts = [json.loads(l)["verdict"] for l in lines]
+    assert verdicts[[c.name for c in cks].index("resmlp_bp.pt")] == "trustworthy"
+    assert all(v == "trustworthy" or v.startswith("needs walk-back: ") for v in verdicts)

@@ -15,8 +15,8 @@ CASES = {
     "audit": ["audit", EXAMPLES / "resmlp_dfa.pt"],
     "credit": ["credit", EXAMPLES / "resmlp_dfa.pt"],
     "credit-toy": ["credit", "--toy-lq"],
-    "edges": ["edges", EXAMPLES / "gsnn.pt"],
-    "relevance": ["relevance", EXAMPLES / "multihead.pt"],
+    "edges": ["edges", EXAMPLES / "gsnn" / "gsnn.pt"],
+    "relevance": ["relevance", EXAMPLES / "multihead" / "multihead.pt"],
 }
 
 

@@ -33,7 +33,7 @@ from fadiag.diagnostics.relevance import (
 from fadiag.errors import CheckpointError, InputError, MissingInputError
 from fadiag.models.multihead import MultiHeadLearner, split_state, state_from_arrays
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "checkpoints_example"
+EXAMPLE = Path(__file__).resolve().parents[1] / "checkpoints_example" / "multihead"
 
 
 def _model(n_features=3, hidden=(4, 3), n_heads=2, seed=0, dtype=torch.float64, stats=True):
@@ -388,9 +388,8 @@ def test_multihead_forward_shapes():
         assert not any(k.startswith("norm_") for k in m.state_dict())
 
 
-@pytest.mark.skipif(not (EXAMPLE / "multihead.pt").exists(), reason="example checkpoint not built")
 def test_shipped_example_truth_ranks_first():
-    """The claim in checkpoints_example/PROVENANCE_multihead.md, re-checked on the shipped files."""
+    """The claim in checkpoints_example/multihead/PROVENANCE.md, re-checked on the shipped files."""
     import yaml
 
     spec = yaml.safe_load((EXAMPLE / "multihead.yaml").read_text())

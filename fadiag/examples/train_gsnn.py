@@ -1,6 +1,6 @@
-"""Recipe for checkpoints_example/gsnn.*: a GSNN trained on a synthetic DAG (SCIENCE.md §3).
+"""Recipe for checkpoints_example/gsnn/: a GSNN trained on a synthetic DAG (SCIENCE.md §3).
 
-    python -m fadiag.examples.train_gsnn --out checkpoints_example [--seed 0]
+    python -m fadiag.examples.train_gsnn --out checkpoints_example/gsnn [--seed 0]
 
 Data (all from ``--seed``): a random DAG over N = 24 nodes in a random topological order, each
 ordered pair (i before j) an edge with probability ``--edge-prob``; every node has a scalar value per
@@ -20,7 +20,7 @@ edges = the true DAG, input_nodes = the sources, output_nodes = 0..N-1), so node
 same in the data and in the network. Adam lr 3e-3, minibatches of 128, 25 epochs, on CPU (≈ 5 s).
 
 Writes into --out: gsnn.pt (state dict of tensors), gsnn_truth.tsv, gsnn_data.npz (eval split x, y
-float32), gsnn.yaml (sidecar spec), and a section appended to PROVENANCE_gsnn.md with the
+float32), gsnn.yaml (sidecar spec), and a section appended to PROVENANCE.md with the
 edge-inference MRR measured by fadiag.diagnostics.edges against the random-ranking baseline.
 """
 
@@ -240,7 +240,7 @@ def _run(args) -> None:
         f"- Caveat (SCIENCE.md §3): the model is wired with the true graph, so this measures how well "
         f"evidence ranks wired edges, not discovery of held-out edges.\n"
     )
-    prov = out / "PROVENANCE_gsnn.md"
+    prov = out / "PROVENANCE.md"
     if not prov.exists():
         prov.write_text("# Provenance of the GSNN example checkpoint\n")
     with open(prov, "a") as f:

@@ -1,13 +1,13 @@
-"""Recipe for checkpoints_example/multihead.*: a seeded multi-head learner with known feature truth.
+"""Recipe for checkpoints_example/multihead/: a seeded multi-head learner with known feature truth.
 
-    python -m fadiag.examples.train_multihead --out checkpoints_example
+    python -m fadiag.examples.train_multihead --out checkpoints_example/multihead
 
 Synthetic stream (nothing downloaded): 12 features with very different raw scales and offsets (so the
 online normaliser matters); 5 heads, each a nonlinear function of a known 2-3 feature subset plus
 noise; 3 features are pure distractors. The learner (MultiHeadLearner, (64, 64) trunk) is trained
 online: every step draws a fresh batch from the stream, merges it into the Welford normaliser, then
 takes one AdamW step on the summed per-head MSE plus an L1 penalty on the weights (sparse paths make
-the path-norm relevance readable per head; see PROVENANCE_multihead.md for the check).
+the path-norm relevance readable per head; see PROVENANCE.md for the check).
 
 Writes, under --out:
     multihead.pt                tensors only (torch.load(weights_only=True)): {"model": module state,
@@ -16,7 +16,7 @@ Writes, under --out:
                                 the loss gradient, the closest thing Adam keeps to an eligibility trace)}}
     multihead_data.npz          x (N, 12), y (N, 5) float32 held-out rows from the same stream
     multihead.yaml              sidecar spec, with relevance.truth
-    PROVENANCE_multihead.md     command, seed, wall time, losses, and the ranking check
+    PROVENANCE.md     command, seed, wall time, losses, and the ranking check
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Adam's effective step size is larger where gradients are small, so step_size_activity is "
               "highest on the distractors here: it measures how freely a feature's weights can still move, "
               "not relevance.", ""]
-    (out / "PROVENANCE_multihead.md").write_text("\n".join(lines))
+    (out / "PROVENANCE.md").write_text("\n".join(lines))
 
     print(f"wrote {out}/multihead.pt etc. in {wall:.1f} s", file=sys.stderr)
     for title, c in checks.items():

@@ -32,7 +32,7 @@ Key names of a flat state (a ``.pt`` dict of tensors, or an ``.npz`` of plain ar
 
 ``<param>`` is a parameter name above, e.g. ``step_sizes.trunk.0.weight`` or ``traces.heads.weight``.
 A torch checkpoint may instead nest them: ``{"model": <module state>, "learner": {<extras>}}`` (what
-checkpoints_example/multihead.pt does; fadiag's loader then finds the module state under "model").
+checkpoints_example/multihead/multihead.pt does; fadiag's loader then finds the module state under "model").
 Either way, ``learner_state_from_state_dict`` takes the merged flat dict.
 All weights are (out, in), as in torch. A learner written in JAX/Flax stores kernels (in, out): pass
 ``weights_in_out=True`` to ``state_from_arrays`` and every 2-D weight-shaped array is transposed.
