@@ -62,12 +62,22 @@ def _layer_of(n_layers: int):
     return layer_of
 
 
-def _rest_of_network(model, layer: int, shape):
-    """forward_fn: (N, D) -> (N,) per-sample CE of the network from h_layer; D flattens token streams."""
+def _rest_of_network(model, layer: int, y, base_tokens=None):
+    """forward_fn: (N, d) -> (N,) per-sample CE of the network from h_layer.
+
+    Token models: the (N, d) rows are the class token; the other tokens stay at their values in
+    ``base_tokens`` (B, T, d), so every credit quantity is about the class token, as the head reads it
+    (SCIENCE.md §1). N may be a multiple of B (the batched perturbations stack copies of the batch)."""
+    import torch
     import torch.nn.functional as F
 
-    def run(h, y):
-        hh = h.view(h.shape[0], *shape[1:])
+    def run(h):
+        reps = h.shape[0] // y.shape[0]
+        if base_tokens is not None:
+            toks = base_tokens.repeat(reps, 1, 1)
+            hh = torch.cat([h.unsqueeze(1), toks[:, 1:]], dim=1)
+        else:
+            hh = h
         if hasattr(model, "forward_from"):
             logits = model.forward_from(hh, layer)
         else:
@@ -76,9 +86,8 @@ def _rest_of_network(model, layer: int, shape):
             ln, head = (model.out_ln, model.out_head) if hasattr(model, "out_ln") else (model.norm, model.head)
             z = ln(hh)
             logits = head(z[:, 0] if z.dim() == 3 else z)
-        # The perturbation passes stack M copies of the batch: (M*B) rows, row m*B + b is sample b.
-        yy = y if h.shape[0] == y.shape[0] else y.repeat(h.shape[0] // y.shape[0])
-        return F.cross_entropy(logits.float(), yy, reduction="none")
+        yy = y if reps == 1 else y.repeat(reps)
+        return F.cross_entropy(logits, yy, reduction="none")
 
     return run
 
@@ -111,7 +120,7 @@ def _value_net(subject, key: str | None):
     net = build_model(cs.value_arch, cs.value_args, origin=subject.spec.origin, base_dir=subject.spec.base_dir)
     check_state_dict(net, sd, source=f"{subject.path}:{key}", spec_origin=subject.spec.origin)
     net.load_state_dict(sd)
-    return net.float().to(subject.device).eval()
+    return net.double().to(subject.device).eval()
 
 
 def _read_tensors_file(path: str, n: int):
@@ -164,22 +173,24 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
                          source=sp.origin)
     x, y = subject.batches[0]
     x, y = x.to(subject.device), y.to(subject.device)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.enable_grad():
-            xin = x.detach().clone().requires_grad_(True) if x.dtype.is_floating_point else x
-            logits, hs = forward_hidden(model, xin)
-            per_sample = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
-            grads_sum = torch.autograd.grad(per_sample.sum(), hs, allow_unused=True)
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    # Pitfall 3, and more: every credit quantity is computed on a float64 copy of the model. On an
+    # exploded stream (||h|| ~ 1e6) an eps-sized perturbation is below float32 resolution and rounds away,
+    # which would make even the exact BP gradient score rho ~ 0.
+    import copy
+
+    model = copy.deepcopy(subject.model).double().eval()
+    with torch.enable_grad():
+        xin = x.detach().clone().double().requires_grad_(True) if x.dtype.is_floating_point else x
+        logits, hs = forward_hidden(model, xin)
+        per_sample = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        grads_sum = torch.autograd.grad(per_sample.sum(), hs, allow_unused=True)
     B = x.shape[0]
-    shapes = [tuple(h.shape) for h in hs]
-    hs_flat = [h.detach().reshape(B, -1) for h in hs]
+    from .stream import per_sample as _cls
+
+    tokens = [h.detach() if h.dim() == 3 else None for h in hs]
+    hs_flat = [_cls(h.detach()) for h in hs]  # class token for token models, (B, d) otherwise
     # BP signal: per-sample loss SUMMED (samples not scaled by 1/B); g for the floor: d(mean CE)/dh.
-    g_sum = [(torch.zeros_like(h) if g is None else g.detach()).reshape(B, -1) for h, g in zip(hs, grads_sum)]
+    g_sum = [_cls(torch.zeros_like(h) if g is None else g.detach()) for h, g in zip(hs, grads_sum)]
     g_mean = [g / B for g in g_sum]
     n = len(hs)
     na: dict = {}
@@ -204,13 +215,16 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
                 raise InputError(f"{len(fb)} feedback matrices for {n} hidden states h_0..h_{n - 1}",
                                  source=subject.path)
             try:
-                signals = [s.reshape(B, -1) for s in C.dfa_signals(logits.detach(), y, fb)]
+                signals = C.dfa_signals(logits.detach(), y, fb)
             except ValueError as e:
                 raise InputError(str(e), source=subject.path) from None
             src = f"DFA: e = softmax - onehot times the training-time B_l under {cs.feedback!r}"
         else:
             if not (isinstance(fb, dict) and "top" in fb and "layers" in fb):
                 raise InputError(f"FA needs {cs.feedback!r} = {{'top': (C, d), 'layers': [B_0..B_{{L-1}}]}}",
+                                 source=subject.path)
+            if len(fb["layers"]) != n - 1:
+                raise InputError(f"FA needs {n - 1} layer matrices B_0..B_{n - 2}, got {len(fb['layers'])}",
                                  source=subject.path)
             e = C.output_error(logits.detach(), y)
             top = e @ fb["top"].to(torch.float64)
@@ -226,8 +240,8 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
                             "fadiag never substitutes one")
         else:
             signals = []
-            for l, h in enumerate(hs):
-                hv = h.detach().reshape(B, -1).clone().requires_grad_(True)
+            for l, h in enumerate(hs_flat):
+                hv = h.clone().requires_grad_(True)
                 with torch.enable_grad():
                     (dv,) = torch.autograd.grad(vnet(hv, l).sum(), hv)
                 signals.append(dv.detach())
@@ -237,7 +251,11 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
         if not path:
             na["signal"] = "signal 'tensors' needs --tensors FILE (or credit.tensors in the spec)"
         else:
-            signals = [s.reshape(s.shape[0], -1) for s in _read_tensors_file(path, n)]
+            raw_signals = _read_tensors_file(path, n)
+            if any(t.dim() < 2 or t.shape[0] != B for t in raw_signals):
+                raise InputError(f"each a_l must be ({B}, ...) like h_l, got {[tuple(t.shape) for t in raw_signals][:2]}",
+                                 source=path)
+            signals = [_cls(t) for t in raw_signals]
             if len(signals) != n or any(s.shape != g.shape for s, g in zip(signals, g_sum)):
                 raise InputError(f"signals must be {n} tensors shaped like h_l "
                                  f"{[tuple(g.shape) for g in g_sum][:2]}...", source=path)
@@ -275,15 +293,20 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
     gen = torch.Generator().manual_seed(seed)
     for l in range(n):
         row = {"layer": l}
-        fwd = _rest_of_network(model, l, shapes[l])
-        fn = (lambda h, _f=fwd: _f(h, y))
+        fn = _rest_of_network(model, l, y, tokens[l])
+        if signals and tuple(signals[l].shape) != tuple(hs_flat[l].shape):
+            raise InputError(f"signal a_{l} has shape {tuple(signals[l].shape)}, h_{l} (per sample) "
+                             f"{tuple(hs_flat[l].shape)}", source=src or signal)
         bp_cos = C.offline_bp_cosine(signals[l], g_mean[l], floor=th["g_norm_floor"]) if signals else None
         row["gamma"] = bp_cos["gamma"] if bp_cos else None
         row["a_norm"] = bp_cos["a_norm"] if bp_cos else None
-        row["g_norm"] = C._median(C.row_norms(g_mean[l]))
+        # Two scales of the same gradient, named apart: per sample (the scale of a_l; the BP signal has
+        # exactly this norm) and of the mean CE (what the (b) floor is calibrated on).
+        row["g_norm_per_sample"] = C._median(C.row_norms(g_sum[l]))
+        row["g_norm_mean_ce"] = C._median(C.row_norms(g_mean[l]))
         row["gamma_interpretable"] = bp_cos["interpretable"] if bp_cos else None
         if signals:
-            a = signals[l].to(hs_flat[l].dtype) if signals[l].dtype != torch.float64 else signals[l]
+            a = signals[l].to(torch.float64)
             with torch.no_grad():
                 row["rho"] = C.perturbation_correlation(hs_flat[l], a, fn, eps=eps, n_dirs=n_dirs, generator=gen)
                 nd = C.nudging_delta(hs_flat[l], a, fn, eta=etas if len(etas) > 1 else etas[0])

@@ -45,7 +45,7 @@ def test_dfa_example_every_layer_with_norms_and_both_means(dfa_subject):
     assert rep["signal"] == "dfa"
     assert [r["layer"] for r in rep["layers"]] == list(range(7))
     for r in rep["layers"]:
-        assert r["a_norm"] is not None and r["g_norm"] is not None and r["gamma"] is not None
+        assert r["a_norm"] is not None and r["g_norm_mean_ce"] is not None and r["g_norm_per_sample"] is not None and r["gamma"] is not None
         assert r["drift"] is not None
     m = rep["means"]["gamma"]
     assert m["aggregation"] and m["all_layers"] is not None and m["deep_only"] is not None
@@ -53,7 +53,7 @@ def test_dfa_example_every_layer_with_norms_and_both_means(dfa_subject):
     deep = [r["gamma"] for r in rep["layers"][1:]]
     assert m["deep_only"] == pytest.approx(sum(deep) / len(deep), rel=1e-12)
     # ||g_L|| of the DFA example is below the (b) floor: Γ there is marked uninterpretable
-    assert rep["layers"][-1]["g_norm"] < 1e-7 and rep["layers"][-1]["gamma_interpretable"] is False
+    assert rep["layers"][-1]["g_norm_mean_ce"] < 1e-7 and rep["layers"][-1]["gamma_interpretable"] is False
 
 
 def test_dfa_gamma_matches_manual_feedback_product(dfa_subject):
@@ -221,3 +221,34 @@ def test_fa_signal_chains_stored_matrices(tiny_resmlp_ckpt):
     a = fa_signals(output_error(logits.detach(), y) @ fb["top"].double(), fb["layers"])
     for l in range(4):
         assert rep["layers"][l]["gamma"] == pytest.approx(float(per_sample_cosine(a[l], gs[l]).mean()), rel=1e-6)
+
+
+def test_token_model_credit_uses_the_class_token(write_checkpoint):
+    """ViT: per-sample quantities are the class token's; ‖g_l‖ of the mean CE equals the audit's (b) norms,
+    and a DFA signal with (C, d) feedback works (it is about the class token)."""
+    from fadiag.api import audit
+    from fadiag.models.vit_mini import ViTMini
+
+    args = {"image_size": 4, "patch_size": 2, "in_chans": 1, "dim": 8, "depth": 2, "heads": 2, "n_classes": 3}
+    torch.manual_seed(0)
+    m = ViTMini(**args)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 1, 4, 4, generator=g), torch.randint(0, 3, (32,), generator=g)
+    fb = torch.randn(3, 3, 8, generator=g)
+    f = write_checkpoint(m, "vit_mini", args, x, y, batch_size=16, batches=2, extra={"feedback": fb},
+                         spec_overrides={"credit": {"signal": "dfa"}})
+    subj = fadiag.load(str(f.ckpt))
+    rep_a = audit(subj).to_dict()
+    rep_c = credit(subj)
+    for r, gn in zip(rep_c["layers"], rep_a["bp_grad_norms"]):
+        assert r["g_norm_mean_ce"] == pytest.approx(gn, rel=1e-5)
+    assert all(r["gamma"] is not None and r["rho"] is not None for r in rep_c["layers"])
+    bp = credit(subj, signal="bp")
+    assert min(r["rho"] for r in bp["layers"]) > 0.95
+
+
+def test_fa_with_the_wrong_number_of_matrices_is_bad_input(tiny_resmlp_ckpt, run_cli):
+    fb = {"top": torch.randn(3, 8), "layers": [torch.randn(8, 8)]}
+    f = tiny_resmlp_ckpt(extra={"fb": fb}, spec_overrides={"credit": {"signal": "fa", "feedback": "fb"}})
+    code, out, err = run_cli(["credit", f.ckpt])
+    assert code == 2 and "FA needs 3 layer matrices" in err

@@ -175,7 +175,8 @@ def credit_figure(plt, reports: list):
         ax1.set_title(f"{r.get('method_name')}: signal={r.get('signal')}", fontsize=9)
         ax1.legend(fontsize=7)
         ax2.semilogy(ls, [_nz(x.get("a_norm")) for x in layers], "o-", label="median ‖a_l‖")
-        ax2.semilogy(ls, [_nz(x.get("g_norm")) for x in layers], "s-", label="median ‖g_l‖")
+        ax2.semilogy(ls, [_nz(x.get("g_norm_per_sample")) for x in layers], "s-", label="median ‖g_l‖ per sample")
+        ax2.semilogy(ls, [_nz(x.get("g_norm_mean_ce")) for x in layers], "^:", label="median ‖g_l‖ of the mean CE")
         floor = (r.get("thresholds") or {}).get("g_norm_floor")
         if floor:
             ax2.axhline(floor, color="C1", ls="--", lw=1, label=f"floor {floor:g}")

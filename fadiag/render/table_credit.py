@@ -24,7 +24,7 @@ def credit_tables(r: dict) -> list:
         return [t, summary, Text.assemble(("verdict: ", "bold"), verdict_text(r.get("verdict", "")))]
     etas = list((layers[0].get("nudging") or {}).keys()) if layers else []
     has_r = any(row.get("bridge_residual") is not None for row in layers)
-    cols = ["layer", "Γ_l", "‖a_l‖", "‖g_l‖", "ρ_l"] + [f"Δ_l (η={e})" for e in etas] + ["drift M_l"] + (
+    cols = ["layer", "Γ_l", "‖a_l‖", "‖g_l‖ per sample", "‖g_l‖ mean CE", "ρ_l"] + [f"Δ_l (η={e})" for e in etas] + ["drift M_l"] + (
         ["bridge R_l"] if has_r else [])
     for c in cols:
         t.add_column(c, justify="right")
@@ -32,7 +32,8 @@ def credit_tables(r: dict) -> list:
         g = fmt_num(row.get("gamma"))
         if row.get("gamma") is not None and row.get("gamma_interpretable") is False:
             g = Text(g + " (uninterp.)", style="yellow")
-        t.add_row(str(row["layer"]), g, fmt_num(row.get("a_norm")), fmt_num(row.get("g_norm")), fmt_num(row.get("rho")),
+        t.add_row(str(row["layer"]), g, fmt_num(row.get("a_norm")), fmt_num(row.get("g_norm_per_sample")),
+                  fmt_num(row.get("g_norm_mean_ce")), fmt_num(row.get("rho")),
                   *[fmt_num((row.get("nudging") or {}).get(e)) for e in etas], fmt_num(row.get("drift")),
                   *([fmt_num(row.get("bridge_residual"))] if has_r else []))
     m = Table(title="aggregates (mean over layers of per-layer batch means)", title_justify="left")
