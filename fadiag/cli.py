@@ -534,7 +534,8 @@ def relevance(
     head_names: Annotated[Optional[str], typer.Option(
         "--head-names", help="Comma-separated head names (default: the spec's, else head_i).")] = None,
     step_sizes: Annotated[str, typer.Option(
-        "--step-sizes", help="auto | step_sizes | log_step_sizes | step_size | none.")] = "auto",
+        "--step-sizes", help="auto | step_sizes | log_step_sizes (IDBD, exponentiated) | adam (from the "
+                             "optimizer state: lr/(sqrt(v_hat)+eps)) | step_size | none.")] = "auto",
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Bar chart of weight relevance per head to FILE.png|svg|pdf (needs the 'plot' extra).")] = None,
     spec: SpecOpt = None,

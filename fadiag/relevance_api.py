@@ -53,7 +53,11 @@ def relevance(subject, *, feature_names: list | None = None, head_names: list | 
     fnames = feature_names or sp.relevance.feature_names
     hnames = head_names or sp.relevance.head_names
     flat = {**subject.state_dict, **(subject.extras.get("learner") or {})}
-    state = R.learner_state_from_state_dict(flat, step_size_kind=step_size_kind)
+    opt = subject.extras.get(sp.relevance.optimizer)
+    if opt is not None and not isinstance(opt, dict):
+        raise InputError(f"checkpoint entry {sp.relevance.optimizer!r} is not an optimizer state_dict",
+                         source=subject.path)
+    state = R.learner_state_from_state_dict(flat, optimizer_state=opt, step_size_kind=step_size_kind)
     body = R.relevance_report(state, fnames, hnames)
     fn = list(fnames) if fnames else [f"feature_{i}" for i in range(state.n_features)]
     hn = list(hnames) if hnames else [f"head_{i}" for i in range(state.n_heads)]

@@ -113,6 +113,9 @@ class RelevanceSpec:
     feature_names: Optional[list] = None
     head_names: Optional[list] = None
     truth: Optional[dict] = None
+    """{head name: [feature names it truly uses]}: adds a check that they rank first."""
+    optimizer: str = "optimizer"
+    """Checkpoint key holding a torch Adam/AdamW state_dict: effective step sizes lr / (sqrt(v_hat) + eps)."""
 
 
 @dataclass(frozen=True)

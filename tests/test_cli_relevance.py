@@ -95,3 +95,29 @@ def test_relevance_plot(run_cli, tmp_path):
     pytest.importorskip("matplotlib")
     code, out, err = run_cli(["relevance", EXAMPLES / "multihead" / "multihead.pt", "--plot", tmp_path / "r.png", "-q", "-f", "json"])
     assert code == 0 and (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_adam_state_in_the_checkpoint_gives_effective_step_sizes(tmp_path, run_cli):
+    """SCIENCE.md §4: per-weight step sizes from Adam state, lr / (sqrt(v_hat) + eps), v_hat = v / (1 - b2^t)."""
+    from fadiag.models.multihead import MultiHeadLearner
+
+    torch.manual_seed(0)
+    m = MultiHeadLearner(n_features=3, hidden=[4], n_heads=2, normalize=False)
+    opt = torch.optim.Adam(m.parameters(), lr=0.01, betas=(0.9, 0.99), eps=1e-6)
+    x, y = torch.randn(32, 3), torch.randn(32, 2)
+    for _ in range(5):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(m(x), y).backward()
+        opt.step()
+    torch.save({"model": m.state_dict(), "optimizer": opt.state_dict()}, tmp_path / "l.pt")
+    (tmp_path / "l.yaml").write_text(yaml.safe_dump(
+        {"model": {"arch": "multihead", "args": {"n_features": 3, "hidden": [4], "n_heads": 2, "normalize": False}}}))
+    code, out, err = run_cli(["relevance", tmp_path / "l.pt", "--step-sizes", "adam", "-f", "json", "-q"])
+    assert code == 0, err
+    rep = json.loads(out)
+    st = opt.state_dict()["state"][0]  # trunk.0.weight is the first parameter
+    v_hat = st["exp_avg_sq"].double() / (1 - 0.99 ** float(st["step"]))
+    want = (0.01 / (v_hat.sqrt() + 1e-6)).mean(0)  # mean over output units, per input feature
+    got = [rep["trunk"]["step_size_activity"][f"feature_{i}"] for i in range(3)]
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-10)
+    assert rep["step_size_kind"] == "adam"
