@@ -124,7 +124,7 @@ def _guess_method(path: str) -> str:
     return Path(path).stem
 
 
-def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None) -> tuple:
+def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable_last: int = 0) -> tuple:
     """Train the architecture-matched frozen-blocks baseline (SCIENCE.md §1 (d)) and return (acc, source).
 
     Blocks frozen at a fresh init drawn with ``seed``; embedding, terminal norm and head trained with the BP
@@ -143,12 +143,17 @@ def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None) -> tuple:
                          source=sp.origin)
     if not hasattr(subject.model, "blocks"):
         raise InputError("--frozen-baseline train needs a model with 'blocks'", source=sp.origin)
+    n_blocks = len(subject.model.blocks)
+    if not 0 <= trainable_last <= n_blocks:
+        raise InputError(f"must be in 0..{n_blocks} (the model has {n_blocks} blocks), got {trainable_last}",
+                         source="--trainable-blocks")
     x, y = load_arrays(sp.resolve(sp.data.train_path))
     torch.manual_seed(seed)
     model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
-    train_frozen_baseline(model, x, y, BP_RECIPE, seed=seed, progress=progress)
+    train_frozen_baseline(model, x, y, BP_RECIPE, seed=seed, progress=progress, trainable_last=trainable_last)
     model.eval()
     with torch.no_grad():
         logits = [model(xb) for xb, _ in subject.batches]
     acc = accuracy(logits, [yb for _, yb in subject.batches])
-    return acc, f"trained: frozen blocks (seed {seed}), BP recipe {BP_RECIPE}"
+    ladder = f", last {trainable_last} block(s) trainable" if trainable_last else ""
+    return acc, f"trained: frozen blocks (seed {seed}){ladder}, BP recipe {BP_RECIPE}"

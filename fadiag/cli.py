@@ -292,6 +292,9 @@ def audit(
     frozen_baseline: Annotated[Optional[str], typer.Option(
         "--frozen-baseline", help="'train': train the architecture-matched frozen-blocks baseline on the "
                                   "spec's data.train_path (documented recipe) and use its accuracy.")] = None,
+    trainable_blocks: Annotated[int, typer.Option(
+        "--trainable-blocks", min=0, help="Depth ladder: with --frozen-baseline train, also train the last K "
+                                          "blocks (0 = the frozen-blocks baseline).")] = 0,
     headline_acc: Annotated[Optional[float], typer.Option(
         "--headline-acc", help="Headline accuracy (0-1) to judge; default: computed on the eval batches.")] = None,
     growth: Annotated[Optional[str], typer.Option(
@@ -322,6 +325,8 @@ def audit(
         thr = parse_thresholds(threshold)
         if frozen_baseline is not None and frozen_baseline != "train":
             raise InputError(f"expected 'train', got {frozen_baseline!r}", source="--frozen-baseline")
+        if trainable_blocks and frozen_baseline != "train":
+            raise InputError("only meaningful with --frozen-baseline train", source="--trainable-blocks")
         if frozen_baseline is not None and frozen_baseline_acc is not None:
             raise InputError("give either --frozen-baseline-acc or --frozen-baseline train, not both",
                              source="--frozen-baseline")
@@ -337,7 +342,8 @@ def audit(
             fb_acc, fb_src = frozen_baseline_acc, ("given" if frozen_baseline_acc is not None else None)
             if frozen_baseline == "train":
                 with Progress(f"training frozen baseline for {ck.name}") as prog:
-                    fb_acc, fb_src = train_baseline(subject, seed=seed or 0, progress=prog)
+                    fb_acc, fb_src = train_baseline(subject, seed=seed or 0, progress=prog,
+                                                    trainable_last=trainable_blocks)
             with Progress(f"auditing {ck.name}") as prog:
                 rep = run_audit(subject, thresholds=thr, headline_acc=headline_acc, frozen_baseline_acc=fb_acc,
                                 frozen_baseline_source=fb_src, growth_mode=growth, stability_layer=stability_layer,

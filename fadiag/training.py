@@ -101,10 +101,17 @@ def train_dfa(model, x, y, feedback: torch.Tensor, recipe=DFA_RECIPE, seed: int 
     return model
 
 
-def train_frozen_baseline(model, x, y, recipe=BP_RECIPE, seed: int = 0, progress=None):
-    """Freeze every block at its (fresh, seeded) init; train embedding, terminal norm and head with BP."""
-    for p in model.blocks.parameters():
-        p.requires_grad_(False)
+def train_frozen_baseline(model, x, y, recipe=BP_RECIPE, seed: int = 0, progress=None, trainable_last: int = 0):
+    """Freeze every block at its (fresh, seeded) init; train embedding, terminal norm and head with BP.
+
+    ``trainable_last = k`` is the depth-ladder generalisation (SCIENCE.md §1): the last k blocks train too.
+    """
+    n = len(model.blocks)
+    if not 0 <= trainable_last <= n:
+        raise ValueError(f"trainable_last must be in 0..{n}, got {trainable_last}")
+    for i, blk in enumerate(model.blocks):
+        for p in blk.parameters():
+            p.requires_grad_(i >= n - trainable_last)
     params = [p for p in model.parameters() if p.requires_grad]
     return train_bp(model, x, y, recipe, seed=seed, params=params, progress=progress)
 

@@ -96,3 +96,28 @@ def test_frozen_baseline_train_needs_train_path(tiny_resmlp_ckpt, run_cli):
     f = tiny_resmlp_ckpt()
     code, out, err = run_cli(["audit", f.ckpt, "--frozen-baseline", "train"])
     assert code == 2 and "train_path" in err
+
+
+def test_depth_ladder_trains_exactly_the_last_k_blocks():
+    from fadiag.training import BP_RECIPE, train_frozen_baseline
+
+    m = tiny_resmlp(seed=2)
+    before = [{k: v.clone() for k, v in b.state_dict().items()} for b in m.blocks]
+    x, y = tiny_data(64, 8, 3, seed=4)
+    train_frozen_baseline(m, x, y, {**BP_RECIPE, "epochs": 1}, seed=0, trainable_last=1)
+    moved = [any(not torch.equal(before[i][k], v) for k, v in b.state_dict().items()) for i, b in enumerate(m.blocks)]
+    assert moved == [False, False, True]
+
+
+def test_trainable_blocks_needs_train_and_a_valid_count(tiny_resmlp_ckpt, run_cli, tmp_path):
+    xt, yt = tiny_data(48, 8, 3, seed=11)
+    np.savez(tmp_path / "train.npz", x=xt.numpy(), y=yt.numpy())
+    f = tiny_resmlp_ckpt(folder=tmp_path, spec_overrides={"data": {"train_path": "train.npz"}})
+    code, _, err = run_cli(["audit", f.ckpt, "--trainable-blocks", "1"])
+    assert code == 2 and "--frozen-baseline train" in err
+    code, _, err = run_cli(["audit", f.ckpt, "--frozen-baseline", "train", "--trainable-blocks", "9"])
+    assert code == 2 and "0..3" in err
+    code, out, err = run_cli(["audit", f.ckpt, "--frozen-baseline", "train", "--trainable-blocks", "2", "-q",
+                              "-f", "json"])
+    assert code in (0, 1), err
+    assert "last 2 block(s) trainable" in json.loads(out)["frozen_baseline_source"]

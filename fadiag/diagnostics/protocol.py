@@ -146,8 +146,10 @@ def evaluate_flags(*, residual_norms, bp_grad_norms, growth, growth_layer, growt
         flags.append(Flag("a", NAMES["a"], True, None, t["h_norm_explosion_ratio"],
                                 "non-finite residual norm"))
     elif growth == math.inf:
-        flags.append(Flag("a", NAMES["a"], True, None, t["h_norm_explosion_ratio"],
-                                "||h_0|| = 0: the ratio is undefined (zero embedding)"))
+        detail = ("||h_0|| = 0: the ratio is undefined (zero embedding)" if growth_mode == "ratio_to_h0" else
+                  f"||h_{growth_layer - 1}|| = 0: the per-block ratio into layer {growth_layer} is undefined "
+                  "(a zero residual stream)")
+        flags.append(Flag("a", NAMES["a"], True, None, t["h_norm_explosion_ratio"], detail))
     else:
         what = "max_l |h_l|/|h_0|" if growth_mode == "ratio_to_h0" else "max_l |h_{l+1}|/|h_l|"
         flags.append(Flag("a", NAMES["a"], growth > t["h_norm_explosion_ratio"], growth,
