@@ -96,6 +96,18 @@ def make_batches(x, y, batch_size: int, batches: int, shuffle: bool = False, see
             for i in range(batches)]
 
 
+def digits():
+    """scikit-learn's bundled digits (1 797 rows, no download): x = pixels / 16 as (N, 64) float32, y = 0..9."""
+    import torch
+
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError("data.source digits needs scikit-learn: pip install scikit-learn", source="data.source") from None
+    d = load_digits()
+    return torch.from_numpy((d.data / 16.0).astype("float32")), torch.from_numpy(d.target.astype("int64"))
+
+
 def synthetic(in_shape, n_classes: int, n: int, seed: int):
     import torch
 

@@ -42,7 +42,7 @@ class CheckpointSpec:
 @dataclass(frozen=True)
 class DataSpec:
     source: str = "npz"
-    """npz | pt | synthetic."""
+    """npz | pt | digits (scikit-learn's bundled 8x8 digits, x/16 as (N, 64) float32) | synthetic."""
     path: Optional[str] = None
     """File with arrays x, y (npz or pt); resolved relative to the spec file."""
     train_path: Optional[str] = None
@@ -238,8 +238,8 @@ def parse_spec(raw: Any, *, origin: str = "<spec>", base_dir: str = ".") -> Spec
 def _check_values(spec: Spec) -> None:
     o = spec.origin
     d = spec.data
-    if d.source not in ("npz", "pt", "synthetic"):
-        raise _fail(o, "data.source", f"expected one of npz, pt, synthetic; got {d.source!r}")
+    if d.source not in ("npz", "pt", "digits", "synthetic"):
+        raise _fail(o, "data.source", f"expected one of npz, pt, digits, synthetic; got {d.source!r}")
     if d.n_samples is not None and not 1 <= d.n_samples <= 10_000_000:
         raise _fail(o, "data.n_samples", "must be in 1..10,000,000")
     if d.batch_size < 1 or d.batches < 1:

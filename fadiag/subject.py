@@ -109,8 +109,8 @@ def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=No
         raise DataError("batches x batch size over the 10,000,000-row limit", source="--batches/--batch-size")
     if data is not None:
         path, source = data, None
-    elif d.source == "synthetic":
-        path, source = None, "synthetic"
+    elif d.source in ("synthetic", "digits"):
+        path, source = None, d.source
     else:
         if not d.path:
             raise DataError(f"no eval data: set data.path in the spec (data.source is {d.source}) or pass --data",
@@ -121,6 +121,11 @@ def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=No
         in_shape = (args.get("in_dim") or args.get("n_features") or 16,)
         x, y = synthetic(in_shape, int(args.get("n_classes", 10)), d.n_samples or nb * bs, sd_seed)
         src_name = "synthetic"
+    elif source == "digits":
+        from .data import digits
+
+        x, y = digits()
+        src_name = "sklearn digits"
     else:
         x, y = load_arrays(path, source, integer_labels=(labels == "class"))
         src_name = path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -121,3 +122,25 @@ def test_trainable_blocks_needs_train_and_a_valid_count(tiny_resmlp_ckpt, run_cl
                               "-f", "json"])
     assert code in (0, 1), err
     assert "last 2 block(s) trainable" in json.loads(out)["frozen_baseline_source"]
+
+
+def test_digits_source_reads_sklearn_bundled_data(tmp_path, run_cli):
+    """DESIGN.md's spec shape lists data.source digits: scikit-learn's bundled copy, nothing downloaded."""
+    sk = pytest.importorskip("sklearn.datasets")
+    from fadiag.models.resmlp import ResMLP
+
+    torch.manual_seed(0)
+    m = ResMLP(64, 8, 2, 10)
+    torch.save({"model": m.state_dict()}, tmp_path / "d.pt")
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump({
+        "model": {"arch": "resmlp", "args": {"in_dim": 64, "width": 8, "depth": 2, "n_classes": 10}},
+        "data": {"source": "digits", "batch_size": 100, "batches": 3}}))
+    code, out, err = run_cli(["audit", tmp_path / "d.pt", "-f", "json", "-q"])
+    assert code in (0, 1), err
+    rep = json.loads(out)
+    assert rep["data"]["source"] == "sklearn digits"
+    d = sk.load_digits()
+    x = torch.from_numpy((d.data[:100] / 16.0).astype("float32"))
+    with torch.no_grad():
+        _, hs = m(x, return_hidden=True)
+    assert rep["residual_norms"][0] == pytest.approx(float(np.median(hs[0].double().norm(dim=-1).numpy())), rel=1e-6)

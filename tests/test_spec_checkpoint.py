@@ -53,7 +53,7 @@ def test_missing_data_path_is_an_error_only_when_data_is_needed(tiny_resmlp_ckpt
     ({"model": {"args": {}}}, ["model", "missing required key 'arch'"]),
     ({"data": {}}, ["missing required section 'model'"]),
     ({"model": MODEL, "data": "npz"}, ["data: expected a mapping"]),
-    ({"model": MODEL, "data": {"source": "csv", "path": "d"}}, ["data.source", "npz, pt, synthetic"]),
+    ({"model": MODEL, "data": {"source": "csv", "path": "d"}}, ["data.source", "npz, pt, digits, synthetic"]),
     ({"model": MODEL, "data": {"n_samples": 10**12}}, ["data.n_samples", "10,000,000"]),
     ({"model": MODEL, "data": {"path": "d", "batch_size": 0}}, ["data", "positive"]),
     ({"model": MODEL, "data": {"path": "d"}, "audit": {"growth": "both"}}, ["audit.growth"]),
