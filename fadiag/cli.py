@@ -216,10 +216,18 @@ def parse_thresholds(items: Optional[List[str]]) -> dict:
     return out
 
 
-def finish(rep: dict, ctx, fmt: Optional[Format], output: Optional[str], exit_zero: bool) -> int:
-    """Record settings, render one report dict to stdout/--output, and return the exit code of its flags."""
+def finish(rep: dict, ctx, fmt: Optional[Format], output: Optional[str], exit_zero: bool, *,
+           plot: Optional[str] = None, label: Optional[str] = None) -> int:
+    """Record settings, draw --plot, say the verdict on stderr (under ``label``), render the report to
+    stdout/--output, and return the exit code of its flags."""
     if "settings" not in rep:
         rep = with_settings(rep, ctx)
+    if plot:
+        from .render.plot import plot_reports
+
+        plot_reports([rep], plot)
+    if label and not Ctx.quiet:
+        err(f"fadiag: {label}: {rep['verdict']}")
     emit([rep], default_format(fmt), output)
     return exit_code(any(f.get("flagged") for f in rep.get("flags") or []), exit_zero)
 
@@ -419,14 +427,7 @@ def credit(
                 rep = run_credit(subject, signal=signal, init_path=str(init) if init else None,
                                  tensors_path=str(tensors) if tensors else None, eps=eps, n_dirs=n_dirs,
                                  etas=eta, seed=seed, thresholds=parse_thresholds(threshold), progress=prog)
-        rep = with_settings(rep, ctx)
-        if plot:
-            from .render.plot import plot_reports
-
-            plot_reports([rep], plot)
-        if not quiet:
-            err(f"fadiag: {checkpoint or 'toy LQ'}: {rep['verdict']}")
-        return finish(rep, ctx, format, output, exit_zero)
+        return finish(rep, ctx, format, output, exit_zero, plot=plot, label=str(checkpoint or "toy LQ"))
 
     run_guarded(body)
 
@@ -569,14 +570,7 @@ def relevance(
         split = lambda s: [v.strip() for v in s.split(",")] if s else None
         rep = run_relevance(subject, feature_names=split(feature_names), head_names=split(head_names),
                             sensitivity=sensitivity, observation=observation, step_size_kind=step_sizes)
-        rep = with_settings(rep, ctx)
-        if plot:
-            from .render.plot import plot_reports
-
-            plot_reports([rep], plot)
-        if not quiet:
-            err(f"fadiag: {checkpoint}: {rep['verdict']}")
-        return finish(rep, ctx, format, output, exit_zero)
+        return finish(rep, ctx, format, output, exit_zero, plot=plot, label=str(checkpoint))
 
     run_guarded(body)
 

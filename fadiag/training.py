@@ -45,23 +45,30 @@ def _batches(n, bs, g):
     return [perm[i:i + bs] for i in range(0, n, bs)]
 
 
-def train_bp(model, x, y, recipe=BP_RECIPE, seed: int = 0, params=None, progress=None):
+def _loop(model, x, y, recipe, seed, params, step_grads, progress):
+    """The shared training loop: seeded minibatch order, optimiser + schedule; ``step_grads(xb, yb)`` fills
+    the .grad buffers of one step (backprop, DFA, ...)."""
     g = torch.Generator().manual_seed(seed)
-    params = list(params if params is not None else model.parameters())
     steps = recipe["epochs"] * math.ceil(len(x) / recipe["batch_size"])
-    opt, sched = _make_opt(params, recipe, steps)
+    opt, sched = _make_opt(list(params), recipe, steps)
     model.train()
     for ep in range(recipe["epochs"]):
         for idx in _batches(len(x), recipe["batch_size"], g):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            step_grads(x[idx], y[idx])
             opt.step()
             sched.step()
         if progress:
             progress(ep + 1, recipe["epochs"])
     model.eval()
     return model
+
+
+def train_bp(model, x, y, recipe=BP_RECIPE, seed: int = 0, params=None, progress=None):
+    def step(xb, yb):
+        F.cross_entropy(model(xb), yb).backward()
+
+    return _loop(model, x, y, recipe, seed, params if params is not None else model.parameters(), step, progress)
 
 
 def make_feedback(n_layers_plus_one: int, n_classes: int, width: int, seed: int) -> torch.Tensor:
@@ -71,34 +78,23 @@ def make_feedback(n_layers_plus_one: int, n_classes: int, width: int, seed: int)
 
 
 def train_dfa(model, x, y, feedback: torch.Tensor, recipe=DFA_RECIPE, seed: int = 0, progress=None):
-    g = torch.Generator().manual_seed(seed)
-    steps = recipe["epochs"] * math.ceil(len(x) / recipe["batch_size"])
-    opt, sched = _make_opt(list(model.parameters()), recipe, steps)
     ln, head = _terminal(model)
-    model.train()
-    for ep in range(recipe["epochs"]):
-        for idx in _batches(len(x), recipe["batch_size"], g):
-            xb, yb = x[idx], y[idx]
-            h0 = model.embed(xb.flatten(1))
-            outs = [h0]
-            h = h0.detach()
-            for blk in model.blocks:
-                f = blk(h)
-                outs.append(f)
-                h = (h + f).detach()
-            logits = head(ln(h))
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # out_ln and out_head: their true gradient (h is detached)
-            e = (logits.detach().softmax(-1) - F.one_hot(yb, logits.shape[-1]).float()) / len(yb)
-            for l, o in enumerate(outs):
-                o.backward(e @ feedback[l])
-            opt.step()
-            sched.step()
-        if progress:
-            progress(ep + 1, recipe["epochs"])
-    model.eval()
-    return model
+
+    def step(xb, yb):
+        h0 = model.embed(xb.flatten(1))
+        outs = [h0]
+        h = h0.detach()
+        for blk in model.blocks:
+            f = blk(h)
+            outs.append(f)
+            h = (h + f).detach()
+        logits = head(ln(h))
+        F.cross_entropy(logits, yb).backward()  # out_ln and out_head: their true gradient (h is detached)
+        e = (logits.detach().softmax(-1) - F.one_hot(yb, logits.shape[-1]).float()) / len(yb)
+        for l, o in enumerate(outs):
+            o.backward(e @ feedback[l])
+
+    return _loop(model, x, y, recipe, seed, model.parameters(), step, progress)
 
 
 def train_frozen_baseline(model, x, y, recipe=BP_RECIPE, seed: int = 0, progress=None, trainable_last: int = 0):
