@@ -75,7 +75,6 @@ class Ctx:
 
     debug = False
     quiet = False
-    config_origin: Optional[str] = None
 
 
 def err(msg: str) -> None:
@@ -703,8 +702,9 @@ def with_settings(d: dict, ctx) -> dict:
     from .config import sources
 
     d["settings"] = sources(ctx)
-    if Ctx.config_origin:
-        d["settings_config"] = Ctx.config_origin
+    origin = (ctx.find_root().obj or {}).get("config_origin") if isinstance(ctx.find_root().obj, dict) else None
+    if origin:
+        d["settings_config"] = origin
     return d
 
 
@@ -745,8 +745,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except FadiagError as e:
         err(f"fadiag: error: {e}")
         sys.exit(e.exit_code)
-    Ctx.config_origin = origin
-    app(args=argv, default_map=default_map, prog_name="fadiag")
+    app(args=argv, default_map=default_map, prog_name="fadiag", obj={"config_origin": origin})
 
 
 if __name__ == "__main__":
