@@ -282,7 +282,7 @@ def _check_device(device: Device) -> str:
 
 # ------------------------------------------------------------------------------------------- audit
 
-@app.command()
+@app.command(epilog='\x08\nExamples:\n  fadiag audit checkpoints_example/resmlp_dfa.pt\n  fadiag audit ckpts/*.pt --format jsonl -q | jq -r .verdict\n  fadiag audit ckpt.pt --frozen-baseline train --plot audit.png')
 def audit(
     ctx: typer.Context,
     checkpoints: Annotated[List[Path], typer.Argument(help="Checkpoint file(s): .pt/.pth, .safetensors, .npz "
@@ -371,7 +371,7 @@ def audit(
 
 # ------------------------------------------------------------------------------------------ credit
 
-@app.command()
+@app.command(epilog='\x08\nExamples:\n  fadiag credit checkpoints_example/resmlp_dfa.pt\n  fadiag credit ckpt.pt --signal bp --eta 0.01 --eta 0.1\n  fadiag credit --toy-lq')
 def credit(
     ctx: typer.Context,
     checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint file (not needed with --toy-lq).")] = None,
@@ -433,7 +433,7 @@ def credit(
 
 # ------------------------------------------------------------------------------------------- edges
 
-@app.command()
+@app.command(epilog='\x08\nExamples:\n  fadiag edges checkpoints_example/gsnn/gsnn.pt --row-chunk 1024\n  fadiag edges g.pt --bootstrap 20 --samples 2000 --edges ranked.tsv --matrix W.npy')
 def edges(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="Graph-structured network checkpoint (arch gsnn).")],
@@ -527,7 +527,7 @@ def _edges_labels(checkpoint: Path, spec: Optional[Path]) -> str:
 
 # --------------------------------------------------------------------------------------- relevance
 
-@app.command()
+@app.command(epilog='\x08\nExamples:\n  fadiag relevance checkpoints_example/multihead/multihead.pt --sensitivity\n  fadiag relevance learner.npz --spec learner.yaml --observation 0.1,2,...')
 def relevance(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="Multi-head learner checkpoint (.pt, or .npz of plain arrays).")],
@@ -576,7 +576,7 @@ def relevance(
 
 # ----------------------------------------------------------------------------------------- inspect
 
-@app.command()
+@app.command(epilog='\x08\nExample:\n  fadiag inspect downloaded.pt --format table')
 def inspect(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file to look into.")],
@@ -603,7 +603,7 @@ def inspect(
 
 # -------------------------------------------------------------------------------------------- lint
 
-@app.command()
+@app.command(epilog='\x08\nExample:\n  fadiag lint src/ --format github')
 def lint(
     ctx: typer.Context,
     paths: Annotated[List[Path], typer.Argument(help="Python files or folders of a training code base.")],
@@ -630,7 +630,7 @@ def lint(
 
 # ------------------------------------------------------------------------------------------ report
 
-@app.command()
+@app.command(epilog='\x08\nExample:\n  fadiag report audit.json --format markdown > paper_form.md')
 def report(
     ctx: typer.Context,
     report_file: Annotated[Path, typer.Argument(help="A JSON (or JSONL) report saved by fadiag.")],
@@ -649,7 +649,7 @@ def report(
     run_guarded(body)
 
 
-@app.command()
+@app.command(epilog='\x08\nExamples:\n  fadiag compare bp.json dfa.json\n  fadiag compare new.json --baseline main.json --max-rel-change 0.5')
 def compare(
     ctx: typer.Context,
     reports: Annotated[List[Path], typer.Argument(help="Saved JSON/JSONL reports to show side by side.")],
