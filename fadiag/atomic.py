@@ -24,6 +24,14 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     _IN_FLIGHT.add(tmp)
     try:
         yield tmp
+        # mkstemp makes the file 0600; give it the mode a plain open() would (or the replaced file's).
+        try:
+            mode = p.stat().st_mode & 0o777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -333,3 +333,20 @@ def test_process_harness_control(tiny_resmlp_ckpt, tmp_path):
     files = tiny_resmlp_ckpt()
     spec = _spec_with(files, tmp_path, data={"batches": 10**9})
     refused_fast_in_a_process(["audit", files.ckpt, "--spec", spec, "-f", "json"], str(spec), "limit", cwd=tmp_path)
+
+
+def test_output_file_mode_follows_umask_or_the_replaced_file(run_cli, tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the final file must not be left private by accident."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "r.json"
+        code, _, err = run_cli(["audit", EXAMPLES / "resmlp_bp.pt", "-q", "-f", "json", "-o", out])
+        assert code == 0, err
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        out.chmod(0o640)
+        run_cli(["audit", EXAMPLES / "resmlp_bp.pt", "-q", "-f", "json", "-o", out])
+        assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
