@@ -35,10 +35,20 @@ def per_sample(h: torch.Tensor) -> torch.Tensor:
     return h.flatten(1)
 
 
+CONTRACT = "model(x, return_hidden=True) -> (logits, [h_0..h_L])"
+
+
 def forward_hidden(model, x):
-    out = model(x, return_hidden=True)
-    if not (isinstance(out, (tuple, list)) and len(out) == 2):
-        raise TypeError("model(x, return_hidden=True) must return (logits, [h_0..h_L])")
+    """The reference contract's one call. A model that does not honour it is bad input (exit 2)."""
+    from .errors import SpecError
+
+    try:
+        out = model(x, return_hidden=True)
+    except TypeError as e:
+        raise SpecError(f"the model does not honour the contract {CONTRACT} ({e})", source="model.arch") from None
+    if not (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], (list, tuple)) and out[1]):
+        raise SpecError(f"the model does not honour the contract {CONTRACT}: it returned {type(out).__name__}",
+                        source="model.arch")
     logits, hs = out
     return logits, list(hs)
 

@@ -168,3 +168,23 @@ def test_bp_example_is_reproduced_bit_for_bit_by_its_recipe():
     ref = torch.load(EXAMPLES / "resmlp_bp.pt", weights_only=True)["model"]
     worst = max(float((m.state_dict()[k] - ref[k]).abs().max()) for k in ref)
     assert worst <= 1e-4, worst  # bit-identical on the 2-core machines it was made on (worst = 0.0)
+
+
+def test_user_class_without_the_contract_is_bad_input(tmp_path, run_cli):
+    (tmp_path / "plain_models.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Plain(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.lin = nn.Linear(8, 3)\n\n"
+        "    def forward(self, x):\n        return self.lin(x)\n")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plain_ref", tmp_path / "plain_models.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.save({"model": mod.Plain().state_dict()}, tmp_path / "p.pt")
+    x, y = tiny_data(64, 8, 3)
+    np.savez(tmp_path / "data.npz", x=x.numpy(), y=y.numpy())
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({
+        "model": {"arch": "plain_models:Plain"},
+        "data": {"source": "npz", "path": "data.npz", "batch_size": 16, "batches": 4}}))
+    code, out, err = run_cli(["audit", tmp_path / "p.pt"])
+    assert code == 2 and "return_hidden=True" in err and len(err.strip().splitlines()) == 1
