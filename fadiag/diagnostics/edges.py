@@ -20,7 +20,9 @@ Memory model of :func:`edge_evidence` (inputs A, G of M x N float32, 4 bytes eac
 - each is standardised column block by column block (``_BLOCK_ELEMS // M`` columns at a time) into one
   (N, M) matrix of ``dtype``: 2 x M x N x 4 bytes in all, i.e. the size of the inputs;
 - a column block (2^22 entries) needs ≈ 2^22 x 12 bytes for its sort (values + int64 indices) and
-  ≈ 2^22 x 10 bytes of tie bookkeeping, ~90 MB, whatever N and M;
+  2^22 x 4 bytes of int32 group-start flags (overwritten in place by the group labels; the labelled
+  values reuse the sorted-values buffer), ~67 MB, whatever N and M; with many ties, per-group arrays
+  add ≤ 28 bytes per group of equal values (≤ 2^22 x 15/16 groups), at most ~110 MB more;
 - the output W is N x N; with ``row_chunk`` the product is formed row block by row block, so the GEMM
   needs at most row_chunk x (N + M) x 4 bytes of workspace.
 """
@@ -312,20 +314,29 @@ def _standardise_into(
     kmax = min(n, col_block)
     sv_buf = torch.empty(kmax, m, dtype=x.dtype, device=dev)
     idx_buf = torch.empty(kmax, m, dtype=torch.long, device=dev)
+    # int32 group-start flags of a block; in the many-ties path the running count overwrites them
+    flag_buf = torch.empty(kmax, m, dtype=torch.int32 if kmax * m < 2**31 else torch.int64, device=dev)
     for c0 in range(0, n, col_block):
         c1 = min(n, c0 + col_block)
         k = c1 - c0
         dst = out[c0:c1]
         src = dst if in_place else x[:, c0:c1].T.contiguous()
         sv, idx = torch.sort(src, dim=1, out=(sv_buf[:k], idx_buf[:k]))
-        eq = sv[:, 1:] == sv[:, :-1]  # (k, M-1): sorted positions j and j+1 tie
-        n_tied = int(torch.count_nonzero(eq))
+        # flags[r, j] = 1 where sorted position j starts a new group of equal values (j = 0 always)
+        flags = flag_buf[:k]
+        flags[:, 0] = 1
+        torch.ne(sv[:, 1:], sv[:, :-1], out=flags[:, 1:])
+        n_groups = int(torch.count_nonzero(flags))
+        n_tied = k * m - n_groups  # neighbour pairs that tie
         ss = torch.full((k,), ss_no_ties, dtype=torch.float64, device=dev)
         bad = torch.full((k,), m == 1, dtype=torch.bool, device=dev)  # one row: all constant
         if n_tied * 16 <= k * m:
             # few ties: positions 0..M-1 everywhere, then overwrite the members of each tie group
             dst.scatter_(1, idx, pos.expand(k, m))
-            row, first, last = _tie_groups_sparse(eq)
+            if n_tied:
+                row, first, last = _tie_groups_sparse(flags[:, 1:] == 0)
+            else:
+                row = first = last = torch.empty(0, dtype=torch.long, device=dev)
             if row.numel():
                 size = last - first + 1
                 grp = torch.repeat_interleave(torch.arange(row.numel(), device=dev), size)
@@ -339,28 +350,28 @@ def _standardise_into(
             # many ties (ReLU zeros, quantised values): label every sorted entry with its group
             # (a running count of group starts over the flattened block), give each group its mean
             # position, and scatter the labelled values back in one pass
-            is_start = torch.empty(k, m, dtype=torch.bool, device=dev)
-            is_start[:, 0] = True
-            torch.logical_not(eq, out=is_start[:, 1:])
-            del eq
-            flat = is_start.view(-1)
-            gid = torch.cumsum(flat, 0, dtype=torch.int32 if k * m < 2**31 else torch.int64)
-            n_groups = int(gid[-1])
+            flat = flags.view(-1)
             if n_groups * 8 < k * m:
                 # few groups: binary-search each label's first entry instead of a full nonzero() pass
+                gid = flat.cumsum_(0)
                 labels = torch.arange(1, n_groups + 1, dtype=gid.dtype, device=dev)
                 starts = torch.searchsorted(gid, labels)
             else:
                 starts = flat.nonzero().squeeze(1)  # flattened position of each group's first entry
-            del is_start, flat
-            size = torch.diff(starts, append=starts.new_tensor([k * m]))
+                gid = flat.cumsum_(0)
+            size = torch.empty_like(starts)
+            torch.sub(starts[1:], starts[:-1], out=size[:-1])
+            size[-1] = k * m - starts[-1]
             # table[g] = the group's mean position in flattened coordinates, starts + (size - 1) / 2;
             # exact in float32 while k·M < 2^23 (halves), so float64 beyond that
             tdtype = out.dtype if k * m < 2**23 else torch.float64
-            table = torch.empty(starts.numel() + 1, dtype=tdtype, device=dev)
+            table = torch.empty(n_groups + 1, dtype=tdtype, device=dev)
             table[0] = 0.0  # gid counts from 1: entry 0 is a placeholder
             torch.add(starts.to(tdtype), size.to(tdtype), alpha=0.5, out=table[1:])
-            z = table.index_select(0, gid).view(k, m)
+            # the sorted values are no longer needed: their buffer takes the labelled values
+            zbuf = sv_buf[:k].view(-1) if sv_buf.dtype == tdtype else None
+            z = torch.index_select(table, 0, gid, out=zbuf) if zbuf is not None else table.index_select(0, gid)
+            z = z.view(k, m)
             del gid, table
             # back to centred within-row positions: subtract r·M + (M - 1)/2 from row r (and the 0.5)
             offset = torch.arange(k, device=dev, dtype=torch.float64) * m + centre + 0.5
