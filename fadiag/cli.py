@@ -130,8 +130,9 @@ def check_output_path(path: str, option: str) -> Path:
     return p
 
 
-def check_outputs(ctx) -> None:
-    """Every file a command will write is checked before it does any work."""
+def preflight(ctx) -> None:
+    """Before a command does any work: take its --quiet, and check every file it will write."""
+    Ctx.quiet = bool(ctx.params.get("quiet"))
     for name, opt in (("output", "--output"), ("plot", "--plot"), ("matrix", "--matrix"), ("edges_out", "--edges")):
         v = ctx.params.get(name)
         if v:
@@ -325,7 +326,7 @@ def audit(
     Ctx.quiet = quiet
 
     def body() -> int:
-        check_outputs(ctx)
+        preflight(ctx)
         from .api import audit as run_audit, frozen_baseline as train_baseline
         from .subject import load
 
@@ -408,7 +409,7 @@ def credit(
     Ctx.quiet = quiet
 
     def body() -> int:
-        check_outputs(ctx)
+        preflight(ctx)
         from .credit_api import credit as run_credit, toy_lq as run_toy
 
         if toy_lq:
@@ -478,7 +479,7 @@ def edges(
     Ctx.quiet = quiet
 
     def body() -> int:
-        check_outputs(ctx)
+        preflight(ctx)
         from .edges_api import edges as run_edges, write_edges_tsv, write_matrix
         from .subject import load
 
@@ -558,7 +559,7 @@ def relevance(
     Ctx.quiet = quiet
 
     def body() -> int:
-        check_outputs(ctx)
+        preflight(ctx)
         from .relevance_api import relevance as run_relevance
         from .subject import load
 
@@ -592,7 +593,7 @@ def inspect(
     Ctx.quiet = quiet
 
     def body() -> int:
-        check_outputs(ctx)
+        preflight(ctx)
         from .inspect import inspect_checkpoint
 
         rep = inspect_checkpoint(str(checkpoint), trust=trust_checkpoint)
@@ -613,12 +614,13 @@ def lint(
     format: FormatOpt = None,
     output: OutputOpt = None,
     exit_zero: ExitZeroOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Grep training code for the published evaluation pitfalls (.norm(-1), cosine_similarity on gradients,
     fp16 metric code, redrawn feedback matrices, 1.0 fallbacks) and report file:line. Exit 1 on findings."""
 
     def body() -> int:
-        check_outputs(ctx)
+        preflight(ctx)
         from .lint import lint_paths
 
         rep = lint_paths([str(p) for p in paths], rule)
@@ -637,11 +639,12 @@ def report(
     format: FormatOpt = None,
     output: OutputOpt = None,
     exit_zero: ExitZeroOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Re-render a saved report in another format. Exit 1 if it records a flag."""
 
     def body() -> int:
-        check_outputs(ctx)
+        preflight(ctx)
         reports = load_reports(report_file)
         emit(reports, default_format(format), output)
         return exit_code(any(any(f.get("flagged") for f in r.get("flags") or []) for r in reports), exit_zero)
@@ -660,11 +663,12 @@ def compare(
     format: FormatOpt = None,
     output: OutputOpt = None,
     exit_zero: ExitZeroOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Show saved reports side by side (BP against DFA, say); with --baseline, a regression gate (exit 1)."""
 
     def body() -> int:
-        check_outputs(ctx)
+        preflight(ctx)
         from .compare import compare_reports
 
         loaded = [r for p in reports for r in load_reports(p)]

@@ -133,6 +133,10 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
         raise InputError(f"must be in [0, 1), got {penalty}", source="--penalty")
     if bootstrap is not None and not 1 <= bootstrap <= MAX_BOOTSTRAP:
         raise InputError(f"must be in 1..{MAX_BOOTSTRAP}, got {bootstrap}", source="--bootstrap")
+    if samples is not None and not bootstrap:
+        raise InputError("only meaningful with --bootstrap ITERS", source="--samples")
+    if samples is not None and not 1 <= samples <= 100_000_000:
+        raise InputError(f"must be in 1..100000000, got {samples}", source="--samples")
     if top < 0 or top > 100_000:
         raise InputError(f"must be in 0..100000, got {top}", source="--top")
     model = subject.model
@@ -148,9 +152,7 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
     if nonfinite:
         W = torch.full((n, n), float("nan"))
     elif bootstrap:
-        ns = samples or m
-        if not 1 <= ns <= 100_000_000:
-            raise InputError(f"must be in 1..100000000, got {ns}", source="--samples")
+        ns = samples if samples is not None else m
         W = E.bootstrap_evidence(A, G, bootstrap, ns, seed=seed, method=method, row_chunk=row_chunk,
                                  progress=(lambda i, k: progress(i, k, "bootstrap")) if progress else None)
         info = _constant_info(A, G)

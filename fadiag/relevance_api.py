@@ -118,8 +118,10 @@ def _observation(obs: str, X, n_features: int):
             vals = [float(v) for v in s.split(",")]
         except ValueError:
             raise InputError(f"expected a row index or {n_features} comma-separated numbers", source="--observation") from None
-        if len(vals) != n_features or not all(math.isfinite(v) for v in vals):
-            raise InputError(f"expected {n_features} finite values, got {len(vals)}", source="--observation")
+        if len(vals) != n_features:
+            raise InputError(f"expected {n_features} values, got {len(vals)}", source="--observation")
+        if not all(math.isfinite(v) for v in vals):
+            raise InputError("every value must be finite (no nan/inf)", source="--observation")
         return torch.tensor(vals, dtype=X.dtype)
     try:
         i = int(s)

@@ -138,3 +138,12 @@ def test_truth_with_out_of_range_ids(run_cli, tmp_path):
 def test_edges_on_a_non_graph_model_is_bad_input(run_cli):
     code, out, err = run_cli(["edges", EXAMPLES / "resmlp_bp.pt"])
     assert code == 2 and "graph-structured" in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--samples", "10"], "only meaningful with --bootstrap"),
+    (["--bootstrap", "2", "--samples", "0"], "must be in 1.."),
+])
+def test_samples_needs_bootstrap_and_a_positive_count(run_cli, args, needle):
+    code, out, err = run_cli(["edges", GSNN, *args])
+    assert code == 2 and needle in err

@@ -76,7 +76,8 @@ def test_npz_export_gives_the_same_state_only_report(tmp_path, run_cli):
 
 @pytest.mark.parametrize("args, needle", [
     (["--observation", "999999"], "out of range"),
-    (["--observation", "1,2,3"], "12 finite values"),
+    (["--observation", "1,2,3"], "expected 12 values"),
+    (["--observation", "nan,1,2,3,4,5,6,7,8,9,10,11"], "must be finite"),
     (["--head-names", "a,b"], "head names"),
     (["--step-sizes", "adam"], "no such step sizes"),
 ])
