@@ -58,7 +58,10 @@ def relevance(subject, *, feature_names: list | None = None, head_names: list | 
         raise InputError(f"checkpoint entry {sp.relevance.optimizer!r} is not an optimizer state_dict",
                          source=subject.path)
     state = R.learner_state_from_state_dict(flat, optimizer_state=opt, step_size_kind=step_size_kind)
-    body = R.relevance_report(state, fnames, hnames)
+    import numpy as np
+
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite weights are flagged below, not warned about
+        body = R.relevance_report(state, fnames, hnames)
     fn = list(fnames) if fnames else [f"feature_{i}" for i in range(state.n_features)]
     hn = list(hnames) if hnames else [f"head_{i}" for i in range(state.n_heads)]
 
