@@ -34,7 +34,8 @@ def flag_text(flagged) -> Text:
 
 
 def verdict_text(verdict: str) -> Text:
-    return Text(verdict, style="bold green" if verdict == "trustworthy" else "bold red")
+    bad = verdict.startswith(("needs", "regression")) or verdict.endswith("finding(s)")
+    return Text(verdict, style="bold red" if bad else "bold green")
 
 
 def checks_table(r: dict, title: str = "checks") -> Table:
