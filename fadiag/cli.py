@@ -103,7 +103,7 @@ def run_guarded(fn: Callable[[], int]) -> None:
         raise typer.Exit(EXIT_BAD_INPUT)
     except Exception as e:  # a bug: short message, exit 3
         err(f"fadiag: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
-            "(rerun with --debug for the traceback)")
+            "(rerun as 'fadiag --debug COMMAND ...' for the traceback)")
         if Ctx.debug:
             import traceback
 
@@ -121,22 +121,50 @@ def write_atomic(path: str, text: str) -> None:
 
 
 def check_output_path(path: str, option: str) -> Path:
-    """An output path must name a file in an existing folder: checked before any work is done."""
+    """An output path must name a regular file (or none yet) in an existing, writable folder: checked before
+    any work is done."""
+    if not str(path).strip():
+        raise InputError("empty path", source=option)
     p = Path(path)
     if p.is_dir():
         raise InputError("is a directory, not a file", source=f"{option} {path}")
-    if not (p.parent if str(p.parent) else Path(".")).is_dir():
+    if p.exists() and not p.is_file():
+        raise InputError("is not a regular file (a pipe or device); write to a file", source=f"{option} {path}")
+    folder = p.resolve().parent
+    if not folder.is_dir():
         raise InputError("folder does not exist", source=f"{option} {path}")
+    if not os.access(folder, os.W_OK):
+        raise InputError("folder is not writable", source=f"{option} {path}")
     return p
 
 
+INPUT_PARAMS = ("checkpoints", "checkpoint", "spec", "data", "init", "tensors", "truth", "held_out", "report_file",
+                "reports", "baseline", "paths")
+OUTPUT_PARAMS = (("output", "--output"), ("plot", "--plot"), ("matrix", "--matrix"), ("edges_out", "--edges"))
+
+
 def preflight(ctx) -> None:
-    """Before a command does any work: take its --quiet, and check every file it will write."""
+    """Before a command does any work: take its --quiet, and check every file it will write: a regular file
+    in a writable folder, never one of the command's inputs, never another of its outputs."""
     Ctx.quiet = bool(ctx.params.get("quiet"))
-    for name, opt in (("output", "--output"), ("plot", "--plot"), ("matrix", "--matrix"), ("edges_out", "--edges")):
+    inputs = set()
+    for name in INPUT_PARAMS:
         v = ctx.params.get(name)
-        if v:
-            check_output_path(str(v), opt)
+        for x in (v if isinstance(v, (list, tuple)) else [v]):
+            if x:
+                inputs.add(Path(str(x)).resolve())
+    seen = {}
+    for name, opt in OUTPUT_PARAMS:
+        v = ctx.params.get(name)
+        if v is None:
+            continue
+        check_output_path(str(v), opt)
+        r = Path(str(v)).resolve()
+        if r in inputs:
+            raise InputError("is also an input of this command; refusing to overwrite it", source=f"{opt} {v}")
+        if r in seen:
+            raise InputError(f"is also the {seen[r]} file", source=f"{opt} {v}")
+        seen[r] = opt
     if ctx.params.get("plot"):
         from .render.plot import SUFFIXES, _plt
 
@@ -145,10 +173,11 @@ def preflight(ctx) -> None:
         _plt()  # the 'plot' extra must be installed: say so now, not after the work
 
 
-def default_format(fmt: Optional[Format]) -> Format:
+def default_format(fmt: Optional[Format], output: Optional[str] = None) -> Format:
+    """table on a terminal, json when piped or written with --output."""
     if fmt is not None:
         return fmt
-    return Format.table if sys.stdout.isatty() else Format.json
+    return Format.table if (sys.stdout.isatty() and not output) else Format.json
 
 
 def emit(reports: list, fmt: Format, output: Optional[str], **opts) -> None:
@@ -162,8 +191,12 @@ def emit(reports: list, fmt: Format, output: Optional[str], **opts) -> None:
         if not Ctx.quiet:
             err(f"fadiag: wrote {fmt.value} report to {output}")
     else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head` closed the pipe: the reader has what it wanted
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
 
 
 class Progress:
@@ -228,7 +261,7 @@ def finish(rep: dict, ctx, fmt: Optional[Format], output: Optional[str], exit_ze
         plot_reports([rep], plot)
     if label and not Ctx.quiet:
         err(f"fadiag: {label}: {rep['verdict']}")
-    emit([rep], default_format(fmt), output)
+    emit([rep], default_format(fmt, output), output)
     return exit_code(any(f.get("flagged") for f in rep.get("flags") or []), exit_zero)
 
 
@@ -364,7 +397,7 @@ def audit(
             from .render.plot import plot_reports
 
             plot_reports(dicts, plot)
-        emit(dicts, default_format(format), output)
+        emit(dicts, default_format(format, output), output)
         return exit_code(any(r.flagged for r in reports), exit_zero)
 
     run_guarded(body)
@@ -624,7 +657,7 @@ def lint(
         from .lint import lint_paths
 
         rep = lint_paths([str(p) for p in paths], rule)
-        emit([with_settings(rep, ctx)], default_format(format), output)
+        emit([with_settings(rep, ctx)], default_format(format, output), output)
         return exit_code(bool(rep["findings"]), exit_zero)
 
     run_guarded(body)
@@ -646,7 +679,7 @@ def report(
     def body() -> int:
         preflight(ctx)
         reports = load_reports(report_file)
-        emit(reports, default_format(format), output)
+        emit(reports, default_format(format, output), output)
         return exit_code(any(any(f.get("flagged") for f in r.get("flags") or []) for r in reports), exit_zero)
 
     run_guarded(body)
@@ -671,10 +704,12 @@ def compare(
         preflight(ctx)
         from .compare import compare_reports
 
+        if max_rel_change is not None and baseline is None:
+            raise InputError("only meaningful with --baseline", source="--max-rel-change")
         loaded = [r for p in reports for r in load_reports(p)]
         base = load_reports(baseline) if baseline else None
         rep = compare_reports(loaded, base, max_rel_change=max_rel_change)
-        emit([with_settings(rep, ctx)], default_format(format), output)
+        emit([with_settings(rep, ctx)], default_format(format, output), output)
         return exit_code(bool(rep["regressions"]), exit_zero)
 
     run_guarded(body)
@@ -688,16 +723,32 @@ def load_reports(path: Path) -> list:
     if not path.is_file():
         raise IE("no such report file", source=str(path))
     text = path.read_text(encoding="utf-8", errors="replace")
+
+    def no_nan(c):
+        raise IE(f"report holds {c}: fadiag writes non-finite numbers as null", source=str(path))
+
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=no_nan)
         reports = obj if isinstance(obj, list) else [obj]
     except json.JSONDecodeError:
         try:
-            reports = [json.loads(line) for line in text.splitlines() if line.strip()]
+            reports = [json.loads(line, parse_constant=no_nan) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as e:
             raise IE(f"not a JSON or JSONL report ({e.msg} at line {e.lineno})", source=str(path)) from None
+    known = ("fadiag.audit/1", "fadiag.credit/1", "fadiag.edges/1", "fadiag.relevance/1", "fadiag.inspect/1",
+             "fadiag.lint/1", "fadiag.compare/1")
     if not reports or not all(isinstance(r, dict) and str(r.get("schema", "")).startswith("fadiag.") for r in reports):
         raise IE("not a fadiag report (no 'schema' key starting with 'fadiag.')", source=str(path))
+    for r in reports:
+        if r["schema"] not in known:
+            raise IE(f"unknown report schema {r['schema']!r} (this fadiag reads {', '.join(known)})", source=str(path))
+        flags = r.get("flags")
+        if not isinstance(flags, list) or not all(
+                isinstance(f, dict) and "id" in f and "flagged" in f and f["flagged"] in (True, False, None)
+                for f in flags):
+            raise IE("malformed report: 'flags' must be a list of {id, flagged, ...}", source=str(path))
+        if not isinstance(r.get("verdict"), str):
+            raise IE("malformed report: no 'verdict'", source=str(path))
     return reports
 
 

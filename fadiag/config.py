@@ -36,10 +36,14 @@ def find_config(cwd: Path | None = None) -> tuple[dict, str | None]:
             try:
                 raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError as e:
-                raise InputError(f"invalid YAML ({str(e).splitlines()[0]})", source=str(p)) from None
+                raise InputError(f"invalid YAML ({str(e).splitlines()[0]})", source=name) from None
+            except UnicodeDecodeError:
+                raise InputError("not UTF-8 text", source=name) from None
+            except RecursionError:
+                raise InputError("YAML nested too deeply", source=name) from None
             if not isinstance(raw, dict):
                 raise InputError("config must be a mapping", source=str(p))
-            return raw, str(p)
+            return raw, name  # relative to the working directory: no host paths in reports
     pp = cwd / "pyproject.toml"
     if pp.is_file():
         try:
@@ -48,13 +52,13 @@ def find_config(cwd: Path | None = None) -> tuple[dict, str | None]:
             return {}, None
         try:
             data = tomllib.loads(pp.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise InputError(f"invalid TOML ({e})", source=str(pp)) from None
         raw = data.get("tool", {}).get("fadiag")
         if raw is not None:
             if not isinstance(raw, dict):
                 raise InputError("[tool.fadiag] must be a table", source=str(pp))
-            return raw, f"{pp}:[tool.fadiag]"
+            return raw, "pyproject.toml:[tool.fadiag]"
     return {}, None
 
 

@@ -54,7 +54,7 @@ def validate_xy(x, y, *, source: str, integer_labels: bool = True):
     if x.dtype.is_complex or not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int8, torch.int16,
                                                                         torch.int32, torch.int64)):
         raise DataError(f"x has unsupported dtype {x.dtype}", source=source)
-    x = x.float() if not x.dtype.is_floating_point or x.dtype in (torch.float16, torch.bfloat16) else x
+    x = x.float()  # models are loaded in float32; numpy's default float64 would not multiply with them
     if y.shape[0] != x.shape[0]:
         raise DataError(f"x has {x.shape[0]} rows but y has {y.shape[0]}", source=source)
     bad = (~torch.isfinite(x)).sum().item()

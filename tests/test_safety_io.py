@@ -350,3 +350,52 @@ def test_output_file_mode_follows_umask_or_the_replaced_file(run_cli, tmp_path):
         assert stat.S_IMODE(out.stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["-o", "{ck}"], "is also an input"),
+    (["-o", "{tmp}/a.json", "--plot", "{tmp}/a.json"], "is also the --output file"),
+    (["-o", ""], "empty path"),
+])
+def test_outputs_never_overwrite_inputs_or_each_other(run_cli, tmp_path, extra, needle):
+    import shutil
+
+    ck = tmp_path / "bp.pt"
+    shutil.copy(EXAMPLES / "resmlp_bp.pt", ck)
+    shutil.copy(EXAMPLES / "resmlp_bp.yaml", tmp_path / "bp.yaml")
+    (tmp_path / "bp.yaml").write_text((tmp_path / "bp.yaml").read_text().replace(
+        "mnist1d_", str(EXAMPLES) + "/mnist1d_"))
+    before = ck.read_bytes()
+    args = [a.format(ck=ck, tmp=tmp_path) for a in extra]
+    code, out, err = run_cli(["audit", ck, *args])
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert ck.read_bytes() == before
+
+
+def test_output_to_a_fifo_is_refused(run_cli, tmp_path):
+    fifo = tmp_path / "p"
+    os.mkfifo(fifo)
+    code, out, err = run_cli(["audit", EXAMPLES / "resmlp_bp.pt", "-o", fifo])
+    assert code == 2 and "not a regular file" in err
+
+
+def test_float64_data_is_accepted(run_cli, tmp_path):
+    import numpy as np
+
+    z = np.load(EXAMPLES / "mnist1d_test.npz")
+    np.savez(tmp_path / "d64.npz", x=z["x"].astype("float64"), y=z["y"])
+    code, out, err = run_cli(["audit", EXAMPLES / "resmlp_bp.pt", "--data", tmp_path / "d64.npz", "-q", "-f", "json"])
+    assert code == 0, err
+    assert json.loads(out)["verdict"] == "trustworthy"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('{"schema": "fadiag.audit/1", "flags": [], "verdict": "x", "v": NaN}', "NaN"),
+    ('{"schema": "fadiag.audit/1", "flags": "x", "verdict": "x"}', "malformed report"),
+    ('{"schema": "fadiag.audit/99", "flags": [], "verdict": "x"}', "unknown report schema"),
+])
+def test_report_rejects_malformed_saved_reports(run_cli, tmp_path, text, needle):
+    p = tmp_path / "r.json"
+    p.write_text(text)
+    code, out, err = run_cli(["report", p, "-f", "json"])
+    assert code == 2 and needle in err and out == ""

@@ -67,9 +67,12 @@ def append_step_summary(reports: list) -> str | None:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(render_markdown(reports) + "\n")
     except OSError as e:
-        from ..errors import InputError
+        # The annotations and the exit code matter more than the summary page: warn, do not fail the run.
+        import sys
 
-        raise InputError(f"cannot append the job summary: {e.strerror or e}", source="GITHUB_STEP_SUMMARY") from None
+        sys.stderr.write(f"fadiag: warning: GITHUB_STEP_SUMMARY={path}: cannot append the job summary "
+                         f"({e.strerror or e})\n")
+        return None
     return path
 
 
