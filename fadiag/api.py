@@ -33,6 +33,10 @@ def validate_thresholds(overrides: dict | None, base: dict | None = None, *, sou
                 raise ThresholdError(f"{k} must be a finite number, got {v!r}", source=source)
             if k in ("g_norm_floor", "h_norm_explosion_ratio") and fv <= 0:
                 raise ThresholdError(f"{k} must be positive, got {v!r}", source=source)
+            if k == "stability_drift_ceiling" and not -1.0 <= fv <= 1.0:
+                raise ThresholdError(f"{k} is a cosine ceiling in [-1, 1], got {v!r}", source=source)
+            if k == "frozen_acc_margin_pp" and not -100.0 <= fv <= 100.0:
+                raise ThresholdError(f"{k} is in percentage points, [-100, 100], got {v!r}", source=source)
             out[k] = fv
     return out
 

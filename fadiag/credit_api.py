@@ -249,7 +249,7 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
     elif signal == "tensors":
         path = tensors_path or sp.resolve(cs.tensors)
         if not path:
-            na["signal"] = "signal 'tensors' needs --tensors FILE (or credit.tensors in the spec)"
+            raise InputError("signal 'tensors' needs --tensors FILE (or credit.tensors in the spec)", source="--signal")
         else:
             raw_signals = _read_tensors_file(path, n)
             if any(t.dim() < 2 or t.shape[0] != B for t in raw_signals):

@@ -153,6 +153,9 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
         W = torch.full((n, n), float("nan"))
     elif bootstrap:
         ns = samples if samples is not None else m
+        if ns > max(100 * m, 1_000_000):
+            raise InputError(f"{ns} rows per resample is over the limit of max(100 x M, 1,000,000) = "
+                             f"{max(100 * m, 1_000_000):,} for M = {m} observations", source="--samples")
         W = E.bootstrap_evidence(A, G, bootstrap, ns, seed=seed, method=method, row_chunk=row_chunk,
                                  progress=(lambda i, k: progress(i, k, "bootstrap")) if progress else None)
         info = _constant_info(A, G)

@@ -285,8 +285,10 @@ def _threshold_ok(name: str, value) -> bool:
         v = float(value)
     except (TypeError, ValueError):
         return False
-    if name == "rho_deep_floor" and not -1.0 <= v <= 1.0:
-        return False
+    if name in ("rho_deep_floor", "stability_drift_ceiling") and not -1.0 <= v <= 1.0:
+        return False  # bounds on a correlation / cosine
+    if name == "frozen_acc_margin_pp" and not -100.0 <= v <= 100.0:
+        return False  # percentage points
     return math.isfinite(v) and (v > 0 or name not in MUST_BE_POSITIVE)
 
 
