@@ -65,7 +65,9 @@ def validate_xy(x, y, *, source: str, integer_labels: bool = True):
     if integer_labels:
         if y.dtype.is_floating_point:
             if not torch.all(torch.isfinite(y)) or not torch.all(y == y.round()):
-                raise DataError("y must hold integer class labels", source=source)
+                raise DataError("y must hold integer class labels (audit and credit judge classifiers; a regression "
+                                "model such as gsnn or multihead is for fadiag edges or fadiag relevance)",
+                                source=source)
         if y.dim() != 1:
             raise DataError(f"y must be 1-D class labels, got shape {tuple(y.shape)}", source=source)
         y = y.long()
