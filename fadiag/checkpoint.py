@@ -191,20 +191,22 @@ def _read_torch(p: Path, *, trust: bool) -> Any:
 
     import torch
 
-    def load(weights_only: bool):
+    def load(trusted: bool):
         # A file object, not the path: torch.load dispatches on a ".safetensors" suffix by name, and we
         # decided the format from the bytes. Warnings (e.g. "Detected pickle protocol 4") would break
         # the one-line stderr contract; the outcome is reported by us instead.
         with open(p, "rb") as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(f, map_location="cpu", weights_only=weights_only)
+            if not trusted:
+                return torch.load(f, map_location="cpu", weights_only=True)
+            return torch.load(f, map_location="cpu", weights_only=False)  # only with --trust-checkpoint
 
     try:
-        return load(True)
+        return load(trusted=False)
     except pickle.UnpicklingError as e:
         if trust:
             try:
-                return load(False)
+                return load(trusted=True)
             except Exception as e2:
                 raise CheckpointError(f"cannot load even with --trust-checkpoint ({_short(e2)})", source=str(p)) from None
         names = _unsafe_globals(p, e)
@@ -302,14 +304,6 @@ def _short(e: Exception, limit: int = 160) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
-def is_tensor_dict(obj: Any) -> bool:
-    import torch
-
-    return isinstance(obj, dict) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    )
-
-
 def find_state_dict(content: Any, key: str = "auto", strip_prefix: str = "auto", *, source: str | None = None):
     """Locate the model's state dict inside a checkpoint's content.
 
@@ -325,7 +319,7 @@ def find_state_dict(content: Any, key: str = "auto", strip_prefix: str = "auto",
                 raise CheckpointError(f"no state dict under key {key!r}", source=source)
             obj = obj[part]
         sd, used = obj, key
-    elif is_tensor_dict(content) or (isinstance(content, dict) and _mostly_tensors(content)):
+    elif isinstance(content, dict) and _mostly_tensors(content):
         sd, used = content, ""
     else:
         sd, used = None, None

@@ -520,8 +520,8 @@ def edges(
             raise InputError("matrix file must end in .npy", source=f"--matrix {matrix}")
         subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
                        data=str(data) if data else None, batches=batches, batch_size=batch_size, seed=seed,
-                       device=_check_device(device), labels="class" if (loss or "") == "ce" else _edges_labels(
-                           checkpoint, spec))
+                       device=_check_device(device),
+                       labels=lambda sp: "class" if (loss or sp.edges.loss) == "ce" else "regression")
         with Progress(f"edges for {checkpoint.name}") as prog:
             rep, W = run_edges(subject, method=method, row_chunk=row_chunk, bootstrap=bootstrap, samples=samples,
                                penalty=penalty, scale_by_act_mean=scale_by_act_mean,
@@ -536,27 +536,14 @@ def edges(
             from .render.plot import plot_matrix
 
             plot_matrix(W, rep, plot)
-        n_const = (rep.get("constant_columns") or {})
-        if not quiet:
-            c = n_const.get("n_constant_act", 0) + n_const.get("n_constant_grad", 0)
-            if c:
-                err(f"fadiag: warning: {c} constant node signal column(s) ({n_const.get('n_constant_act', 0)} "
-                    f"activation, {n_const.get('n_constant_grad', 0)} gradient): their edges score 0")
-            err(f"fadiag: {checkpoint}: {rep['verdict']}")
-        return finish(rep, ctx, format, output, exit_zero)
+        n_const = rep.get("constant_columns") or {}
+        c = n_const.get("n_constant_act", 0) + n_const.get("n_constant_grad", 0)
+        if c and not quiet:
+            err(f"fadiag: warning: {c} constant node signal column(s) ({n_const.get('n_constant_act', 0)} "
+                f"activation, {n_const.get('n_constant_grad', 0)} gradient): their edges score 0")
+        return finish(rep, ctx, format, output, exit_zero, label=str(checkpoint))
 
     run_guarded(body)
-
-
-def _edges_labels(checkpoint: Path, spec: Optional[Path]) -> str:
-    """The eval targets are class labels for loss ce, regression targets for mse (spec edges.loss)."""
-    from .spec import discover_spec
-
-    try:
-        sp = discover_spec(str(checkpoint), None, str(spec) if spec else None)
-    except FadiagError:
-        return "class"
-    return "class" if sp.edges.loss == "ce" else "regression"
 
 
 # --------------------------------------------------------------------------------------- relevance

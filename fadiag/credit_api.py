@@ -47,19 +47,15 @@ def _thresholds(base: dict, overrides: dict | None, source: str) -> dict:
     return out
 
 
-def _layer_of(n_layers: int):
+_BLOCK_PARAM = re.compile(r"^blocks\.(\d+)\.")
+
+
+def _layer_of(name: str):
     """Parameter name -> layer index: embedding 0 (it produces h_0), block i -> i + 1 (produces h_{i+1})."""
-    pat = re.compile(r"^(?:blocks)\.(\d+)\.")
-
-    def layer_of(name: str):
-        m = pat.match(name)
-        if m:
-            return int(m.group(1)) + 1
-        if name.startswith(("embed.", "patch_embed.")):
-            return 0
-        return None
-
-    return layer_of
+    m = _BLOCK_PARAM.match(name)
+    if m:
+        return int(m.group(1)) + 1
+    return 0 if name.startswith(("embed.", "patch_embed.")) else None
 
 
 def _rest_of_network(model, layer: int, y, base_tokens=None):
@@ -277,7 +273,7 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
             raise InputError(f"init checkpoint does not match: {len(fd.only_in_final)} key(s) only in the "
                              f"checkpoint, {len(fd.only_in_init)} only in the init", source=ipath)
         drift_tensors = fd.drift
-        drift_layers = C.drift_per_layer(fd, _layer_of(n))
+        drift_layers = C.drift_per_layer(fd, _layer_of)
     else:
         na["drift"] = "no init checkpoint (--init or credit.init_checkpoint)"
 

@@ -9,6 +9,7 @@ weights (small-magnitude metrics are computed in float32/64 anyway; SCIENCE.md Â
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -63,7 +64,7 @@ def inspect_checkpoint(path: str, *, trust: bool = False) -> dict:
     try:
         raw = read_checkpoint(path, trust=trust)
     except UnsafeCheckpointError as e:
-        fmt = sniff_format(__import__("pathlib").Path(path))
+        fmt = sniff_format(Path(path))
         flags.append(Flag("unsafe", "needs arbitrary unpickling", True, float(len(e.globals)), 0.0,
                           "globals: " + (", ".join(e.globals) or "unknown") + "; not loaded"))
         return clean({

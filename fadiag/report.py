@@ -89,21 +89,3 @@ class AuditReport:
         d = {k: getattr(self, k) for k in AUDIT_KEYS}
         d["flags"] = [dataclasses.asdict(f) for f in self.flags]
         return clean(d)
-
-
-def audit_report_from_dict(d: dict) -> AuditReport:
-    """Rebuild a report from its JSON form (``fadiag report``). Nulls stay None/NaN as appropriate."""
-    nan = float("nan")
-    kw = {}
-    for f in dataclasses.fields(AuditReport):
-        v = d.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
-        kw[f.name] = v
-    kw["flags"] = [Flag(**{k: fl.get(k) for k in ("id", "name", "flagged", "value", "threshold", "detail")})
-                   for fl in d.get("flags", [])]
-    for k in ("cross_batch_stability", "headline_acc", "growth"):
-        if kw[k] is None:
-            kw[k] = nan
-    kw["residual_norms"] = [nan if v is None else v for v in d.get("residual_norms", [])]
-    kw["bp_grad_norms"] = [nan if v is None else v for v in d.get("bp_grad_norms", [])]
-    kw["block_update_norms"] = [nan if v is None else v for v in d.get("block_update_norms") or []]
-    return AuditReport(**kw)

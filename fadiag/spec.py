@@ -270,7 +270,7 @@ def load_spec_file(path: str | Path) -> Spec:
     except UnicodeDecodeError:
         raise SpecError("spec is not UTF-8 text", source=str(path)) from None
     try:
-        raw = yaml.load(text, Loader=_NoAliasLoader)
+        raw = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass: safe_load, minus aliases
     except RecursionError:
         raise SpecError("YAML nested too deeply", source=str(path)) from None
     except yaml.YAMLError as e:
@@ -320,10 +320,3 @@ def discover_spec(ckpt_path: str, content: Any = None, spec_path: str | None = N
         "or store a 'fadiag_spec' dict in it",
         source=str(ckpt_path),
     )
-
-
-def spec_to_dict(spec: Spec) -> dict:
-    out = {}
-    for name in _SECTIONS:
-        out[name] = dataclasses.asdict(getattr(spec, name))
-    return out

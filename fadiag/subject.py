@@ -40,8 +40,11 @@ class Subject:
 def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False, data: str | None = None,
          batches: int | None = None, batch_size: int | None = None, seed: int | None = None,
          shuffle: bool | None = None, device: str = "cpu", need_data: bool = True,
-         labels: str = "class") -> Subject:
-    """Read ``checkpoint`` safely, find its spec, build the model, load weights, load eval batches."""
+         labels="class") -> Subject:
+    """Read ``checkpoint`` safely, find its spec, build the model, load weights, load eval batches.
+
+    labels: "class" (integer class labels) or "regression" (float targets), or a function of the Spec
+    returning one of them (e.g. from edges.loss), decided once the spec is known."""
     import torch
 
     raw = read_checkpoint(checkpoint, trust=trust)
@@ -72,6 +75,8 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
         raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
     model.eval()
 
+    if callable(labels):
+        labels = labels(sp)
     bl, info = [], {}
     if need_data:
         bl, info = load_batches(sp, model, data=data, batches=batches, batch_size=batch_size, seed=seed,

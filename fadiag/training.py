@@ -114,8 +114,8 @@ def train_frozen_baseline(model, x, y, recipe=BP_RECIPE, seed: int = 0, progress
 
 @torch.no_grad()
 def accuracy(model, x, y, batch_size: int = 1024) -> float:
+    from .diagnostics.protocol import accuracy as pooled
+
     model.eval()
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += int((model(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]).sum())
-    return correct / len(x)
+    chunks = range(0, len(x), batch_size)
+    return pooled([model(x[i:i + batch_size]) for i in chunks], [y[i:i + batch_size] for i in chunks])

@@ -33,9 +33,10 @@ def flag_text(flagged) -> Text:
     return Text("FLAG", style="bold red") if flagged else Text("ok", style="green")
 
 
-def verdict_text(verdict: str) -> Text:
-    bad = verdict.startswith(("needs", "regression")) or verdict.endswith("finding(s)")
-    return Text(verdict, style="bold red" if bad else "bold green")
+def verdict_text(r: dict) -> Text:
+    """The verdict in red when any flag is raised, green otherwise (decided by the flags, not the wording)."""
+    bad = any(f.get("flagged") for f in r.get("flags") or [])
+    return Text(r.get("verdict", ""), style="bold red" if bad else "bold green")
 
 
 def checks_table(r: dict, title: str = "checks") -> Table:
@@ -78,7 +79,7 @@ def audit_tables(r: dict) -> list:
         flags.add_row(f"({f['id']})", f["name"], fmt_num(f.get("value")), fmt_num(f.get("threshold")),
                       flag_text(f.get("flagged")), f.get("detail") or "")
     summary = Text.assemble(
-        ("verdict: ", "bold"), verdict_text(r.get("verdict", "")),
+        ("verdict: ", "bold"), verdict_text(r),
         f"\nheadline acc {fmt_num(r.get('headline_acc'))} ({r.get('headline_acc_source')}), "
         f"frozen baseline {fmt_num(r.get('frozen_baseline_acc'))}"
         f"{' (' + r['frozen_baseline_source'] + ')' if r.get('frozen_baseline_source') else ''}; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from .table import fmt_num, register
+from .table import fmt_num, register, verdict_text
 
 
 def compare_tables(r: dict) -> list:
@@ -24,8 +24,7 @@ def compare_tables(r: dict) -> list:
             g.add_row(str(x.get("report")), str(x.get("flag")), fmt_num(x.get("baseline_value")),
                       fmt_num(x.get("value")), x.get("reason", ""))
         parts.append(g)
-    parts.append(Text(f"verdict: {r.get('verdict')}",
-                      style="bold red" if r.get("regressions") else "bold green"))
+    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r)))
     return parts
 
 

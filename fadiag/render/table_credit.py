@@ -21,7 +21,7 @@ def credit_tables(r: dict) -> list:
         means = r.get("means", {})
         summary = Text(f"mean over layers: BP {fmt_num(means['costate_cos_bp']['all_layers'])}, "
                        f"DFA {fmt_num(means['costate_cos_dfa']['all_layers'])}  (published: DFA 0.001, bridge ≈ 0.94)")
-        return [t, summary, Text.assemble(("verdict: ", "bold"), verdict_text(r.get("verdict", "")))]
+        return [t, summary, Text.assemble(("verdict: ", "bold"), verdict_text(r))]
     etas = list((layers[0].get("nudging") or {}).keys()) if layers else []
     has_r = any(row.get("bridge_residual") is not None for row in layers)
     cols = ["layer", "Γ_l", "‖a_l‖", "‖g_l‖ per sample", "‖g_l‖ mean CE", "ρ_l"] + [f"Δ_l (η={e})" for e in etas] + ["drift M_l"] + (
@@ -44,7 +44,7 @@ def credit_tables(r: dict) -> list:
     parts = [t, m, checks_table(r, "flags")]
     for k, why in (r.get("not_available") or {}).items():
         parts.append(Text(f"N/A {k}: {why}", style="yellow"))
-    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r.get("verdict", "")),
+    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r),
                                f"\nsignal: {r.get('signal_source')}"))
     return parts
 

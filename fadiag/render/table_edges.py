@@ -34,7 +34,7 @@ def edges_tables(r: dict) -> list:
                       "yes" if e.get("known") else "", "" if e.get("true") is None else ("yes" if e["true"] else "no"))
         parts.append(t)
     parts.append(checks_table(r))
-    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r.get("verdict", ""))))
+    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r)))
     return parts
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from .table import register
+from .table import register, verdict_text
 
 
 def lint_tables(r: dict) -> list:
@@ -14,7 +14,7 @@ def lint_tables(r: dict) -> list:
         t.add_column(c)
     for x in r.get("findings", []):
         t.add_row(f"{x['file']}:{x['line']}:{x['col']}", f"{x['rule']} ({x['pitfall']})", x["text"], x["message"])
-    return [t, Text(f"verdict: {r.get('verdict')}", style="bold green" if not r.get("findings") else "bold red")]
+    return [t, Text.assemble(("verdict: ", "bold"), verdict_text(r))]
 
 
 register("fadiag.lint/1", lint_tables)

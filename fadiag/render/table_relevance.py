@@ -42,7 +42,7 @@ def relevance_tables(r: dict, top: int = 12) -> list:
             t.add_row(*row)
         parts.append(t)
     parts.append(checks_table(r))
-    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r.get("verdict", "")),
+    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r),
                                f"   step sizes: {r.get('step_size_kind') or 'absent'}"))
     return parts
 
