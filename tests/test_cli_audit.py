@@ -15,6 +15,8 @@ import subprocess
 import sys
 
 import pytest
+
+from _budget import HANG_GUARD_S
 import torch
 
 from fadiag.report import AUDIT_KEYS
@@ -207,13 +209,13 @@ def test_report_is_not_silenced_by_an_earlier_quiet_audit(run_cli, tmp_path, dfa
 
 def test_import_cli_does_not_import_torch():
     code = "import sys, fadiag.cli; assert 'torch' not in sys.modules, 'torch imported'"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=HANG_GUARD_S)
     assert r.returncode == 0, r.stderr
 
 
 def test_python_m_fadiag_help():
     r = subprocess.run([sys.executable, "-m", "fadiag", "--help"], capture_output=True, text=True, cwd=REPO,
-                       timeout=60, env={**os.environ, "COLUMNS": "120"})
+                       timeout=HANG_GUARD_S, env={**os.environ, "COLUMNS": "120"})
     assert r.returncode == 0, r.stderr
     assert "audit" in r.stdout and "report" in r.stdout and "Exit codes" in r.stdout
 
@@ -377,7 +379,7 @@ def test_code_payload_refused_in_a_real_process(tmp_path):
     marker = tmp_path / "MARKER"
     p = _payload_ckpt(tmp_path, marker)
     r = subprocess.run([sys.executable, "-m", "fadiag", "audit", str(p), "--format", "json"], capture_output=True,
-                       text=True, cwd=tmp_path, timeout=60)
+                       text=True, cwd=tmp_path, timeout=HANG_GUARD_S)
     assert r.returncode == 2 and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert "posix.system" in r.stderr or "nt.system" in r.stderr

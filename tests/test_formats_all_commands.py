@@ -1,7 +1,7 @@
 """Every command in every format: the exit code follows the flags, and each format's structure holds
 (JSON against the documented keys, JSONL one object a line, JUnit parsed with failures = flagged flags,
 GitHub lines escaped and parseable, markdown sections, table non-empty). Golden files pin the shipped
-examples' JSON for credit, edges and relevance (``FADIAG_REGEN_GOLDEN=1`` rewrites them)."""
+examples' JSON for credit, edges and relevance at float32 tolerance (``FADIAG_REGEN_GOLDEN=1`` rewrites them)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _tol import assert_tree_close
 from conftest import REPO
 
 from fadiag.render import Format
@@ -110,7 +111,9 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 
 @pytest.mark.parametrize("cmd", ["credit", "credit-toy", "edges", "relevance"])
 def test_golden_json(outputs, cmd):
-    """The shipped examples' reports are pinned: a change in any number is a visible diff."""
+    """A diff alarm on the shipped examples' reports, not a reference: every number in them is checked
+    against its slow reference in that family's tests. Floats compare at float32 tolerance (tests/_tol.py):
+    a newer numpy/scipy/torch build moves float32 results by a few ULPs, and that is not a change."""
     rep = json.loads(outputs[cmd, "json"][1])
     rep["fadiag_version"] = "{fadiag_version}"
     text = json.dumps(rep, indent=1, sort_keys=True) + "\n"
@@ -118,25 +121,7 @@ def test_golden_json(outputs, cmd):
     if os.environ.get("FADIAG_REGEN_GOLDEN"):
         path.write_text(text)
     assert path.exists(), f"missing {path}: run with FADIAG_REGEN_GOLDEN=1"
-    want = json.loads(path.read_text())
-    got = json.loads(text)
-    _assert_close(got, want, cmd)
-
-
-def _assert_close(got, want, where):
-    """Equal structure and strings; floats equal to 1e-9 relative (BLAS summation order may differ)."""
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and set(got) == set(want), (where, set(got) ^ set(want))
-        for k in want:
-            _assert_close(got[k], want[k], f"{where}.{k}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), where
-        for i, (g, w) in enumerate(zip(got, want)):
-            _assert_close(g, w, f"{where}[{i}]")
-    elif isinstance(want, float) and isinstance(got, (int, float)):
-        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), where
-    else:
-        assert got == want, where
+    assert_tree_close(json.loads(text), json.loads(path.read_text()), "float32", where=cmd)
 
 
 def test_every_shipped_top_level_checkpoint_gives_one_jsonl_verdict(run_cli, monkeypatch):

@@ -1,7 +1,8 @@
 """Output formats: every Format has a renderer; markdown / junit / github on real and synthetic reports.
 
 The two shipped example checkpoints are audited once per module (DFA: flags (a), (b), (d); BP: nothing).
-Golden files: ``FADIAG_REGEN_GOLDEN=1 pytest tests/test_render_formats.py`` rewrites tests/golden/.
+Golden files are rendered from the hand-made reports of tests/_reports.py (not from fadiag's own numbers):
+``FADIAG_REGEN_GOLDEN=1 pytest tests/test_render_formats.py`` rewrites tests/golden/.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from _reports import audit_fixture
 from fadiag.render import _MODULES, Format, render, renderer
 from fadiag.render import github, junit, markdown
 
@@ -297,9 +299,13 @@ def test_cli_junit_and_report_round_trip(reports, tmp_path, monkeypatch):
 # -------------------------------------------------------------------------------------------- golden
 
 @pytest.mark.parametrize("name,fmt,fname", [("dfa", Format.markdown, "audit_dfa.md"),
-                                            ("bp", Format.junit, "audit_bp.junit.xml")])
-def test_golden(reports, name, fmt, fname):
-    r = reports[name]
+                                            ("bp", Format.junit, "audit_bp.junit.xml"),
+                                            ("dfa", Format.github, "audit_dfa.github.txt"),
+                                            ("bp", Format.markdown, "audit_bp.md")])
+def test_golden(name, fmt, fname):
+    """Renderer output of hand-made reports (tests/_reports.py, numbers written there): a renderer change is a
+    visible diff here, and no change in a diagnostic's numbers can move these files."""
+    r = audit_fixture(name)
     got = mask_version(render([r], fmt), r)
     path = GOLDEN / fname
     if os.environ.get("FADIAG_REGEN_GOLDEN") == "1":

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from _budget import HANG_GUARD_S
 import torch
 import yaml
 
@@ -218,7 +220,7 @@ def test_payload_refused_in_a_real_process_for_each_command(env):
     write_hostile(files.ckpt, pl["subprocess.Popen"][0], state_dict=files.state_dict)
     for cmd in ("audit", "inspect"):
         r = subprocess.run([sys.executable, "-m", "fadiag", cmd, str(files.ckpt), "-f", "json"], capture_output=True,
-                           text=True, cwd=files.dir, timeout=60)
+                           text=True, cwd=files.dir, timeout=HANG_GUARD_S)
         assert "Traceback" not in r.stderr
         if cmd == "audit":
             one_line_refusal(r.returncode, r.stdout, r.stderr, "subprocess.Popen")
@@ -256,7 +258,7 @@ def test_protocol4_refusal_is_one_line_in_a_real_process(tmp_path):
     p = tmp_path / "evil.pt"
     torch.save({"x": RunsShellOnLoad(f"touch {marker}")}, p, pickle_protocol=4)
     r = subprocess.run([sys.executable, "-m", "fadiag", "audit", str(p), "-f", "json"], capture_output=True,
-                       text=True, cwd=tmp_path, timeout=60)
+                       text=True, cwd=tmp_path, timeout=HANG_GUARD_S)
     assert not marker.exists()
     one_line_refusal(r.returncode, r.stdout, r.stderr)
 

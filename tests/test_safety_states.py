@@ -26,6 +26,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from _budget import HANG_GUARD_S
 import torch
 import yaml
 
@@ -307,6 +309,6 @@ def test_identical_across_processes(run_cli, det_inputs):
         procs.append(subprocess.Popen([sys.executable, "-m", "fadiag", *map(str, args)], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, env=env, cwd=files.dir))
     for p in procs:
-        o, e = p.communicate(timeout=60)
+        o, e = p.communicate(timeout=HANG_GUARD_S)
         assert p.returncode in (0, 1), e
         assert o == ref

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-import time
 import zipfile
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from _budget import cpu_budget
 from fadiag.checkpoint import find_state_dict, read_checkpoint, sha256_file, sniff_format
 from fadiag.errors import CheckpointError, SpecError, UnsafeCheckpointError
 from fadiag.spec import discover_spec, load_spec_file, parse_spec
@@ -111,10 +111,8 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
     lines.append("model: {arch: resmlp, args: {x: *i}}")
     p = tmp_path / "bomb.yaml"
     p.write_text("\n".join(lines) + "\n")
-    t0 = time.perf_counter()
-    with pytest.raises(SpecError, match="alias"):
+    with cpu_budget(2.0), pytest.raises(SpecError, match="alias"):  # expanded, it is 9**9 strings
         load_spec_file(p)
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_oversized_spec_file_is_refused(tmp_path):
@@ -288,10 +286,8 @@ def test_safetensors_bad_offsets_refused(tmp_path, header, data, needle):
 def test_safetensors_huge_header_length_refused_quickly(tmp_path, length):
     p = tmp_path / "huge.safetensors"
     p.write_bytes(struct.pack("<Q", length) + b'{"w": {}}' + b"\0" * 64)
-    t0 = time.perf_counter()
-    with pytest.raises(CheckpointError, match="header length"):
+    with cpu_budget(2.0), pytest.raises(CheckpointError, match="header length"):  # before any read of it
         read_checkpoint(p)
-    assert time.perf_counter() - t0 < 0.5
 
 
 def test_safetensors_header_not_json(tmp_path):
