@@ -26,8 +26,11 @@ class OneLineErrors(TyperGroup):
     like every other bad input: click's own multi-line usage block would break the stderr contract."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        from typer._click.exceptions import ClickException
-        from typer.exceptions import Abort
+        from typer import Abort
+        try:  # Typer 0.2x vendors click as typer._click; older Typer runs on click itself
+            from typer._click.exceptions import ClickException
+        except ImportError:  # pragma: no cover - exercised by the lowest-versions check (README)
+            from click.exceptions import ClickException
 
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
