@@ -66,6 +66,8 @@ class AuditSpec:
     stability_layer: Optional[int] = None
     growth: str = "ratio_to_h0"
     """(a) variant: ratio_to_h0 (max_l |h_l|/|h_0|, the published report) or per_block (max_l |h_{l+1}|/|h_l|)."""
+    median: str = "lower"
+    """Per-layer median convention: lower (torch.median, the reference protocol's) or midpoint (numpy's)."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,8 @@ def _check_values(spec: Spec) -> None:
         raise _fail(o, "data", "batches * batch_size over the 10,000,000-row limit")
     if spec.audit.growth not in ("ratio_to_h0", "per_block"):
         raise _fail(o, "audit.growth", f"expected ratio_to_h0 or per_block, got {spec.audit.growth!r}")
+    if spec.audit.median not in ("lower", "midpoint"):
+        raise _fail(o, "audit.median", f"expected lower or midpoint, got {spec.audit.median!r}")
     c = spec.credit
     if c.bridge_k < 1 or c.bridge_k > 4096 or c.bridge_lambda <= 0 or c.bridge_sigma < 0:
         raise _fail(o, "credit", "need 1 <= bridge_k <= 4096, bridge_lambda > 0, bridge_sigma >= 0")

@@ -91,7 +91,8 @@ def offline_bp_cosine(a: Tensor, g: Tensor, floor: float = G_NORM_FLOOR) -> dict
       gamma         mean over the batch of per-sample cos(a_b, g_b); rows whose cosine is undefined
                     (zero norm, non-finite) are excluded and counted in ``n_undefined``; NaN when
                     every row is undefined.
-      a_norm        median over the batch of ‖a_b‖ (torch.median: lower median; NaN if any is NaN).
+      a_norm        median over the batch of ‖a_b‖ (the textbook midpoint median, not torch.median's lower
+                    one: credit metrics are not the reference protocol's numbers; NaN if any is NaN).
       g_norm        median over the batch of ‖g_b‖.
       interpretable True only when g_norm is finite and >= ``floor`` (the (b) floor, 1e-7), gamma is
                     finite, and every entry of a and g is finite. Below the floor g is numerical noise
