@@ -109,8 +109,12 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
           samples: int | None = None, penalty: float | None = None, scale_by_act_mean: bool | None = None,
           truth: str | None = None, held_out: str | None = None, top: int = 20, where: str | None = None,
           norm: str | None = None, agg: str | None = None, loss: str | None = None, seed: int = 0,
-          progress=None):
-    """Returns (report dict, W (N, N) tensor)."""
+          progress=None, ties: str | None = None, known: str | None = None):
+    """Returns (report dict, W (N, N) tensor).
+
+    ties: "average" (textbook Spearman, the default) or "ordinal" (upstream GSNN's ranks, opt-in).
+    known: edge-list file of the known function -> function edges for the penalty (default: edges.known,
+    else the model's ``known_edges`` (gsnn-upstream), else its ``edge_index``)."""
     import torch
 
     from .diagnostics import edges as E
@@ -122,6 +126,11 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
     penalty = es.penalty if penalty is None else penalty
     scale = es.scale_by_act_mean if scale_by_act_mean is None else scale_by_act_mean
     where, norm, agg, loss = where or es.where, norm or es.norm, agg or es.agg, loss or es.loss
+    ties = ties or es.ties
+    if ties not in ("average", "ordinal"):
+        raise InputError(f"expected average or ordinal, got {ties!r}", source="--ties")
+    if ties == "ordinal" and bootstrap:
+        raise InputError("ordinal ties are for reproducing upstream's plain fit; not with --bootstrap", source="--ties")
     for name, v, ok in (("--method", method, ("spearman", "pearson")), ("--where", where, ("pre", "post")),
                         ("--norm", norm, ("l1", "l2", "none")), ("--agg", agg, ("sum", "mean", "max")),
                         ("--loss", loss, ("ce", "mse"))):
@@ -144,6 +153,8 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
     if n > MAX_NODES:
         raise InputError(f"{n} nodes is over the {MAX_NODES}-node limit", source="model")
 
+    if getattr(model, "is_upstream_gsnn", False):
+        model.where = where  # upstream's capture points: pre = lin_in's output, post = lin_out's input
     A, G, losses = collect_observations(model, subject.batches, where=where, norm=norm, agg=agg, loss=loss,
                                         device=subject.device, progress=progress)
     m = A.shape[0]
@@ -159,11 +170,21 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
         W = E.bootstrap_evidence(A, G, bootstrap, ns, seed=seed, method=method, row_chunk=row_chunk,
                                  progress=(lambda i, k: progress(i, k, "bootstrap")) if progress else None)
         info = _constant_info(A, G)
+    elif ties == "ordinal":
+        from .compat.gsnn import ordinal_edge_evidence
+
+        W, info = ordinal_edge_evidence(A, G, method, row_chunk), _constant_info(A, G)
     else:
         W, info = E.edge_evidence(A, G, method=method, row_chunk=row_chunk, return_info=True)
     if scale:
         W = E.scale_by_act_mean(W, A)
-    known = getattr(model, "edge_index", None)
+    known_path = known or sp.resolve(es.known)
+    if known_path:
+        known = read_edge_list(known_path, n)
+    else:
+        known = getattr(model, "known_edges", None)
+        if known is None:
+            known = getattr(model, "edge_index", None)
     if penalty:
         if known is None:
             raise InputError("--penalty needs the model's known edge_index", source="--penalty")
@@ -198,7 +219,7 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
         "n_nodes": n, "n_observations": m, "n_blocks": len(model.blocks),
         "params": {"method": method, "where": where, "norm": norm, "agg": agg, "loss": loss, "row_chunk": row_chunk,
                    "bootstrap": bootstrap, "samples": (samples or m) if bootstrap else None, "seed": seed,
-                   "penalty": penalty, "scale_by_act_mean": scale},
+                   "penalty": penalty, "scale_by_act_mean": scale, "ties": ties},
         "constant_columns": info, "scoring": scoring, "top_edges": top_edges,
         "mean_loss": sum(losses) / len(losses) if losses else None,
         "flags": [dataclasses.asdict(f) for f in flags],

@@ -65,6 +65,12 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
             sd["norm_count"] = torch.zeros((), dtype=torch.int64)
         if learner:
             extras = {**extras, "learner": {**extras.get("learner", {}), **learner}}
+    if hasattr(model, "build_from_state_dict"):
+        # Models whose structure lives in the checkpoint (gsnn-upstream) take their shapes from it.
+        try:
+            model.build_from_state_dict(sd)
+        except ValueError as e:
+            raise SpecError(str(e), source=checkpoint) from None
     check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values() if v.is_floating_point()})
     model.load_state_dict(sd, strict=True)

@@ -1,0 +1,106 @@
+"""alberta-framework users: plain-array exports with a normaliser, learners without LayerNorm or with
+other slopes / epsilons, and the Jacobian at a point without eval data.
+
+The Jacobian reference is autograd on a slow float64 forward written here from the learner's definition
+(normaliser, optional parameterless LayerNorm, LeakyReLU, heads), independently of fadiag's model code.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fadiag.models.multihead import MultiHeadLearner
+
+from conftest import EXAMPLES
+
+F64 = torch.float64
+
+
+def ref_forward(sd: dict, x, *, use_layer_norm=True, slope=0.01, norm_eps=1e-8, ln_eps=1e-5):
+    z = (x - sd["norm_mean"].to(F64)) / (sd["norm_var"].to(F64).sqrt() + norm_eps)
+    i = 0
+    while f"trunk.{i}.weight" in sd:
+        z = z @ sd[f"trunk.{i}.weight"].to(F64).T + sd[f"trunk.{i}.bias"].to(F64)
+        if use_layer_norm:
+            mu = z.mean(-1, keepdim=True)
+            var = ((z - mu) ** 2).mean(-1, keepdim=True)
+            z = (z - mu) / torch.sqrt(var + ln_eps)
+        z = torch.where(z >= 0, z, slope * z)
+        i += 1
+    return z @ sd["heads.weight"].to(F64).T + sd["heads.bias"].to(F64)
+
+
+def ref_jacobian(sd, x, **kw):
+    return torch.autograd.functional.jacobian(lambda v: ref_forward(sd, v.unsqueeze(0), **kw).squeeze(0),
+                                              x.to(F64))
+
+
+ARGS = {"n_features": 5, "hidden": [6, 4], "n_heads": 3, "normalize": True}
+VARIANTS = [
+    {"use_layer_norm": False, "leaky_relu_slope": 0.2, "norm_eps": 1e-3},
+    {"use_layer_norm": True, "leaky_relu_slope": 0.05, "norm_eps": 1e-8, "layer_norm_eps": 1e-6},
+]
+
+
+def _learner(tmp_path, extra: dict):
+    torch.manual_seed(0)
+    m = MultiHeadLearner(**ARGS, **extra)
+    m.update_normalizer(torch.randn(40, 5) * torch.tensor([1.0, 3.0, 0.1, 2.0, 0.5]))
+    (tmp_path / "l.yaml").write_text(yaml.safe_dump({"model": {"arch": "multihead", "args": {**ARGS, **extra}}}))
+    torch.save({"model": m.state_dict()}, tmp_path / "l.pt")
+    return m
+
+
+@pytest.mark.parametrize("extra", VARIANTS)
+def test_observation_jacobian_honours_layer_norm_slope_and_eps(tmp_path, run_cli, extra):
+    m = _learner(tmp_path, extra)
+    x = torch.tensor([0.3, -2.0, 0.05, 1.5, -0.4])
+    code, out, err = run_cli(["relevance", tmp_path / "l.pt", "-f", "json", "-q",
+                              "--observation", ",".join(map(str, x.tolist()))])
+    assert code == 0, err
+    rep = json.loads(out)
+    sens = rep["sensitivity"]
+    assert sens["mean_abs"] is None and "point" in sens["over"]  # no eval data needed, no mean computed
+    got = np.array([[sens["observation"]["jacobian"][h][f] for f in rep["feature_names"]] for h in rep["head_names"]])
+    kw = {"use_layer_norm": extra["use_layer_norm"], "slope": extra["leaky_relu_slope"],
+          "norm_eps": extra["norm_eps"], "ln_eps": extra.get("layer_norm_eps", 1e-5)}
+    ref = ref_jacobian(m.state_dict(), x, **kw).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+    # the hard-coded architecture (LayerNorm on, slope 0.01, eps 1e-8) is far off: the test can fail
+    wrong = ref_jacobian(m.state_dict(), x).numpy()
+    assert np.abs(wrong - ref).max() > 1e-2 * np.abs(ref).max()
+
+
+def test_bad_multihead_args_are_exit_2(tmp_path, run_cli):
+    _learner(tmp_path, {})
+    (tmp_path / "l.yaml").write_text(yaml.safe_dump({"model": {"arch": "multihead",
+                                                               "args": {**ARGS, "leaky_relu_slope": -1}}}))
+    code, out, err = run_cli(["relevance", tmp_path / "l.pt"])
+    assert code == 2 and "leaky_relu_slope" in err and "Traceback" not in err
+
+
+def test_inspect_shows_a_0d_normaliser_count(tmp_path, run_cli):
+    """norm_count is a 0-d array and stays 0-d (the .npz reader used to make it (1,), failing the spec check;
+    tests/test_cli_relevance.py::test_npz_export_gives_the_same_state_only_report runs the export)."""
+    ck = torch.load(EXAMPLES / "multihead" / "multihead.pt", weights_only=True)
+    np.savez(tmp_path / "learner.npz", **{k: v.numpy() for k, v in {**ck["model"], **ck["learner"]}.items()})
+    code, out, err = run_cli(["inspect", tmp_path / "learner.npz", "-f", "json"])
+    assert code == 0, err
+    (nc,) = [t for t in json.loads(out)["tensors"] if t["key"] == "norm_count"]
+    assert nc["shape"] == []
+
+
+def test_npz_reader_keeps_every_rank(tmp_path):
+    from fadiag.checkpoint import read_checkpoint
+
+    arrs = {"s": np.array(3, dtype=np.int64), "f": np.array(2.5, dtype=np.float32), "v": np.arange(3.0),
+            "m": np.asfortranarray(np.arange(6.0).reshape(2, 3))}
+    np.savez(tmp_path / "a.npz", **arrs)
+    got = read_checkpoint(str(tmp_path / "a.npz")).content
+    for k, a in arrs.items():
+        assert tuple(got[k].shape) == a.shape and np.array_equal(got[k].numpy(), a), k
