@@ -104,3 +104,65 @@ def test_npz_reader_keeps_every_rank(tmp_path):
     got = read_checkpoint(str(tmp_path / "a.npz")).content
     for k, a in arrs.items():
         assert tuple(got[k].shape) == a.shape and np.array_equal(got[k].numpy(), a), k
+
+
+def _flat_learner(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"trunk.0.weight": rng.normal(size=(6, 5)), "trunk.0.bias": np.zeros(6),
+            "trunk.1.weight": rng.normal(size=(4, 6)), "trunk.1.bias": np.zeros(4),
+            "heads.weight": rng.normal(size=(3, 4)), "heads.bias": np.zeros(3),
+            "norm_mean": rng.normal(size=5), "norm_var": rng.uniform(0.1, 3, size=5),
+            "norm_count": np.array(40)}
+
+
+def test_hybrid_optimiser_keeps_both_step_size_sources():
+    """alberta-framework's hybrid: LMS trunk (one scalar step size), Autostep heads (per weight)."""
+    from fadiag.diagnostics.relevance import learner_state_from_state_dict, relevance_report
+
+    flat = _flat_learner()
+    heads_alpha = np.random.default_rng(1).uniform(0.0080, 0.0095, size=(3, 4))
+    flat["step_size"] = np.array(0.01)
+    flat["step_sizes.heads.weight"] = heads_alpha
+    state = learner_state_from_state_dict(flat)
+    assert state.step_size_kind == "step_size+step_sizes"
+    rep = relevance_report(state)
+    assert list(rep["trunk"]["step_size_activity"].values()) == pytest.approx([0.01] * 5, rel=1e-12)
+    got = [rep["per_head"][f"head_{h}"]["mean_step_size"] for h in range(3)]
+    assert got == pytest.approx([sum(r) / 4 for r in heads_alpha.tolist()], rel=1e-12)
+    assert all(abs(g - 0.01) > 1e-4 for g in got)  # not the trunk's scalar
+
+
+def test_state_tier_imports_and_runs_without_torch(tmp_path):
+    """A JAX user's process: torch cannot be imported; the state-only report must still come out, equal
+    to the report computed from the same arrays as torch tensors."""
+    import subprocess
+    import sys
+
+    from fadiag.diagnostics.relevance import learner_state_from_state_dict, relevance_report
+
+    flat = _flat_learner(2)
+    flat["log_step_sizes.trunk.0.weight"] = np.log(np.random.default_rng(3).uniform(0.001, 0.1, size=(6, 5)))
+    flat["traces.trunk.0.weight"] = np.random.default_rng(4).normal(size=(6, 5))
+    np.savez(tmp_path / "s.npz", **flat)
+    code = (
+        "import sys, json; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from fadiag.diagnostics.relevance import learner_state_from_state_dict, relevance_report\n"
+        f"z = dict(np.load({str(tmp_path / 's.npz')!r}, allow_pickle=False))\n"
+        "s = learner_state_from_state_dict(z)\n"
+        "print(json.dumps({'kind': s.step_size_kind, 'report': relevance_report(s)}))\n"
+        "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    ref = relevance_report(learner_state_from_state_dict({k: torch.from_numpy(v) for k, v in flat.items()}))
+    assert out["kind"] == "log_step_sizes"
+    assert _close(out["report"], ref)
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict):
+        assert set(a) == set(b)
+        return all(_close(a[k], b[k]) for k in a)
+    assert a == pytest.approx(b, rel=1e-12)
+    return True
