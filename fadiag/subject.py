@@ -47,8 +47,25 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
     returning one of them (e.g. from edges.loss), decided once the spec is known."""
     import torch
 
-    raw = read_checkpoint(checkpoint, trust=trust)
-    sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
+    from pathlib import Path
+
+    if Path(checkpoint).is_dir():
+        # An alberta-framework checkpoint folder (orbax): read without JAX (fadiag.alberta).
+        from .alberta import is_alberta_folder, missing_config_error, read_folder
+
+        if not is_alberta_folder(checkpoint):
+            raise CheckpointError("a folder, but not an alberta-framework checkpoint (no state/_METADATA)",
+                                  source=str(checkpoint))
+        raw = read_folder(checkpoint)
+        try:
+            sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
+        except SpecError:
+            if spec is None and "fadiag_spec" not in raw.content:
+                raise missing_config_error(checkpoint) from None
+            raise
+    else:
+        raw = read_checkpoint(checkpoint, trust=trust)
+        sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
     sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint)
     extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
 

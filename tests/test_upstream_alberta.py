@@ -8,6 +8,7 @@ The Jacobian reference is autograd on a slow float64 forward written here from t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,3 +167,109 @@ def _close(a, b) -> bool:
         return all(_close(a[k], b[k]) for k in a)
     assert a == pytest.approx(b, rel=1e-12)
     return True
+
+
+# ------------------------------------------------------------------- alberta-framework checkpoint folders
+
+ALB = Path(__file__).resolve().parent / "fixtures" / "alberta"
+VARIANT_NAMES = ["autostep_ln", "autostep_noln", "idbd", "lms", "hybrid"]
+OBS = "0.3,-2.0,0.05,1.5,-0.4"
+
+
+def _walk(ref, got, path=""):
+    """(path, fadiag value, upstream value) for every number upstream reports."""
+    if isinstance(ref, dict):
+        for k, v in ref.items():
+            yield from _walk(v, got[k], f"{path}.{k}" if path else k)
+    else:
+        yield path, got, ref
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_folder_gives_upstream_numbers(name, run_cli):
+    pytest.importorskip("tensorstore", reason="the alberta extra (tensorstore) reads orbax folders")
+    ref = json.loads((ALB / "upstream_reference.json").read_text())[name]
+    code, out, err = run_cli(["relevance", ALB / name, "-f", "json", "-q", "--observation", OBS])
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["checkpoint"]["format"] == "alberta-orbax" and len(got["checkpoint"]["sha256"]) == 64
+    n = 0
+    for path, g, r in _walk(ref["relevance"], got):
+        if name == "idbd" and path.startswith("trunk.step_size_activity"):
+            assert r == 0.0 and g > 0  # upstream reads IDBD's log step sizes as absent: zeros
+            continue
+        assert g == pytest.approx(r, rel=1e-6, abs=1e-12), path
+        n += 1
+    assert n >= 30
+    J = np.array([[got["sensitivity"]["observation"]["jacobian"][h][f] for f in got["feature_names"]]
+                  for h in got["head_names"]])
+    Jr = np.array(ref["jacobian"])
+    np.testing.assert_allclose(J, Jr, rtol=1e-4, atol=1e-4 * np.abs(Jr).max())
+
+
+def test_idbd_step_sizes_are_the_exponentiated_log_step_sizes():
+    pytest.importorskip("tensorstore")
+    from fadiag.alberta import read_tree
+
+    tree, user = read_tree(ALB / "idbd")
+    assert user["learner_config"]["optimizer"]["type"] == "IDBD"
+    from fadiag.alberta import to_fadiag_state
+    from fadiag.diagnostics.relevance import learner_state_from_state_dict, relevance_report
+
+    module, extras = to_fadiag_state(tree)
+    rep = relevance_report(learner_state_from_state_dict({**module, **extras}))
+    want = np.exp(tree["trunk_optimizer_states.0.log_step_sizes"].astype(np.float64)).mean(0)
+    assert list(rep["trunk"]["step_size_activity"].values()) == pytest.approx(want.tolist(), rel=1e-12)
+
+
+def test_folder_without_learner_config_is_refused_unless_a_spec_says(tmp_path, run_cli):
+    pytest.importorskip("tensorstore")
+    import shutil
+
+    d = tmp_path / "ck"
+    shutil.copytree(ALB / "autostep_noln", d)
+    meta = json.loads((d / "metadata" / "metadata").read_text())
+    (d / "metadata" / "metadata").write_text(json.dumps({k: v for k, v in meta.items() if k != "learner_config"}))
+    code, out, err = run_cli(["relevance", d, "-f", "json", "-q"])
+    assert code == 2 and "learner_config" in err and "Traceback" not in err
+    args = {"n_features": 5, "hidden": [6, 4], "n_heads": 3, "normalize": True, "use_layer_norm": False,
+            "leaky_relu_slope": 0.2, "norm_eps": 1e-3}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"model": {"arch": "multihead", "args": args}}))
+    code, out, err = run_cli(["relevance", d, "--spec", tmp_path / "s.yaml", "-f", "json", "-q", "--observation", OBS])
+    assert code == 0, err
+    ref = json.loads((ALB / "upstream_reference.json").read_text())["autostep_noln"]
+    got = json.loads(out)
+    J = [[got["sensitivity"]["observation"]["jacobian"][h][f] for f in got["feature_names"]] for h in got["head_names"]]
+    np.testing.assert_allclose(J, ref["jacobian"], rtol=1e-4, atol=1e-6)
+
+
+def test_a_folder_that_is_not_a_checkpoint_is_exit_2(tmp_path, run_cli):
+    (tmp_path / "empty").mkdir()
+    code, out, err = run_cli(["relevance", tmp_path / "empty"])
+    assert code == 2 and "state/_METADATA" in err and "Traceback" not in err
+
+
+def test_tree_mapping_without_tensorstore():
+    """The orbax tree -> fadiag keys mapping, on a hand-made tree (no files, no tensorstore)."""
+    from fadiag.alberta import spec_from_config, to_fadiag_state
+
+    rng = np.random.default_rng(0)
+    t = {"trunk_params.weights.0": rng.normal(size=(4, 3)), "trunk_params.biases.0": np.zeros(4),
+         "head_params.weights.0": rng.normal(size=(1, 4)), "head_params.biases.0": np.array([0.5]),
+         "head_params.weights.1": rng.normal(size=(1, 4)), "head_params.biases.1": np.array([-0.5]),
+         "normalizer_state.mean": np.zeros(3), "normalizer_state.var": np.ones(3),
+         "normalizer_state.sample_count": np.array(7.0),
+         "trunk_optimizer_states.0.step_size": np.array(0.01), "trunk_optimizer_states.1.step_size": np.array(0.01),
+         "head_optimizer_states.0.0.step_size": np.array(0.02), "head_optimizer_states.1.0.step_size": np.array(0.03),
+         "trunk_traces.0": rng.normal(size=(4, 3))}
+    module, extras = to_fadiag_state(t)
+    assert module["heads.weight"].shape == (2, 4) and module["heads.bias"].tolist() == [0.5, -0.5]
+    assert module["norm_count"].shape == () and int(module["norm_count"]) == 7
+    # LMS with different scalars per layer: per-weight arrays holding each layer's value
+    assert np.all(extras["step_sizes.trunk.0.weight"] == 0.01)
+    assert extras["step_sizes.heads.weight"][:, 0].tolist() == [0.02, 0.03]
+    assert np.array_equal(extras["traces.trunk.0.weight"], t["trunk_traces.0"])
+    spec = spec_from_config(module, {"use_layer_norm": False, "leaky_relu_slope": 0.1,
+                                     "normalizer": {"epsilon": 1e-4}}, "x")
+    assert spec["model"]["args"] == {"n_features": 3, "hidden": [4], "n_heads": 2, "normalize": True,
+                                     "use_layer_norm": False, "leaky_relu_slope": 0.1, "norm_eps": 1e-4}
