@@ -338,3 +338,28 @@ def test_real_upstream_package_if_installed():
     x, _ = _data(16)
     with torch.no_grad():
         np.testing.assert_allclose(up.eval()(x).numpy(), _loaded()(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_an_upstream_module_instance_is_taken_by_its_state_dict():
+    """FunctionEdgeInferer(model=<upstream GSNN>): its weights are copied into gsnn-upstream (no gsnn import)."""
+    src = _loaded()
+
+    class LooksUpstream(torch.nn.Module):  # upstream's attributes and state-dict keys, not fadiag's
+        def __init__(self):
+            super().__init__()
+            self.ResBlocks = src.ResBlocks
+            for k in ("output_node_mask", "input_node_mask", "edge_index", "function_edge_mask",
+                      "input_edge_mask", "output_edge_mask"):
+                self.register_buffer(k, getattr(src, k).clone())
+            self.nonlin, self.norm_first, self.residual, self.dropout = torch.nn.ELU, True, True, 0.0
+
+    x, y = _data(256)
+    a = FunctionEdgeInferer(LooksUpstream(), torch.nn.MSELoss()).fit(x, y)
+    b = FunctionEdgeInferer(src, torch.nn.MSELoss()).fit(x, y)
+    np.testing.assert_array_equal(a, b)
+    up = LooksUpstream()
+    up.nonlin = torch.nn.Hardtanh
+    with pytest.raises(ValueError, match="nonlinearity"):
+        FunctionEdgeInferer(up, torch.nn.MSELoss())
+    with pytest.raises(ValueError, match="crit"):
+        FunctionEdgeInferer(src, torch.nn.L1Loss())
