@@ -65,6 +65,11 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
             raise
     else:
         raw = read_checkpoint(checkpoint, trust=trust)
+        if raw.trusted and isinstance(raw.content, torch.nn.Module):
+            # A whole pickled model (gsnn-lib's torch.save(model)), admitted by --trust-checkpoint: its weights.
+            import dataclasses
+
+            raw = dataclasses.replace(raw, content={"model": raw.content.state_dict()})
         sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
     sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint)
     extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}

@@ -363,3 +363,18 @@ def test_an_upstream_module_instance_is_taken_by_its_state_dict():
         FunctionEdgeInferer(up, torch.nn.MSELoss())
     with pytest.raises(ValueError, match="crit"):
         FunctionEdgeInferer(src, torch.nn.L1Loss())
+
+
+def test_a_whole_saved_model_is_read_under_trust_checkpoint(run_cli, tmp_path):
+    """gsnn-lib's scripts save the whole module (torch.save(model)): refused by default, its state dict
+    under --trust-checkpoint, with the same W as the state-dict checkpoint."""
+    torch.save(_loaded(), tmp_path / "whole.pt")
+    spec = FIX / "gsnn_upstream.yaml"
+    code, out, err = run_cli(["edges", tmp_path / "whole.pt", "--spec", spec, "-f", "json", "-q"])
+    assert code == 2 and "--trust-checkpoint" in err
+    code, out, err = run_cli(["edges", tmp_path / "whole.pt", "--spec", spec, "-f", "json", "-q",
+                              "--trust-checkpoint", "--matrix", tmp_path / "W1.npy"])
+    assert code in (0, 1), err
+    assert json.loads(out)["checkpoint"]["trusted"] is True
+    code, out, err = run_cli(["edges", CKPT, "-f", "json", "-q", "--matrix", tmp_path / "W0.npy"])
+    np.testing.assert_array_equal(np.load(tmp_path / "W1.npy"), np.load(tmp_path / "W0.npy"))
