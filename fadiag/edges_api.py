@@ -26,9 +26,12 @@ MAX_NODES = 100_000
 MAX_BOOTSTRAP = 100_000
 
 
-def read_edge_list(path: str, n_nodes: int):
+def read_edge_list(path: str, n_nodes: int, names=None):
     """Edge list file -> LongTensor (2, E). TSV/CSV with two integer columns (a header line such as
-    ``source<TAB>target`` is skipped), or .npy of shape (E, 2) / (2, E) integers (allow_pickle=False)."""
+    ``source<TAB>target`` is skipped), or .npy of shape (E, 2) / (2, E) integers (allow_pickle=False).
+    With ``names`` (node id -> name, e.g. upstream GSNN's ``node_names_dict['function']``) a row may name
+    its two nodes instead."""
+    index = {str(v): i for i, v in enumerate(names)} if names else {}
     import numpy as np
     import torch
 
@@ -61,6 +64,10 @@ def read_edge_list(path: str, n_nodes: int):
                 pairs.append((int(row[0]), int(row[1])))
                 seen_data = True
             except ValueError:
+                if row[0] in index and row[1] in index:
+                    pairs.append((index[row[0]], index[row[1]]))
+                    seen_data = True
+                    continue
                 if not seen_data:
                     seen_data = True  # the first non-comment line may be a header
                     continue
@@ -180,7 +187,7 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
         W = E.scale_by_act_mean(W, A)
     known_path = known or sp.resolve(es.known)
     if known_path:
-        known = read_edge_list(known_path, n)
+        known = read_edge_list(known_path, n, getattr(model, "node_names", None))
     else:
         known = getattr(model, "known_edges", None)
         if known is None:
@@ -195,8 +202,9 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
     scoring = None
     true_set = set()
     if truth_path:
-        true_edges = read_edge_list(truth_path, n)
-        query = read_edge_list(held_path, n) if held_path else true_edges
+        names = getattr(model, "node_names", None)
+        true_edges = read_edge_list(truth_path, n, names)
+        query = read_edge_list(held_path, n, names) if held_path else true_edges
         true_set = set(map(tuple, true_edges.T.tolist()))
         r = E.mrr(W, query, true_edges)
         scoring = {k: r[k] for k in ("mrr", "hits@1", "hits@3", "hits@10", "random_mrr", "n_queries")}

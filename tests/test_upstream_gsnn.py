@@ -378,3 +378,27 @@ def test_a_whole_saved_model_is_read_under_trust_checkpoint(run_cli, tmp_path):
     assert json.loads(out)["checkpoint"]["trusted"] is True
     code, out, err = run_cli(["edges", CKPT, "-f", "json", "-q", "--matrix", tmp_path / "W0.npy"])
     np.testing.assert_array_equal(np.load(tmp_path / "W1.npy"), np.load(tmp_path / "W0.npy"))
+
+
+def test_truth_files_may_name_nodes(run_cli, tmp_path):
+    import shutil
+
+    import yaml
+
+    for f in ("gsnn_upstream.pt", "gsnn_upstream_data.npz"):
+        shutil.copy(FIX / f, tmp_path / f)
+    spec = yaml.safe_load((FIX / "gsnn_upstream.yaml").read_text())
+    spec["model"]["args"] = {"node_names_dict": {"function": [f"f{i}" for i in range(8)]}}
+    (tmp_path / "gsnn_upstream.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "gsnn_upstream_truth.tsv").write_text("source\ttarget\n" + "".join(f"f{s}\tf{d}\n" for s, d in FUNC_EDGES))
+    code, out, err = run_cli(["edges", tmp_path / "gsnn_upstream.pt", "-f", "json", "-q"])
+    assert code in (0, 1), err
+    code0, out0, _ = run_cli(["edges", CKPT, "-f", "json", "-q"])
+    assert json.loads(out)["scoring"]["mrr"] == json.loads(out0)["scoring"]["mrr"]
+    (tmp_path / "gsnn_upstream_truth.tsv").write_text("f0\tf1\nf0\tnope\n")
+    code, out, err = run_cli(["edges", tmp_path / "gsnn_upstream.pt", "-f", "json", "-q"])
+    assert code == 2 and "line 2" in err
+    spec["model"]["args"] = {"node_names_dict": {"function": ["a", "b"]}}
+    (tmp_path / "gsnn_upstream.yaml").write_text(yaml.safe_dump(spec))
+    code, out, err = run_cli(["edges", tmp_path / "gsnn_upstream.pt", "-f", "json", "-q"])
+    assert code == 2 and "names 2 function nodes" in err

@@ -26,7 +26,8 @@ Edge inference reads, per block, the point upstream's ``FunctionEdgeInferer`` re
 (upstream ``use_prenorm=True``) the output of ``lin_in``, before the norm and the nonlinearity whatever
 ``norm_first`` is; with ``where: post`` (``use_prenorm=False``) what upstream's ``_store_activations``
 records, the input of ``lin_out``. Both are (B, C) here (upstream's norm sees (B, C, 1)).
-``known_edges`` are the function -> function edges of ``edge_index`` without the self-loops that
+``node_names_dict['function']`` (optional, also without the graph) lets truth and known-edge files name
+nodes instead of numbering them. ``known_edges`` are the function -> function edges of ``edge_index`` without the self-loops that
 ``add_function_self_edges`` adds (what ``--penalty`` needs; ``edge_index`` is the homogeneous graph).
 
 Supported: norm layer (GroupLayerNorm, detached group mean/std, eps 0.1), batch (BatchNorm1d, eps 1e-3),
@@ -275,9 +276,10 @@ class UpstreamGSNN(nn.Module):
                 ei = torch.cat((ei, torch.stack((fn, fn))), dim=1)
             w_in, w_out, c, groups = conv_indices(ei, channels, fn)
             self._build(ei, im, om, [(w_in, w_out, groups)] * layers, c, defaults=True)
-        elif any(v is not None for v in (channels, layers, node_names_dict, n_input, n_function, n_output)):
+        elif any(v is not None for v in (channels, layers, n_input, n_function, n_output)):
             raise ValueError("gsnn-upstream: pass edge_index_dict with the graph arguments, or none of them "
-                             "(the structure is then read from the checkpoint)")
+                             "(the structure is then read from the checkpoint; node_names_dict may still "
+                             "name the nodes)")
 
     # ------------------------------------------------------------------------------------------ build
     def _build(self, edge_index, in_mask, out_mask, per_block: list, c: int, *, defaults: bool,
@@ -361,6 +363,9 @@ class UpstreamGSNN(nn.Module):
         if o["node_mlp"] and f"{p}mlp.mlp.0.weight" in sd:
             keys["node_mlp_hidden"] = int(sd[f"{p}mlp.mlp.0.weight"].shape[0])
         self._build(ei, sd["input_node_mask"], sd["output_node_mask"], per_block, c, defaults=True, keys=keys)
+        if self.node_names is not None and len(self.node_names) != self.n_nodes:
+            raise ValueError(f"gsnn-upstream: node_names_dict names {len(self.node_names)} function nodes, the "
+                             f"checkpoint has {self.n_nodes}")
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self.build_from_state_dict(state_dict)
