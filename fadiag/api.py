@@ -43,8 +43,11 @@ def validate_thresholds(overrides: dict | None, base: dict | None = None, *, sou
 
 def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: float | None = None,
           frozen_baseline_acc: float | None = None, frozen_baseline_source: str | None = None,
-          growth_mode: str | None = None, stability_layer: int | None = None, progress=None) -> AuditReport:
-    """Run the four-diagnostic protocol (SCIENCE.md §1) with ONE forward+backward per eval batch."""
+          growth_mode: str | None = None, stability_layer: int | None = None, progress=None,
+          median: str | None = None) -> AuditReport:
+    """Run the four-diagnostic protocol (docs/science.md §1) with ONE forward+backward per eval batch.
+
+    median: "lower" (torch.median, the reference's; the default) or "midpoint"; None takes audit.median."""
     import torch
 
     from .diagnostics import protocol as P
@@ -56,6 +59,9 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
     mode = growth_mode or a.growth
     if mode not in ("ratio_to_h0", "per_block"):
         raise InputError(f"growth mode must be ratio_to_h0 or per_block, got {mode!r}", source="--growth")
+    med = median or a.median
+    if med not in P.MEDIANS:
+        raise InputError(f"median must be one of {', '.join(P.MEDIANS)}, got {med!r}", source="median")
     if len(subject.batches) < 2:
         raise InputError("the audit needs at least 2 disjoint eval batches for diagnostic (c); raise --batches "
                          "or data.batches", source=f"{sp.origin}: data.batches / --batches")
@@ -83,9 +89,9 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
         if progress:
             progress(i + 1, len(subject.batches))
 
-    residual_norms = P.norms_per_layer(first.hiddens)
-    bp_grad_norms = P.norms_per_layer(first.grads)
-    update_norms = P.block_update_norms(first.hiddens)
+    residual_norms = P.norms_per_layer(first.hiddens, med)
+    bp_grad_norms = P.norms_per_layer(first.grads, med)
+    update_norms = P.block_update_norms(first.hiddens, med)
     growth, growth_layer = P.growth_ratio(residual_norms, mode)
     stability = P.cross_batch_stability(directions)
     given_acc = headline_acc is not None
@@ -119,7 +125,7 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
         data=dict(subject.data_info), growth=growth, growth_mode=mode, headline_acc_source=acc_source,
         frozen_baseline_source=frozen_baseline_source if frozen_baseline_acc is not None else None,
         weight_dtypes=subject.weight_dtypes, nonfinite_count=nonfinite, spec=sp.origin,
-        fadiag_version=__version__)
+        fadiag_version=__version__, median=med)
 
 
 def _guess_method(path: str) -> str:

@@ -139,7 +139,8 @@ def _read_npz(p: Path) -> dict:
                 arr = z[k]
                 if arr.dtype.kind not in "biuf":
                     raise CheckpointError(f"array {k!r} has unsupported dtype {arr.dtype}", source=str(p))
-                out[k] = torch.from_numpy(np.ascontiguousarray(arr))
+                # ascontiguousarray makes a 0-d array 1-d (shape (1,)): keep scalars 0-d
+                out[k] = torch.from_numpy(np.ascontiguousarray(arr) if arr.ndim else arr.copy())
             return out
     except CheckpointError:
         raise

@@ -493,6 +493,10 @@ def edges(
     norm: Annotated[Optional[str], typer.Option("--norm", help="Per-channel transform: l1 | l2 | none.")] = None,
     agg: Annotated[Optional[str], typer.Option("--agg", help="Per-node reduction: sum | mean | max.")] = None,
     loss: Annotated[Optional[str], typer.Option("--loss", help="ce (class labels) | mse (regression targets).")] = None,
+    ties: Annotated[Optional[str], typer.Option(
+        "--ties", help="Spearman ties: average (textbook, default) | ordinal (upstream GSNN's, row-order dependent).")] = None,
+    known: Annotated[Optional[Path], typer.Option(
+        "--known", help="Known function -> function edge list for --penalty (default: the model's own).")] = None,
     matrix: Annotated[Optional[str], typer.Option("--matrix", help="Save the N x N evidence matrix to OUT.npy.")] = None,
     edges_out: Annotated[Optional[str], typer.Option(
         "--edges", help="Save every edge ranked: OUT.tsv with source, target, score, rank.")] = None,
@@ -529,7 +533,8 @@ def edges(
             rep, W = run_edges(subject, method=method, row_chunk=row_chunk, bootstrap=bootstrap, samples=samples,
                                penalty=penalty, scale_by_act_mean=scale_by_act_mean,
                                truth=str(truth) if truth else None, held_out=str(held_out) if held_out else None,
-                               top=top, where=where, norm=norm, agg=agg, loss=loss, seed=seed or 0, progress=prog)
+                               top=top, where=where, norm=norm, agg=agg, loss=loss, seed=seed or 0, progress=prog,
+                               ties=ties, known=str(known) if known else None)
         rep = with_settings(rep, ctx)
         if matrix:
             write_matrix(W, matrix)
@@ -586,7 +591,7 @@ def relevance(
         from .relevance_api import relevance as run_relevance
         from .subject import load
 
-        need = sensitivity or observation is not None
+        need = sensitivity or (observation is not None and "," not in observation)  # a point needs no data
         subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
                        data=str(data) if data else None, device=_check_device(device), need_data=need,
                        labels="regression")

@@ -26,9 +26,12 @@ MAX_NODES = 100_000
 MAX_BOOTSTRAP = 100_000
 
 
-def read_edge_list(path: str, n_nodes: int):
+def read_edge_list(path: str, n_nodes: int, names=None):
     """Edge list file -> LongTensor (2, E). TSV/CSV with two integer columns (a header line such as
-    ``source<TAB>target`` is skipped), or .npy of shape (E, 2) / (2, E) integers (allow_pickle=False)."""
+    ``source<TAB>target`` is skipped), or .npy of shape (E, 2) / (2, E) integers (allow_pickle=False).
+    With ``names`` (node id -> name, e.g. upstream GSNN's ``node_names_dict['function']``) a row may name
+    its two nodes instead."""
+    index = {str(v): i for i, v in enumerate(names)} if names else {}
     import numpy as np
     import torch
 
@@ -61,6 +64,10 @@ def read_edge_list(path: str, n_nodes: int):
                 pairs.append((int(row[0]), int(row[1])))
                 seen_data = True
             except ValueError:
+                if row[0] in index and row[1] in index:
+                    pairs.append((index[row[0]], index[row[1]]))
+                    seen_data = True
+                    continue
                 if not seen_data:
                     seen_data = True  # the first non-comment line may be a header
                     continue
@@ -109,8 +116,12 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
           samples: int | None = None, penalty: float | None = None, scale_by_act_mean: bool | None = None,
           truth: str | None = None, held_out: str | None = None, top: int = 20, where: str | None = None,
           norm: str | None = None, agg: str | None = None, loss: str | None = None, seed: int = 0,
-          progress=None):
-    """Returns (report dict, W (N, N) tensor)."""
+          progress=None, ties: str | None = None, known: str | None = None):
+    """Returns (report dict, W (N, N) tensor).
+
+    ties: "average" (textbook Spearman, the default) or "ordinal" (upstream GSNN's ranks, opt-in).
+    known: edge-list file of the known function -> function edges for the penalty (default: edges.known,
+    else the model's ``known_edges`` (gsnn-upstream), else its ``edge_index``)."""
     import torch
 
     from .diagnostics import edges as E
@@ -122,6 +133,11 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
     penalty = es.penalty if penalty is None else penalty
     scale = es.scale_by_act_mean if scale_by_act_mean is None else scale_by_act_mean
     where, norm, agg, loss = where or es.where, norm or es.norm, agg or es.agg, loss or es.loss
+    ties = ties or es.ties
+    if ties not in ("average", "ordinal"):
+        raise InputError(f"expected average or ordinal, got {ties!r}", source="--ties")
+    if ties == "ordinal" and bootstrap:
+        raise InputError("ordinal ties are for reproducing upstream's plain fit; not with --bootstrap", source="--ties")
     for name, v, ok in (("--method", method, ("spearman", "pearson")), ("--where", where, ("pre", "post")),
                         ("--norm", norm, ("l1", "l2", "none")), ("--agg", agg, ("sum", "mean", "max")),
                         ("--loss", loss, ("ce", "mse"))):
@@ -144,6 +160,8 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
     if n > MAX_NODES:
         raise InputError(f"{n} nodes is over the {MAX_NODES}-node limit", source="model")
 
+    if getattr(model, "is_upstream_gsnn", False):
+        model.where = where  # upstream's capture points: pre = lin_in's output, post = lin_out's input
     A, G, losses = collect_observations(model, subject.batches, where=where, norm=norm, agg=agg, loss=loss,
                                         device=subject.device, progress=progress)
     m = A.shape[0]
@@ -159,11 +177,21 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
         W = E.bootstrap_evidence(A, G, bootstrap, ns, seed=seed, method=method, row_chunk=row_chunk,
                                  progress=(lambda i, k: progress(i, k, "bootstrap")) if progress else None)
         info = _constant_info(A, G)
+    elif ties == "ordinal":
+        from .compat.gsnn import ordinal_edge_evidence
+
+        W, info = ordinal_edge_evidence(A, G, method, row_chunk), _constant_info(A, G)
     else:
         W, info = E.edge_evidence(A, G, method=method, row_chunk=row_chunk, return_info=True)
     if scale:
         W = E.scale_by_act_mean(W, A)
-    known = getattr(model, "edge_index", None)
+    known_path = known or sp.resolve(es.known)
+    if known_path:
+        known = read_edge_list(known_path, n, getattr(model, "node_names", None))
+    else:
+        known = getattr(model, "known_edges", None)
+        if known is None:
+            known = getattr(model, "edge_index", None)
     if penalty:
         if known is None:
             raise InputError("--penalty needs the model's known edge_index", source="--penalty")
@@ -174,8 +202,9 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
     scoring = None
     true_set = set()
     if truth_path:
-        true_edges = read_edge_list(truth_path, n)
-        query = read_edge_list(held_path, n) if held_path else true_edges
+        names = getattr(model, "node_names", None)
+        true_edges = read_edge_list(truth_path, n, names)
+        query = read_edge_list(held_path, n, names) if held_path else true_edges
         true_set = set(map(tuple, true_edges.T.tolist()))
         r = E.mrr(W, query, true_edges)
         scoring = {k: r[k] for k in ("mrr", "hits@1", "hits@3", "hits@10", "random_mrr", "n_queries")}
@@ -198,7 +227,7 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
         "n_nodes": n, "n_observations": m, "n_blocks": len(model.blocks),
         "params": {"method": method, "where": where, "norm": norm, "agg": agg, "loss": loss, "row_chunk": row_chunk,
                    "bootstrap": bootstrap, "samples": (samples or m) if bootstrap else None, "seed": seed,
-                   "penalty": penalty, "scale_by_act_mean": scale},
+                   "penalty": penalty, "scale_by_act_mean": scale, "ties": ties},
         "constant_columns": info, "scoring": scoring, "top_edges": top_edges,
         "mean_loss": sum(losses) / len(losses) if losses else None,
         "flags": [dataclasses.asdict(f) for f in flags],

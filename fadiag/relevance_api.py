@@ -66,16 +66,23 @@ def relevance(subject, *, feature_names: list | None = None, head_names: list | 
     hn = list(hnames) if hnames else [f"head_{i}" for i in range(state.n_heads)]
 
     sens = None
+    # --observation v1,..,vF alone is the Jacobian at that point: no eval data, no mean over rows.
+    point_only = observation is not None and "," in observation and not sensitivity
     if sensitivity or observation is not None:
         X = torch.cat([x for x, _ in subject.batches]).to(subject.device) if subject.batches else None
+        if X is None and point_only:
+            X = torch.zeros(0, state.n_features, dtype=next(model.parameters()).dtype, device=subject.device)
         if X is None:
             raise InputError("sensitivity needs eval data (data.path in the spec, or --data)", source=sp.origin)
         if X.shape[1] != state.n_features:
             raise InputError(f"data has {X.shape[1]} features, the learner {state.n_features}", source="data")
-        sens = {"over": f"{X.shape[0]} eval rows", "mean_abs": {}}
-        mas = R.mean_abs_sensitivity(model, X).cpu()
-        for h, name in enumerate(hn):
-            sens["mean_abs"][name] = dict(zip(fn, mas[h].tolist()))
+        if point_only:
+            sens = {"over": "the --observation point only", "mean_abs": None}
+        else:
+            sens = {"over": f"{X.shape[0]} eval rows", "mean_abs": {}}
+            mas = R.mean_abs_sensitivity(model, X).cpu()
+            for h, name in enumerate(hn):
+                sens["mean_abs"][name] = dict(zip(fn, mas[h].tolist()))
         if observation is not None:
             xo = _observation(observation, X, state.n_features)
             J = R.sensitivity(model, xo).cpu().double()
@@ -86,7 +93,7 @@ def relevance(subject, *, feature_names: list | None = None, head_names: list | 
     if truth:
         checks["weight_relevance"] = _rank_check({h: v["weight_relevance"] for h, v in body["per_head"].items()},
                                                  truth, fn)
-        if sens:
+        if sens and sens["mean_abs"]:
             std = body["trunk"].get("normalizer_std")
             scaled = {h: {f: v * (std[f] if std else 1.0) for f, v in row.items()} for h, row in sens["mean_abs"].items()}
             checks["mean_abs_sensitivity_x_std"] = _rank_check(scaled, truth, fn)

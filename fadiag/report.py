@@ -19,7 +19,7 @@ AUDIT_KEYS = (
     "schema", "fadiag_version", "method_name", "notes", "residual_norms", "bp_grad_norms",
     "stability_layer", "cross_batch_stability", "headline_acc", "frozen_baseline_acc", "verdict",
     "thresholds", "flags", "checkpoint", "data", "growth", "growth_mode", "headline_acc_source",
-    "frozen_baseline_source", "weight_dtypes", "nonfinite_count", "spec", "block_update_norms",
+    "frozen_baseline_source", "weight_dtypes", "nonfinite_count", "spec", "block_update_norms", "median",
 )
 
 
@@ -80,6 +80,8 @@ class AuditReport:
     spec: str
     fadiag_version: str = ""
     schema: str = AUDIT_SCHEMA
+    median: str = "lower"
+    """Median convention of the per-layer numbers: "lower" (torch.median, the reference's) or "midpoint"."""
 
     @property
     def flagged(self) -> bool:

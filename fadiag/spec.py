@@ -66,6 +66,8 @@ class AuditSpec:
     stability_layer: Optional[int] = None
     growth: str = "ratio_to_h0"
     """(a) variant: ratio_to_h0 (max_l |h_l|/|h_0|, the published report) or per_block (max_l |h_{l+1}|/|h_l|)."""
+    median: str = "lower"
+    """Per-layer median convention: lower (torch.median, the reference protocol's) or midpoint (numpy's)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,14 @@ class EdgesSpec:
     scale_by_act_mean: bool = False
     row_chunk: Optional[int] = None
     held_out: Optional[str] = None
+    known: Optional[str] = None
+    """Edge list of the known function -> function edges (for penalty); default: the model's own."""
+    ties: str = "average"
+    """Spearman ties: average (textbook, scipy) or ordinal (upstream GSNN's argsort ranks, row-order dependent)."""
+
+
+#: Upstream GSNN FunctionEdgeInferer's defaults, used for ``arch: gsnn-upstream`` where the spec sets none.
+UPSTREAM_EDGE_DEFAULTS = {"gsnn-upstream": {"norm": "l1", "agg": "sum", "loss": "mse"}}
 
 
 @dataclass(frozen=True)
@@ -231,6 +241,11 @@ def parse_spec(raw: Any, *, origin: str = "<spec>", base_dir: str = ".") -> Spec
         raise SpecError("missing required section 'model'", source=origin)
     parts = {name: _build(cls, raw.get(name), origin, name) for name, cls in _SECTIONS.items() if name in raw}
     spec = Spec(**parts, base_dir=base_dir, origin=origin)
+    ups = UPSTREAM_EDGE_DEFAULTS.get(spec.model.arch)
+    if ups:
+        given = raw.get("edges") or {}
+        spec = dataclasses.replace(spec, edges=dataclasses.replace(
+            spec.edges, **{k: v for k, v in ups.items() if k not in given}))
     _check_values(spec)
     return spec
 
@@ -248,11 +263,15 @@ def _check_values(spec: Spec) -> None:
         raise _fail(o, "data", "batches * batch_size over the 10,000,000-row limit")
     if spec.audit.growth not in ("ratio_to_h0", "per_block"):
         raise _fail(o, "audit.growth", f"expected ratio_to_h0 or per_block, got {spec.audit.growth!r}")
+    if spec.audit.median not in ("lower", "midpoint"):
+        raise _fail(o, "audit.median", f"expected lower or midpoint, got {spec.audit.median!r}")
     c = spec.credit
     if c.bridge_k < 1 or c.bridge_k > 4096 or c.bridge_lambda <= 0 or c.bridge_sigma < 0:
         raise _fail(o, "credit", "need 1 <= bridge_k <= 4096, bridge_lambda > 0, bridge_sigma >= 0")
     if spec.credit.signal not in ("bp", "dfa", "fa", "value", "tensors", "random"):
         raise _fail(o, "credit.signal", f"expected bp, dfa, fa, value, tensors or random; got {spec.credit.signal!r}")
+    if spec.edges.ties not in ("average", "ordinal"):
+        raise _fail(o, "edges.ties", f"expected average or ordinal, got {spec.edges.ties!r}")
     if spec.edges.method not in ("spearman", "pearson"):
         raise _fail(o, "edges.method", f"expected spearman or pearson, got {spec.edges.method!r}")
 

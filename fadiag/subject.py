@@ -47,8 +47,30 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
     returning one of them (e.g. from edges.loss), decided once the spec is known."""
     import torch
 
-    raw = read_checkpoint(checkpoint, trust=trust)
-    sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
+    from pathlib import Path
+
+    if Path(checkpoint).is_dir():
+        # An alberta-framework checkpoint folder (orbax): read without JAX (fadiag.alberta).
+        from .alberta import is_alberta_folder, missing_config_error, read_folder
+
+        if not is_alberta_folder(checkpoint):
+            raise CheckpointError("a folder, but not an alberta-framework checkpoint (no state/_METADATA)",
+                                  source=str(checkpoint))
+        raw = read_folder(checkpoint)
+        try:
+            sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
+        except SpecError:
+            if spec is None and "fadiag_spec" not in raw.content:
+                raise missing_config_error(checkpoint) from None
+            raise
+    else:
+        raw = read_checkpoint(checkpoint, trust=trust)
+        if raw.trusted and isinstance(raw.content, torch.nn.Module):
+            # A whole pickled model (gsnn-lib's torch.save(model)), admitted by --trust-checkpoint: its weights.
+            import dataclasses
+
+            raw = dataclasses.replace(raw, content={"model": raw.content.state_dict()})
+        sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
     sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint)
     extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
 
@@ -65,6 +87,12 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
             sd["norm_count"] = torch.zeros((), dtype=torch.int64)
         if learner:
             extras = {**extras, "learner": {**extras.get("learner", {}), **learner}}
+    if hasattr(model, "build_from_state_dict"):
+        # Models whose structure lives in the checkpoint (gsnn-upstream) take their shapes from it.
+        try:
+            model.build_from_state_dict(sd)
+        except ValueError as e:
+            raise SpecError(str(e), source=checkpoint) from None
     check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values() if v.is_floating_point()})
     model.load_state_dict(sd, strict=True)

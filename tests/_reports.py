@@ -42,6 +42,7 @@ def _audit(method, norms, grads, stability, acc, frozen, flags, verdict, sha, up
         "nonfinite_count": 0,
         "spec": f"runs/{method.lower()}.yaml",
         "block_update_norms": updates,
+        "median": "lower",
     }
 
 

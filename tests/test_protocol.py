@@ -1,7 +1,7 @@
 """The four-diagnostic protocol (SCIENCE.md §1) against slow, obviously-correct references.
 
 References run SEPARATE passes on a float64 copy of the model: per-sample Python loops for the norms
-(math.sqrt of a sum of squares, statistics.median), one autograd.grad pass per layer for g_l, and an
+(math.sqrt of a sum of squares, statistics.median_low: torch.median's lower median, the reference's), one autograd.grad pass per layer for g_l, and an
 explicit double loop over batch pairs for (c). fadiag runs its one float32 pass per batch; agreement to
 ~1e-4 relative is what float32 vs float64 allows, and every wrong reading of the formula (mean instead
 of median, x.norm(-1), summed loss, wrong layer, mean token instead of class token) misses by far more.
@@ -68,7 +68,7 @@ def ref_hiddens(model64, x):
 
 
 def ref_residual_norms(model64, x) -> list:
-    return [statistics.median(_slow_norm(r) for r in _rows(h)) for h in ref_hiddens(model64, x)]
+    return [statistics.median_low(_slow_norm(r) for r in _rows(h)) for h in ref_hiddens(model64, x)]
 
 
 def ref_grad(model64, x, y, layer: int):
@@ -87,7 +87,7 @@ def ref_grad(model64, x, y, layer: int):
 
 
 def ref_bp_grad_norms(model64, x, y) -> list:
-    return [statistics.median(_slow_norm(r) for r in _rows(ref_grad(model64, x, y, l)))
+    return [statistics.median_low(_slow_norm(r) for r in _rows(ref_grad(model64, x, y, l)))
             for l in range(len(model64.blocks) + 1)]
 
 
@@ -119,7 +119,7 @@ def flag(rep, fid):
 
 
 #: Odd batch size for the reference comparisons: the textbook median and torch's lower median agree there.
-#: The even case is pinned separately (test_median_of_even_batch_is_the_textbook_median).
+#: The even case is pinned separately (test_median_of_even_batch_is_the_lower_median).
 ODD_BATCH = 15
 
 
@@ -145,15 +145,34 @@ def test_residual_norms_match_slow_reference(tiny):
     assert rep.residual_norms != pytest.approx(other, rel=1e-2)
 
 
-def test_median_of_even_batch_is_the_textbook_median(tiny_resmlp_ckpt):
+def test_median_of_even_batch_is_the_lower_median(tiny_resmlp_ckpt):
+    """torch.median's lower median by default (the reference's), named in the report; midpoint on request."""
     files = tiny_resmlp_ckpt()  # batch size 16
     subject = fadiag.load(str(files.ckpt))
     model64 = copy.deepcopy(subject.model).double().eval()
     rep = audit(subject)
     x0, y0 = files.batches()[0]
     assert x0.shape[0] == 16
+    assert rep.median == "lower" and rep.to_dict()["median"] == "lower"
     assert rep.residual_norms == pytest.approx(ref_residual_norms(model64, x0), rel=REL)
     assert rep.bp_grad_norms == pytest.approx(ref_bp_grad_norms(model64, x0, y0), rel=REL)
+    mid = audit(subject, median="midpoint")
+    assert mid.to_dict()["median"] == "midpoint"
+    ref_mid = [statistics.median(_slow_norm(r) for r in _rows(h)) for h in ref_hiddens(model64, x0)]
+    assert mid.residual_norms == pytest.approx(ref_mid, rel=REL)
+    assert mid.residual_norms != pytest.approx(rep.residual_norms, rel=1e-6)  # the two conventions differ here
+    with pytest.raises(InputError):
+        audit(subject, median="upper")
+
+
+def test_median_conventions_unit():
+    v = torch.tensor([4.0, 1.0, 3.0, 2.0])
+    assert P.median(v, "lower") == 2.0 == float(torch.median(v))
+    assert P.median(v, "midpoint") == 2.5
+    assert P.median(torch.tensor([3.0, 1.0, 2.0]), "lower") == 2.0
+    assert math.isnan(P.median(torch.tensor([1.0, float("nan")]), "lower"))
+    with pytest.raises(ValueError):
+        P.median(v, "upper")
 
 
 def test_median_row_norms_unit():

@@ -221,7 +221,10 @@ def test_step_size_kind_selection():
     sd = dict(_model(stats=False).state_dict())
     sd["step_size"] = torch.tensor(0.5)
     sd["step_sizes.trunk.0.weight"] = torch.full((4, 3), 0.25, dtype=torch.float64)
-    assert learner_state_from_state_dict(sd).step_size_kind == "step_sizes"  # per-weight wins in auto
+    auto = learner_state_from_state_dict(sd)
+    # auto picks per layer: per-weight step sizes win for trunk 0, the heads (none per weight) take the scalar
+    assert auto.step_size_kind == "step_sizes+step_size" and float(auto.head_step_sizes) == 0.5
+    assert np.all(np.asarray(auto.input_step_sizes) == 0.25)
     assert learner_state_from_state_dict(sd, step_size_kind="step_size").input_step_sizes.item() == 0.5
     none = learner_state_from_state_dict(sd, step_size_kind="none")
     assert none.input_step_sizes is None and "step_size_activity" not in relevance_report(none)["trunk"]

@@ -76,10 +76,11 @@ def per_sample_cosine(a: Tensor, g: Tensor) -> Tensor:
 
 
 def _median(x: Tensor) -> float:
-    """Textbook median (mean of the two middle values for an even batch), NaN if any entry is NaN."""
-    from .protocol import median
+    """The audit's median: torch.median's lower median (the reference protocol's), NaN if any entry is NaN.
+    So ``g_norm_mean_ce`` equals the audit's ‖g_l‖ on the same batch."""
+    from .protocol import DEFAULT_MEDIAN, median
 
-    return median(x)
+    return median(x, DEFAULT_MEDIAN)
 
 
 def offline_bp_cosine(a: Tensor, g: Tensor, floor: float = G_NORM_FLOOR) -> dict:
@@ -91,7 +92,7 @@ def offline_bp_cosine(a: Tensor, g: Tensor, floor: float = G_NORM_FLOOR) -> dict
       gamma         mean over the batch of per-sample cos(a_b, g_b); rows whose cosine is undefined
                     (zero norm, non-finite) are excluded and counted in ``n_undefined``; NaN when
                     every row is undefined.
-      a_norm        median over the batch of ‖a_b‖ (torch.median: lower median; NaN if any is NaN).
+      a_norm        median over the batch of ‖a_b‖ (torch.median's lower median, as the audit; NaN if any is NaN).
       g_norm        median over the batch of ‖g_b‖.
       interpretable True only when g_norm is finite and >= ``floor`` (the (b) floor, 1e-7), gamma is
                     finite, and every entry of a and g is finite. Below the floor g is numerical noise

@@ -7,6 +7,9 @@
 
 Defects of the reference fixed here: a non-finite norm flags (never passes); ||h_0|| = 0 flags; one
 forward+backward per batch serves all four diagnostics. All reductions are in float64.
+
+"median" is the reference's by default: ``torch.median``, the LOWER of the two middle values of an even
+batch (convention "lower"); the textbook midpoint is available as convention "midpoint" (docs/science.md).
 """
 
 from __future__ import annotations
@@ -36,9 +39,16 @@ NAMES = {
 DEAD_BLOCK_RATIO = 1e-7
 
 
-def block_update_norms(hiddens: list) -> list:
+#: Median conventions: "lower" is torch.median's (the reference protocol's, the default); "midpoint" is the
+#: textbook one (numpy, statistics.median).
+MEDIANS = ("lower", "midpoint")
+DEFAULT_MEDIAN = "lower"
+
+
+def block_update_norms(hiddens: list, convention: str = DEFAULT_MEDIAN) -> list:
     """median_b ||h_{l+1} - h_l|| for l = 0..L-1: what each residual block adds (fadiag's (f))."""
-    return [median_row_norms(hiddens[l + 1].double() - hiddens[l].double()) for l in range(len(hiddens) - 1)]
+    return [median_row_norms(hiddens[l + 1].double() - hiddens[l].double(), convention)
+            for l in range(len(hiddens) - 1)]
 
 
 def dead_blocks(residual_norms: list, update_norms: list) -> tuple:
@@ -49,25 +59,33 @@ def dead_blocks(residual_norms: list, update_norms: list) -> tuple:
     return (bool(dead) and all(dead)), sum(dead)
 
 
-def median(v: torch.Tensor) -> float:
-    """Textbook median of a 1-D tensor in float64 (mean of the two middle values for an even count, as
-    numpy and statistics.median; torch.median would return the lower one). NaN if any entry is NaN."""
+def median(v: torch.Tensor, convention: str = "midpoint") -> float:
+    """Median of a 1-D tensor in float64. NaN if any entry is NaN (or the tensor is empty).
+
+    convention "midpoint" (this function's default, kept for its callers outside the protocol): the mean of
+    the two middle values for an even count, as numpy and statistics.median. "lower": the lower of the
+    two, as torch.median and the reference protocol (what the audit uses by default).
+    """
+    if convention not in MEDIANS:
+        raise ValueError(f"median convention must be one of {', '.join(MEDIANS)}, got {convention!r}")
     v = v.double().flatten()
     if v.numel() == 0 or torch.isnan(v).any():
         return float("nan")
     s = v.sort().values
     n = s.numel()
+    if convention == "lower":
+        return float(s[(n - 1) // 2])
     return float(s[n // 2]) if n % 2 else float((s[n // 2 - 1] + s[n // 2]) / 2)
 
 
-def median_row_norms(x: torch.Tensor) -> float:
+def median_row_norms(x: torch.Tensor, convention: str = DEFAULT_MEDIAN) -> float:
     """Median over the batch of the per-sample L2 norm along features (never x.norm(-1)). x: (B, d)."""
-    return median(x.double().norm(dim=-1))
+    return median(x.double().norm(dim=-1), convention)
 
 
-def norms_per_layer(xs: list) -> list:
-    """[median_b ||x_l||] for each layer; xs: list of (B, d)."""
-    return [median_row_norms(x) for x in xs]
+def norms_per_layer(xs: list, convention: str = DEFAULT_MEDIAN) -> list:
+    """[median_b ||x_l||] for each layer (lower median by default, as the reference); xs: list of (B, d)."""
+    return [median_row_norms(x, convention) for x in xs]
 
 
 def growth_ratio(residual_norms: list, mode: str = "ratio_to_h0") -> tuple:

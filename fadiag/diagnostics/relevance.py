@@ -39,6 +39,10 @@ trunk), so ``relevance_report`` runs on float64 numpy copies that ``LearnerState
 per state; the math is shared with the torch functions below (written against the operators that both
 numpy and torch have: ``abs``, ``@``, ``.mean``, ``.repeat``, ``**``), so there is one formula, not two.
 See docs/relevance.md for the measured cost.
+
+Import and the state-only tier need numpy only (a JAX user need not install torch): ``LearnerState`` and
+``learner_state_from_state_dict`` take numpy arrays as well as tensors; torch is imported by the tensor
+functions and the sensitivity tier when they are called.
 """
 
 from __future__ import annotations
@@ -51,7 +55,6 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
-import torch
 
 from fadiag.errors import CheckpointError, InputError, MissingInputError
 
@@ -113,6 +116,8 @@ def _raw_divisor(var):
 # Public tensor functions (float64 in, float64 out).
 
 def _f64(t) -> torch.Tensor:
+    import torch
+
     return torch.as_tensor(t).detach().to("cpu", torch.float64)
 
 
@@ -203,16 +208,19 @@ class _Arrays:
         self.tr_in = _np64(s.input_traces, True)
 
 
-_NUMPY_OK = (torch.float32, torch.float64)
-
-
 def _np64(t, absolute: bool):
-    """A float64 numpy copy of t (or of |t|) that never aliases the tensor's memory."""
+    """A float64 numpy copy of t (a tensor or an array; or of |t|) that never aliases its memory."""
     if t is None:
         return None
-    if t.requires_grad:
-        t = t.detach()
-    a = t.numpy() if t.dtype in _NUMPY_OK and t.device.type == "cpu" else t.to("cpu", torch.float64).numpy()
+    if isinstance(t, np.ndarray) or np.isscalar(t):
+        a = t
+    else:  # a torch tensor (torch is imported by whoever made it)
+        import torch
+
+        if t.requires_grad:
+            t = t.detach()
+        a = t.numpy() if t.dtype in (torch.float32, torch.float64) and t.device.type == "cpu" \
+            else t.to("cpu", torch.float64).numpy()
     x = np.array(a, dtype=np.float64)  # always a copy
     return np.abs(x, out=x) if absolute else x
 
@@ -229,7 +237,9 @@ class LearnerState:
     head_step_sizes: (n_heads, H_last) or 0-d, or None.
     input_traces: eligibility traces of the input layer, same shape as its weight, or None.
     step_size_kind: where the step sizes came from ("step_sizes", "log_step_sizes", "adam",
-        "step_size"), or None. Provenance only; the report does not use it.
+        "step_size"; "<input kind>+<head kind>" when the two layers' come from different sources, as
+        alberta-framework's hybrid optimiser: LMS trunk, Autostep heads), or None. Provenance only.
+    Arrays may be torch tensors or numpy arrays.
 
     Immutable: ``arrays`` caches float64 numpy copies on first use, so mutate nothing in place.
     """
@@ -325,8 +335,11 @@ def learner_state_from_state_dict(sd: Mapping[str, torch.Tensor], optimizer_stat
     optimizer_state: a torch Adam/AdamW ``state_dict()``; per-weight step size lr / (sqrt(v̂) + eps),
         v̂ = v / (1 - beta2^t). Its parameter indices follow ``param_names`` (default: the canonical
         MultiHeadLearner.named_parameters() order, i.e. the optimizer was built on model.parameters()).
-    step_size_kind: "auto" takes the first present of step_sizes, log_step_sizes, adam, step_size;
-        a named kind that is absent raises MissingInputError; "none" ignores step sizes.
+    step_size_kind: "auto" takes, for each layer (the input layer and the heads) separately, the first
+        present of step_sizes, log_step_sizes, adam, step_size (so a hybrid learner, LMS trunk with a
+        scalar ``step_size`` and Autostep heads with ``step_sizes.heads.weight``, keeps both); a named
+        kind that is absent raises MissingInputError; "none" ignores step sizes.
+    Values may be torch tensors or numpy arrays (the state-only tier then needs no torch).
     """
     if step_size_kind not in STEP_SIZE_KINDS:
         raise InputError(f"step_size_kind {step_size_kind!r} is not one of {', '.join(STEP_SIZE_KINDS)}")
@@ -343,24 +356,33 @@ def learner_state_from_state_dict(sd: Mapping[str, torch.Tensor], optimizer_stat
         got = {n: sd[prefix + n] for n in names if prefix + n in sd}
         return got or None
 
+    def source(k: str):
+        if k == "step_sizes":
+            return per_weight("step_sizes.")
+        if k == "log_step_sizes":
+            got = per_weight("log_step_sizes.")
+            return got and {n: np.exp(_np64(v, False)) for n, v in got.items()}
+        if k == "adam":
+            return optimizer_state is not None and _adam_step_sizes(
+                optimizer_state, names, list(param_names) if param_names else _canonical_param_names(sd))
+        return {n: np.asarray(_np64(sd["step_size"], False)).reshape(()) for n in names} \
+            if "step_size" in sd else None
+
     found: dict[str, Any] = {}
     kinds = ("step_sizes", "log_step_sizes", "adam", "step_size") if step_size_kind == "auto" \
         else (() if step_size_kind == "none" else (step_size_kind,))
-    kind = None
+    layer_kind: dict[str, str] = {}
     for k in kinds:
-        if k == "step_sizes":
-            got = per_weight("step_sizes.")
-        elif k == "log_step_sizes":
-            got = per_weight("log_step_sizes.")
-            got = got and {n: _f64(v).exp() for n, v in got.items()}
-        elif k == "adam":
-            got = optimizer_state is not None and _adam_step_sizes(
-                optimizer_state, names, list(param_names) if param_names else _canonical_param_names(sd))
-        else:
-            got = {n: torch.as_tensor(sd["step_size"]).reshape(()) for n in names} if "step_size" in sd else None
-        if got:
-            found, kind = got, k
+        got = source(k) or {}
+        for n in names:
+            if n not in found and n in got:
+                found[n], layer_kind[n] = got[n], k
+        if len(found) == len(names):
             break
+    kind = None
+    if layer_kind:
+        ks = [layer_kind[n] for n in names if n in layer_kind]
+        kind = ks[0] if len(set(ks)) == 1 else "+".join(ks)
     if step_size_kind not in ("auto", "none") and not found:
         raise MissingInputError(f"step_size_kind={step_size_kind!r} but the checkpoint has no such step sizes")
     return LearnerState(
@@ -466,7 +488,7 @@ def non_finite_fields(report: Mapping) -> list[str]:
 class _EvalMode:
     """Eval mode for the duration; the model's own flag is restored afterwards."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model):
         self.model, self.was_training = model, model.training
 
     def __enter__(self):
@@ -482,6 +504,8 @@ def sensitivity(model: torch.nn.Module, x_raw: torch.Tensor) -> torch.Tensor:
     model: (B, F) -> (B, n_heads); x_raw: (F,) or (1, F). Reverse mode (torch.func.jacrev: one
     vector-Jacobian product per head, as n_heads < F), in eval mode; parameter .grad untouched.
     """
+    import torch
+
     x = x_raw.detach().reshape(-1)
     with _EvalMode(model), torch.enable_grad():
         return torch.func.jacrev(lambda v: model(v.unsqueeze(0)).squeeze(0))(x).detach()
@@ -495,6 +519,8 @@ def mean_abs_sensitivity(model: torch.nn.Module, X: torch.Tensor) -> torch.Tenso
     the input gradient holds every row's Jacobian row at once. A model that mixes rows (BatchNorm in
     train mode) would break this; eval mode is forced for that reason.
     """
+    import torch
+
     X = X.detach().clone().requires_grad_(True)
     with _EvalMode(model), torch.enable_grad():
         out = model(X)

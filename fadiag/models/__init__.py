@@ -15,6 +15,7 @@ BUILTIN = {
     "vit_mini": "fadiag.models.vit_mini:ViTMini",
     "gsnn": "fadiag.models.gsnn:GSNN",
     "multihead": "fadiag.models.multihead:MultiHeadLearner",
+    "gsnn-upstream": "fadiag.models.gsnn_upstream:UpstreamGSNN",
 }
 
 

@@ -3,11 +3,15 @@
 Architecture::
 
     x_raw (B, F)
-      -> [online normaliser]  z = (x - norm_mean) / (sqrt(norm_var) + 1e-8)      (if normalize=True)
+      -> [online normaliser]  z = (x - norm_mean) / (sqrt(norm_var) + norm_eps)   (if normalize=True)
       -> trunk: for each width H_i in ``hidden``:
              Linear(H_{i-1}, H_i)  (weight (out, in))
-             -> parameterless LayerNorm (F.layer_norm, no affine, eps 1e-5)
-             -> LeakyReLU(0.01)
+             -> parameterless LayerNorm (F.layer_norm, no affine, eps layer_norm_eps)  (if use_layer_norm)
+             -> LeakyReLU(leaky_relu_slope)
+
+Defaults: norm_eps 1e-8, use_layer_norm true, layer_norm_eps 1e-5, leaky_relu_slope 0.01. An
+alberta-framework learner built with ``use_layer_norm=False`` or another slope / epsilon must say so in
+``model.args``: the Jacobian tier differs otherwise (the state-only tier does not depend on them).
       -> heads: ONE ``nn.Linear(H_last, n_heads)`` named ``heads``            -> (B, n_heads)
 
 The heads are stored as one Linear, not a ModuleList: row h of ``heads.weight`` (n_heads, H_last) is
@@ -73,13 +77,25 @@ class MultiHeadLearner(nn.Module):
         hidden: trunk widths (H_0, ..., H_last); ``()`` means no trunk.
         n_heads: number of scalar prediction heads.
         normalize: keep an online normaliser (buffers ``norm_mean``, ``norm_var``, ``norm_count``).
+        use_layer_norm: parameterless LayerNorm after each trunk Linear (alberta-framework's
+            ``use_layer_norm``); leaky_relu_slope: the LeakyReLU's negative slope; norm_eps: added to
+            sqrt(var) in the normaliser; layer_norm_eps: the LayerNorm's epsilon.
 
     ``forward(x_raw)``: (B, F) -> (B, n_heads).
     """
 
     def __init__(self, n_features: int, hidden: Sequence[int] = (64, 64), n_heads: int = 5,
-                 normalize: bool = True):
+                 normalize: bool = True, use_layer_norm: bool = True, leaky_relu_slope: float = LEAKY_SLOPE,
+                 norm_eps: float = NORM_EPS, layer_norm_eps: float = 1e-5):
         super().__init__()
+        for name, v in (("leaky_relu_slope", leaky_relu_slope), ("norm_eps", norm_eps),
+                        ("layer_norm_eps", layer_norm_eps)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        self.use_layer_norm = bool(use_layer_norm)
+        self.leaky_relu_slope = float(leaky_relu_slope)
+        self.norm_eps = float(norm_eps)
+        self.layer_norm_eps = float(layer_norm_eps)
         hidden = tuple(int(h) for h in hidden)
         if int(n_features) < 1 or int(n_heads) < 1 or any(h < 1 for h in hidden):
             raise ValueError(f"sizes must be >= 1: n_features={n_features}, hidden={hidden}, "
@@ -97,18 +113,19 @@ class MultiHeadLearner(nn.Module):
         self.heads = nn.Linear(widths[-1], self.n_heads)
 
     def normalized(self, x_raw: torch.Tensor) -> torch.Tensor:
-        """z = (x - mean) / (sqrt(var) + 1e-8); identity when ``normalize=False``."""
+        """z = (x - mean) / (sqrt(var) + norm_eps); identity when ``normalize=False``."""
         if not self.normalize:
             return x_raw
-        return (x_raw - self.norm_mean) / (self.norm_var.sqrt() + NORM_EPS)
+        return (x_raw - self.norm_mean) / (self.norm_var.sqrt() + self.norm_eps)
 
     def features(self, x_raw: torch.Tensor) -> torch.Tensor:
         """The last trunk activation (B, H_last) (the normalised input when there is no trunk)."""
         h = self.normalized(x_raw)
         for layer in self.trunk:
             h = layer(h)
-            h = F.layer_norm(h, h.shape[-1:])  # parameterless: no weight, no bias
-            h = F.leaky_relu(h, LEAKY_SLOPE)
+            if self.use_layer_norm:
+                h = F.layer_norm(h, h.shape[-1:], eps=self.layer_norm_eps)  # parameterless: no weight, no bias
+            h = F.leaky_relu(h, self.leaky_relu_slope)
         return h
 
     def forward(self, x_raw: torch.Tensor) -> torch.Tensor:
