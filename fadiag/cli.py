@@ -184,8 +184,7 @@ def emit(reports: list, fmt: Format, output: Optional[str], **opts) -> None:
     from .render import render
 
     color = output is None and fmt == Format.table and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    width = int(os.environ.get("COLUMNS", "0") or 0) or (120 if color else 110)
-    text = render(reports, fmt, color=color, width=width, **opts)
+    text = render(reports, fmt, color=color, **opts)  # table width: rich's own detection (terminal, $COLUMNS, 80)
     if output:
         write_atomic(output, text)
         if not Ctx.quiet:
@@ -197,6 +196,15 @@ def emit(reports: list, fmt: Format, output: Optional[str], **opts) -> None:
         except BrokenPipeError:  # `| head` closed the pipe: the reader has what it wanted
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
+
+
+def say_verdicts(items: list, fmt: Format, output: Optional[str]) -> None:
+    """The one-line verdict per report on stderr, AFTER the report. Not when the table itself just went to
+    the terminal: it ends on the same verdict, and a terminal would show it twice."""
+    if Ctx.quiet or (fmt == Format.table and not output and sys.stdout.isatty()):
+        return
+    for label, verdict in items:
+        err(f"fadiag: {label}: {verdict}")
 
 
 class Progress:
@@ -251,17 +259,18 @@ def parse_thresholds(items: Optional[List[str]]) -> dict:
 
 def finish(rep: dict, ctx, fmt: Optional[Format], output: Optional[str], exit_zero: bool, *,
            plot: Optional[str] = None, label: Optional[str] = None) -> int:
-    """Record settings, draw --plot, say the verdict on stderr (under ``label``), render the report to
-    stdout/--output, and return the exit code of its flags."""
+    """Record settings, draw --plot, render the report to stdout/--output, then say the verdict on stderr
+    (under ``label``), and return the exit code of its flags."""
     if "settings" not in rep:
         rep = with_settings(rep, ctx)
     if plot:
         from .render.plot import plot_reports
 
         plot_reports([rep], plot)
-    if label and not Ctx.quiet:
-        err(f"fadiag: {label}: {rep['verdict']}")
-    emit([rep], default_format(fmt, output), output)
+    fmt = default_format(fmt, output)
+    emit([rep], fmt, output)
+    if label:
+        say_verdicts([(label, rep["verdict"])], fmt, output)
     return exit_code(any(f.get("flagged") for f in rep.get("flags") or []), exit_zero)
 
 
@@ -390,14 +399,14 @@ def audit(
                                 frozen_baseline_source=fb_src, growth_mode=growth, stability_layer=stability_layer,
                                 progress=prog)
             reports.append(rep)
-            if not quiet:
-                err(f"fadiag: {ck}: {rep.verdict}")
         dicts = [with_settings(r.to_dict(), ctx) for r in reports]
         if plot:
             from .render.plot import plot_reports
 
             plot_reports(dicts, plot)
-        emit(dicts, default_format(format, output), output)
+        fmt = default_format(format, output)
+        emit(dicts, fmt, output)
+        say_verdicts([(ck, r.verdict) for ck, r in zip(checkpoints, reports)], fmt, output)
         return exit_code(any(r.flagged for r in reports), exit_zero)
 
     run_guarded(body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from .table import flag_text, fmt_num, register
+from .table import flag_text, register, verdict_text
 
 
 def inspect_tables(r: dict) -> list:
@@ -24,7 +24,10 @@ def inspect_tables(r: dict) -> list:
         o.add_column("type")
         o.add_column("value")
         for x in r["other_entries"]:
-            o.add_row(x["key"], x["type"], x.get("value", ""))
+            v = x.get("value", "")
+            if x["type"] == "str" and len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
+                v = v[1:-1]  # the text itself, not its repr
+            o.add_row(x["key"], x["type"], v)
         parts.append(o)
     f = Table(title="checks", title_justify="left")
     for c in ("check", "status", "detail"):
@@ -32,9 +35,11 @@ def inspect_tables(r: dict) -> list:
     for fl in r.get("flags", []):
         f.add_row(fl["name"], flag_text(fl["flagged"]), fl.get("detail", ""))
     parts.append(f)
-    parts.append(Text(f"{r.get('n_tensors')} tensors, {r.get('n_elements')} elements; state dict under "
-                      f"{r.get('state_dict_key')!r}; embedded spec: {str(r.get('embedded_spec')).lower()}; "
-                      f"verdict: {r.get('verdict')}"))
+    key = r.get("state_dict_key")
+    parts.append(Text(f"{r.get('n_tensors')} tensors, {r.get('n_elements')} elements; state dict "
+                      f"{'under ' + key if key else 'at the top level'}; embedded spec: "
+                      f"{'yes' if r.get('embedded_spec') else 'no'}"))
+    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r)))
     return parts
 
 
