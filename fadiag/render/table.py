@@ -72,6 +72,14 @@ def plain(s) -> str:
     return _DICT_REPR.sub(sub, "" if s is None else str(s))
 
 
+def entry_value(x: dict) -> str:
+    """inspect's ``other_entries`` value: a str entry is shown as its text, not its repr."""
+    v = str(x.get("value", ""))
+    if x.get("type") == "str" and len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
+        return v[1:-1]
+    return v
+
+
 def flag_text(flagged) -> Text:
     if flagged is None:
         return Text("skipped", style="dim")

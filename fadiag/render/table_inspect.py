@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from .table import flag_text, register, verdict_text
+from .table import entry_value, flag_text, register, verdict_text
 
 
 def inspect_tables(r: dict) -> list:
@@ -24,10 +24,7 @@ def inspect_tables(r: dict) -> list:
         o.add_column("type")
         o.add_column("value")
         for x in r["other_entries"]:
-            v = x.get("value", "")
-            if x["type"] == "str" and len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
-                v = v[1:-1]  # the text itself, not its repr
-            o.add_row(x["key"], x["type"], v)
+            o.add_row(x["key"], x["type"], entry_value(x))
         parts.append(o)
     f = Table(title="checks", title_justify="left")
     for c in ("check", "status", "detail"):
