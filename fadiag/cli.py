@@ -21,9 +21,65 @@ from .render import Format
 from typer.core import TyperGroup
 
 
+#: Help placeholders: by option name, else by the type typer would print as "<str>", "<path>", ...
+_METAVARS = {"threshold": "NAME=VALUE", "frozen_baseline": "train", "observation": "ROW|V1,V2,...",
+             "feature_names": "NAME,...", "head_names": "NAME,...", "output": "FILE", "plot": "FILE",
+             "matrix": "FILE.npy", "edges_out": "FILE.tsv", "stability_layer": "L", "trainable_blocks": "K"}
+_BY_TYPE = {"<path>": "FILE", "<float>": "X", "<int>": "N", "<int range>": "N", "<list[float]>": "X",
+            "<list[Path]>": "FILE", "<str>": None, "<list[str]>": None}
+#: Options whose default comes from the spec: option -> (spec section, field).
+_SPEC_DEFAULTS = {"batches": ("data", "batches"), "batch_size": ("data", "batch_size"), "seed": ("data", "seed"),
+                  "growth": ("audit", "growth"), "signal": ("credit", "signal"), "eps": ("credit", "eps"),
+                  "n_dirs": ("credit", "n_dirs"), "eta": ("credit", "etas"), "method": ("edges", "method"),
+                  "where": ("edges", "where"), "norm": ("edges", "norm"), "agg": ("edges", "agg"),
+                  "loss": ("edges", "loss"), "penalty": ("edges", "penalty")}
+
+
+def _polish_help(commands: dict) -> None:
+    """Readable help without touching each option: NAME placeholders instead of typer's ``<list[Path]>`` /
+    ``{checkpoints}``, arguments the project config can supply not marked [required] (still enforced, in
+    the same one-line error), and the defaults that come from the spec named."""
+    import dataclasses
+
+    from typer._click.exceptions import MissingParameter
+    from typer.core import TyperArgument
+
+    from . import spec as S
+
+    sections = {f.name: f.default_factory() for f in dataclasses.fields(S.Spec) if f.default_factory is not dataclasses.MISSING}
+
+    def needed(ctx, param, value, _orig=None):
+        if value is None or value == () or value == []:
+            raise MissingParameter(ctx=ctx, param=param)
+        return _orig(ctx, param, value) if _orig else value
+
+    for cmd in commands.values():
+        for p in cmd.params:
+            shown = p.display_type(None) if hasattr(p, "type_descriptor") and not p.type_descriptor.is_choice else None
+            if isinstance(p, TyperArgument):
+                p.metavar = p.name.upper().replace("_FILE", "").rstrip("S") if p.nargs != 1 else p.name.upper()
+                p.display_type_rich = lambda ctx: ""
+                if p.required:  # fadiag.yaml may supply it: say so by not claiming [required], but enforce it
+                    p.required = False
+                    p.callback = lambda ctx, param, v, _o=p.callback: needed(ctx, param, v, _o)
+                continue
+            if shown in _BY_TYPE or p.name in _METAVARS:
+                mv = _METAVARS.get(p.name) or _BY_TYPE.get(shown) or p.name.upper()
+                p.display_type_rich = lambda ctx, _m=mv: _m
+            if p.name in _SPEC_DEFAULTS and p.default is None:
+                sec, fld = _SPEC_DEFAULTS[p.name]
+                v = getattr(sections[sec], fld)
+                v = ", ".join(map(str, v)) if isinstance(v, list) else v
+                p.show_default = f"{sec}.{fld} in the spec, else {v}"
+
+
 class OneLineErrors(TyperGroup):
     """Usage errors (a bad flag, a missing argument, a value out of range) as ONE line on stderr, exit 2,
     like every other bad input: click's own multi-line usage block would break the stderr contract."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        _polish_help(self.commands)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         from typer._click.exceptions import ClickException
@@ -135,6 +191,15 @@ def check_output_path(path: str, option: str) -> Path:
         raise InputError("folder does not exist", source=f"{option} {path}")
     if not os.access(folder, os.W_OK):
         raise InputError("folder is not writable", source=f"{option} {path}")
+    try:  # os.access says yes to root everywhere (/sys, /proc, read-only mounts): try to create a file there
+        import tempfile
+
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fadiag-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"cannot create a file in that folder ({e.strerror or type(e).__name__})",
+                         source=f"{option} {path}") from None
     return p
 
 
@@ -208,27 +273,28 @@ def say_verdicts(items: list, fmt: Format, output: Optional[str]) -> None:
 
 
 class Progress:
-    """A rich progress bar on stderr when stderr is a terminal and not --quiet; silent otherwise."""
+    """A rich progress bar on stderr when stderr is a terminal and not --quiet; silent otherwise. It shows
+    from the moment it is entered (a spinner and the elapsed time, before the first step is counted), so
+    loading and the first forward pass are never a silent wait."""
 
     def __init__(self, label: str):
         self.label, self.bar, self.task = label, None, None
         if not Ctx.quiet and sys.stderr.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, TimeElapsedColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, SpinnerColumn, TimeElapsedColumn
 
-            self.bar = RP("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.bar = RP(SpinnerColumn(), "[progress.description]{task.description}", BarColumn(),
+                          MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=True)
 
     def __enter__(self):
         if self.bar:
             self.bar.start()
+            self.task = self.bar.add_task(self.label, total=None)
         return self
 
     def __call__(self, done: int, total: int, label: str | None = None) -> None:
         if not self.bar:
             return
-        if self.task is None:
-            self.task = self.bar.add_task(label or self.label, total=total)
         self.bar.update(self.task, completed=done, total=total, description=label or self.label)
 
     def __exit__(self, *exc):
@@ -383,9 +449,10 @@ def audit(
         dev = _check_device(device)
         reports = []
         for ck in checkpoints:
-            subject = load(str(ck), str(spec) if spec else None, trust=trust_checkpoint,
-                           data=str(data) if data else None, batches=batches, batch_size=batch_size, seed=seed,
-                           device=dev)
+            with Progress(f"loading {ck.name}"):  # checkpoint, spec, data, a trial forward pass
+                subject = load(str(ck), str(spec) if spec else None, trust=trust_checkpoint,
+                               data=str(data) if data else None, batches=batches, batch_size=batch_size,
+                               seed=seed, device=dev)
             if subject.checkpoint.trusted and not quiet:
                 err(f"fadiag: warning: {ck}: loaded with --trust-checkpoint (arbitrary unpickling)")
             warn_half(subject)
