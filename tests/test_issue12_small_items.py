@@ -149,3 +149,19 @@ def test_readme_states_the_dfa_feedback_layout():
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text.split("### `fadiag credit`")[1].split("\n### ")[0]
     assert "(L+1, C, d)" in section and "a_l = e @ B_l" in section and "feedback" in section
+
+
+def test_summary_has_no_null_baseline_and_no_dict_repr(monkeypatch):
+    from _shipped import shipped_reports
+    from fadiag.render import render
+
+    monkeypatch.setenv("COLUMNS", "100")
+    rep = dict(shipped_reports()["audit_bp"])
+    trained = {**rep, "frozen_baseline_source": "trained: frozen blocks (seed 0), BP recipe "
+                                                "{'optimizer': 'AdamW', 'lr': 0.002, 'epochs': 10}"}
+    for fmt in ("table", "markdown"):
+        out = render([trained], fmt)
+        assert "optimizer AdamW, lr 0.002, epochs 10" in out and "{'" not in out, fmt
+    none = {**rep, "frozen_baseline_acc": None, "frozen_baseline_source": None}
+    out = render([none], "table")
+    assert "no frozen baseline, (d) skipped" in out and "baseline null" not in out and "None" not in out

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from .table import entry_value, flag_cells, fmt_column, fmt_num
+from .table import entry_value, flag_cells, fmt_column, fmt_num, plain
 
 AUDIT = "fadiag.audit/1"
 MISSING = "n/a"
@@ -107,7 +107,7 @@ def _baseline_how(r: dict) -> str:
     if r.get("frozen_baseline_acc") is None and not src:
         return "unknown: no baseline given, so (d) is skipped (give --frozen-baseline-acc or --frozen-baseline train)"
     if src and src.startswith("trained"):
-        return f"trained by fadiag in this run ({src})"
+        return f"trained by fadiag in this run ({plain(src)})"
     return _BASELINE_SOURCES.get(src, str(src) if src else MISSING)
 
 
