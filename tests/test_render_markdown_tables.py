@@ -76,7 +76,8 @@ def test_every_markdown_table_parses(name):
     assert parsed_tables(md) == [(len(h), len(rows)) for h, rows in found]
     for head, rows in found:
         for cell in head + [c for r in rows for c in r]:
-            assert not REPR.search(cell), (name, head, cell)
+            if not (cell.startswith("`") and cell.endswith("`")):  # quoted source code may say None
+                assert not REPR.search(cell), (name, head, cell)
 
 
 def test_parser_catches_a_broken_table():
@@ -147,4 +148,5 @@ def test_edges_and_lint_records_are_tables():
     assert "top_edges" not in md.split("## Top")[0]  # not also dumped as one cell
     md = markdown.render([reps["lint"]])
     head, rows = _table_with(md, "file")
-    assert len(rows) == len(reps["lint"]["findings"]) and "line" in head and "rule" in head
+    assert len(rows) == len(reps["lint"]["findings"]) == 7 and "line" in head and "rule" in head
+    assert [r[-1] for r in rows] == [f"`{x['text']}`" for x in reps["lint"]["findings"]]

@@ -521,6 +521,21 @@ def compare_form(r: dict) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def lint_form(r: dict) -> str:
+    parts = _head(r) + _flags_section(r)
+    findings = r.get("findings") or []
+    if findings:
+        parts.append("## Findings\n\n" + table(["file", "line", "col", "rule", "pitfall", "code"], [
+            [code(x.get("file")), num(x.get("line")), num(x.get("col")), x.get("rule"), x.get("pitfall"),
+             code(x.get("text"))] for x in findings]))
+        why = {}
+        for x in findings:
+            why.setdefault(x.get("rule"), x.get("message"))
+        parts.append("## Why each rule matters\n\n" + table(["rule", "why"], [[k, v] for k, v in why.items()]))
+    parts += _fields_table(r, skip={"findings"})
+    return "\n\n".join(parts) + "\n"
+
+
 def inspect_form(r: dict) -> str:
     parts = _head(r) + _flags_section(r)
     if r.get("other_entries"):
@@ -532,7 +547,7 @@ def inspect_form(r: dict) -> str:
 
 SECTIONS = {AUDIT: audit_form, "fadiag.credit/1": credit_form, "fadiag.edges/1": edges_form,
             "fadiag.relevance/1": relevance_form, "fadiag.compare/1": compare_form,
-            "fadiag.inspect/1": inspect_form}
+            "fadiag.inspect/1": inspect_form, "fadiag.lint/1": lint_form}
 
 
 def render(reports: list, **_) -> str:
