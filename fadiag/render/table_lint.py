@@ -1,4 +1,4 @@
-"""Table view of ``fadiag lint``: file:line:col, rule, the code; each rule's explanation once, below."""
+"""Table view of ``fadiag lint``: per file, line:col, rule and the code; each rule's explanation once, below."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ from .table import add_columns, register, table, verdict_text
 def lint_tables(r: dict) -> list:
     parts = [Text(f"fadiag lint: {', '.join(r.get('paths', []))} ({r.get('n_files')} files)", style="bold")]
     findings = r.get("findings", [])
-    if findings:
-        t = table("findings")
-        add_columns(t, (("location", "text"), ("rule", "text"), ("code", "text")))
-        for x in findings:
-            t.add_row(f"{x['file']}:{x['line']}:{x['col']}", f"{x['rule']} ({x['pitfall']})", x["text"])
+    by_file = {}
+    for x in findings:  # one table per file, so a long path never squeezes the columns
+        by_file.setdefault(x["file"], []).append(x)
+    for path, xs in by_file.items():
+        parts.append(Text(path, style="bold"))
+        t = table()
+        add_columns(t, (("line:col", "num"), ("rule", "text"), ("code", "text")))
+        for x in xs:
+            t.add_row(f"{x['line']}:{x['col']}", f"{x['rule']} ({x['pitfall']})", x["text"])
         parts.append(t)
+    if findings:
         why = {}
         for x in findings:
             why.setdefault(x["rule"], x["message"])
