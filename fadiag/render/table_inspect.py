@@ -10,14 +10,15 @@ from .table import entry_value, flag_text, register, verdict_text
 
 def inspect_tables(r: dict) -> list:
     ck = r.get("checkpoint", {})
-    t = Table(title=f"fadiag inspect: {ck.get('path')} ({ck.get('format')}, sha256 {str(ck.get('sha256'))[:12]})",
-              title_justify="left")
+    head = Text(f"fadiag inspect: {ck.get('path')} ({ck.get('format')}, sha256 {str(ck.get('sha256'))[:12]})",
+                style="bold")
+    t = Table(title="tensors", title_justify="left")
     for c, j in (("key", "left"), ("shape", "left"), ("dtype", "left"), ("numel", "right"), ("non-finite", "right")):
         t.add_column(c, justify=j)
     for x in r.get("tensors", []):
         t.add_row(x["key"], str(tuple(x["shape"])), x["dtype"], str(x["numel"]),
                   Text(str(x["nonfinite"]), style="bold red" if x["nonfinite"] else ""))
-    parts = [t]
+    parts = [head, t]
     if r.get("other_entries"):
         o = Table(title="other entries", title_justify="left")
         o.add_column("key")

@@ -17,7 +17,7 @@ def relevance_tables(r: dict, top: int = 12) -> list:
     fn = r.get("feature_names") or []
     trunk = r.get("trunk") or {}
     if trunk:
-        t = table("trunk: per-feature activity (input layer) and the online normaliser")
+        t = table("trunk: input-layer activity, normaliser")
         cols = list(trunk)
         add_columns(t, [("feature", "text")] + [(_TRUNK.get(c, c), "num") for c in cols])
         cells = [fmt_column([trunk[c].get(f) for f in fn]) for c in cols]
