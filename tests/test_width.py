@@ -88,3 +88,20 @@ def test_real_80_column_terminal(tmp_path):
     for name in COMMANDS:  # every report is in there
         assert f"fadiag {name.split('_')[0]}" in text, name
     _check_fits(text, 80, "pty")
+
+
+def test_credit_with_many_etas_and_a_bridge_fits_80(monkeypatch):
+    """More columns than the shipped example has: six η and a bridge residual still fit 80 columns."""
+    import copy
+
+    from fadiag.render import render
+
+    rep = copy.deepcopy(shipped_reports()["credit_dfa"])
+    etas = ["0.001", "0.01", "0.1", "0.3", "1.0", "3.0"]
+    for row in rep["layers"]:
+        row["nudging"] = {e: -1.234567e-05 * (i + 1) for i, e in enumerate(etas)}
+        row["bridge_residual"] = 0.0123456
+    _fake_terminal(monkeypatch, 80)
+    out = render([rep], "table")
+    _check_fits(out, 80, "credit, 6 etas")
+    assert all(f"η={e}" in out for e in etas) and "bridge R_l" in out

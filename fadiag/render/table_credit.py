@@ -51,12 +51,17 @@ def credit_tables(r: dict) -> list:
 
     etas = list((layers[0].get("nudging") or {}).keys()) if layers else []
     has_r = any(row.get("bridge_residual") is not None for row in layers)
-    cols = [("layer", _layer), ("ρ_l", lambda x: x.get("rho"))]
-    cols += [(f"Δ_l η={e}", lambda x, e=e: (x.get("nudging") or {}).get(e)) for e in etas]
+    nudge = [(f"Δ_l η={e}", lambda x, e=e: (x.get("nudging") or {}).get(e)) for e in etas]
+    cols = [("layer", _layer), ("ρ_l", lambda x: x.get("rho"))] + (nudge if len(etas) == 1 else [])
     cols += [("drift M_l", lambda x: x.get("drift"))]
     cols += [("bridge R_l", lambda x: x.get("bridge_residual"))] if has_r else []
     t2 = table("effect on the loss, and drift")
     _columns(t2, layers, cols)
+    tables = [t2]
+    for i in range(0, len(etas) if len(etas) > 1 else 0, 5):  # several η: their own table(s), 5 to a table
+        t3 = table("nudging test Δ_l (negative: the credit lowers the loss)")
+        _columns(t3, layers, [("layer", _layer)] + nudge[i:i + 5])
+        tables.append(t3)
 
     m = table("means over layers (of per-layer batch means; skipped: all/deep)")
     add_columns(m, (("metric", "key"), ("all layers 0..L", "num"), ("deep only l ≥ 1", "num"),
@@ -66,7 +71,7 @@ def credit_tables(r: dict) -> list:
     deeps = fmt_column([means[k].get("deep_only") for k in names])
     for k, a, d in zip(names, alls, deeps):
         m.add_row(k, a, d, f"{means[k].get('n_skipped_all')}/{means[k].get('n_skipped_deep')}")
-    parts = [Text(head, style="bold"), t1, t2, m, checks_table(r, "flags")]
+    parts = [Text(head, style="bold"), t1, *tables, m, checks_table(r, "flags")]
     for k, why in (r.get("not_available") or {}).items():
         parts.append(Text(f"N/A {k}: {why}", style="yellow"))
     parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r), f"\nsignal: {r.get('signal_source')}"))
