@@ -21,9 +21,65 @@ from .render import Format
 from typer.core import TyperGroup
 
 
+#: Help placeholders: by option name, else by the type typer would print as "<str>", "<path>", ...
+_METAVARS = {"threshold": "NAME=VALUE", "frozen_baseline": "train", "observation": "ROW|V1,V2,...",
+             "feature_names": "NAME,...", "head_names": "NAME,...", "output": "FILE", "plot": "FILE",
+             "matrix": "FILE.npy", "edges_out": "FILE.tsv", "stability_layer": "L", "trainable_blocks": "K"}
+_BY_TYPE = {"<path>": "FILE", "<float>": "X", "<int>": "N", "<int range>": "N", "<list[float]>": "X",
+            "<list[Path]>": "FILE", "<str>": None, "<list[str]>": None}
+#: Options whose default comes from the spec: option -> (spec section, field).
+_SPEC_DEFAULTS = {"batches": ("data", "batches"), "batch_size": ("data", "batch_size"), "seed": ("data", "seed"),
+                  "growth": ("audit", "growth"), "signal": ("credit", "signal"), "eps": ("credit", "eps"),
+                  "n_dirs": ("credit", "n_dirs"), "eta": ("credit", "etas"), "method": ("edges", "method"),
+                  "where": ("edges", "where"), "norm": ("edges", "norm"), "agg": ("edges", "agg"),
+                  "loss": ("edges", "loss"), "penalty": ("edges", "penalty")}
+
+
+def _polish_help(commands: dict) -> None:
+    """Readable help without touching each option: NAME placeholders instead of typer's ``<list[Path]>`` /
+    ``{checkpoints}``, arguments the project config can supply not marked [required] (still enforced, in
+    the same one-line error), and the defaults that come from the spec named."""
+    import dataclasses
+
+    from typer._click.exceptions import MissingParameter
+    from typer.core import TyperArgument
+
+    from . import spec as S
+
+    sections = {f.name: f.default_factory() for f in dataclasses.fields(S.Spec) if f.default_factory is not dataclasses.MISSING}
+
+    def needed(ctx, param, value, _orig=None):
+        if value is None or value == () or value == []:
+            raise MissingParameter(ctx=ctx, param=param)
+        return _orig(ctx, param, value) if _orig else value
+
+    for cmd in commands.values():
+        for p in cmd.params:
+            shown = p.display_type(None) if hasattr(p, "type_descriptor") and not p.type_descriptor.is_choice else None
+            if isinstance(p, TyperArgument):
+                p.metavar = p.name.upper().replace("_FILE", "").rstrip("S") if p.nargs != 1 else p.name.upper()
+                p.display_type_rich = lambda ctx: ""
+                if p.required:  # fadiag.yaml may supply it: say so by not claiming [required], but enforce it
+                    p.required = False
+                    p.callback = lambda ctx, param, v, _o=p.callback: needed(ctx, param, v, _o)
+                continue
+            if shown in _BY_TYPE or p.name in _METAVARS:
+                mv = _METAVARS.get(p.name) or _BY_TYPE.get(shown) or p.name.upper()
+                p.display_type_rich = lambda ctx, _m=mv: _m
+            if p.name in _SPEC_DEFAULTS and p.default is None:
+                sec, fld = _SPEC_DEFAULTS[p.name]
+                v = getattr(sections[sec], fld)
+                v = ", ".join(map(str, v)) if isinstance(v, list) else v
+                p.show_default = f"{sec}.{fld} in the spec, else {v}"
+
+
 class OneLineErrors(TyperGroup):
     """Usage errors (a bad flag, a missing argument, a value out of range) as ONE line on stderr, exit 2,
     like every other bad input: click's own multi-line usage block would break the stderr contract."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        _polish_help(self.commands)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         from typer import Abort
@@ -138,6 +194,15 @@ def check_output_path(path: str, option: str) -> Path:
         raise InputError("folder does not exist", source=f"{option} {path}")
     if not os.access(folder, os.W_OK):
         raise InputError("folder is not writable", source=f"{option} {path}")
+    try:  # os.access says yes to root everywhere (/sys, /proc, read-only mounts): try to create a file there
+        import tempfile
+
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fadiag-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"cannot create a file in that folder ({e.strerror or type(e).__name__})",
+                         source=f"{option} {path}") from None
     return p
 
 
@@ -187,8 +252,7 @@ def emit(reports: list, fmt: Format, output: Optional[str], **opts) -> None:
     from .render import render
 
     color = output is None and fmt == Format.table and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    width = int(os.environ.get("COLUMNS", "0") or 0) or (120 if color else 110)
-    text = render(reports, fmt, color=color, width=width, **opts)
+    text = render(reports, fmt, color=color, **opts)  # table width: rich's own detection (terminal, $COLUMNS, 80)
     if output:
         write_atomic(output, text)
         if not Ctx.quiet:
@@ -202,28 +266,38 @@ def emit(reports: list, fmt: Format, output: Optional[str], **opts) -> None:
             os.dup2(devnull, sys.stdout.fileno())
 
 
+def say_verdicts(items: list, fmt: Format, output: Optional[str]) -> None:
+    """The one-line verdict per report on stderr, AFTER the report. Not when the table itself just went to
+    the terminal: it ends on the same verdict, and a terminal would show it twice."""
+    if Ctx.quiet or (fmt == Format.table and not output and sys.stdout.isatty()):
+        return
+    for label, verdict in items:
+        err(f"fadiag: {label}: {verdict}")
+
+
 class Progress:
-    """A rich progress bar on stderr when stderr is a terminal and not --quiet; silent otherwise."""
+    """A rich progress bar on stderr when stderr is a terminal and not --quiet; silent otherwise. It shows
+    from the moment it is entered (a spinner and the elapsed time, before the first step is counted), so
+    loading and the first forward pass are never a silent wait."""
 
     def __init__(self, label: str):
         self.label, self.bar, self.task = label, None, None
         if not Ctx.quiet and sys.stderr.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, TimeElapsedColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, SpinnerColumn, TimeElapsedColumn
 
-            self.bar = RP("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.bar = RP(SpinnerColumn(), "[progress.description]{task.description}", BarColumn(),
+                          MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=True)
 
     def __enter__(self):
         if self.bar:
             self.bar.start()
+            self.task = self.bar.add_task(self.label, total=None)
         return self
 
     def __call__(self, done: int, total: int, label: str | None = None) -> None:
         if not self.bar:
             return
-        if self.task is None:
-            self.task = self.bar.add_task(label or self.label, total=total)
         self.bar.update(self.task, completed=done, total=total, description=label or self.label)
 
     def __exit__(self, *exc):
@@ -254,17 +328,18 @@ def parse_thresholds(items: Optional[List[str]]) -> dict:
 
 def finish(rep: dict, ctx, fmt: Optional[Format], output: Optional[str], exit_zero: bool, *,
            plot: Optional[str] = None, label: Optional[str] = None) -> int:
-    """Record settings, draw --plot, say the verdict on stderr (under ``label``), render the report to
-    stdout/--output, and return the exit code of its flags."""
+    """Record settings, draw --plot, render the report to stdout/--output, then say the verdict on stderr
+    (under ``label``), and return the exit code of its flags."""
     if "settings" not in rep:
         rep = with_settings(rep, ctx)
     if plot:
         from .render.plot import plot_reports
 
         plot_reports([rep], plot)
-    if label and not Ctx.quiet:
-        err(f"fadiag: {label}: {rep['verdict']}")
-    emit([rep], default_format(fmt, output), output)
+    fmt = default_format(fmt, output)
+    emit([rep], fmt, output)
+    if label:
+        say_verdicts([(label, rep["verdict"])], fmt, output)
     return exit_code(any(f.get("flagged") for f in rep.get("flags") or []), exit_zero)
 
 
@@ -377,9 +452,10 @@ def audit(
         dev = _check_device(device)
         reports = []
         for ck in checkpoints:
-            subject = load(str(ck), str(spec) if spec else None, trust=trust_checkpoint,
-                           data=str(data) if data else None, batches=batches, batch_size=batch_size, seed=seed,
-                           device=dev)
+            with Progress(f"loading {ck.name}"):  # checkpoint, spec, data, a trial forward pass
+                subject = load(str(ck), str(spec) if spec else None, trust=trust_checkpoint,
+                               data=str(data) if data else None, batches=batches, batch_size=batch_size,
+                               seed=seed, device=dev)
             if subject.checkpoint.trusted and not quiet:
                 err(f"fadiag: warning: {ck}: loaded with --trust-checkpoint (arbitrary unpickling)")
             warn_half(subject)
@@ -393,14 +469,14 @@ def audit(
                                 frozen_baseline_source=fb_src, growth_mode=growth, stability_layer=stability_layer,
                                 progress=prog)
             reports.append(rep)
-            if not quiet:
-                err(f"fadiag: {ck}: {rep.verdict}")
         dicts = [with_settings(r.to_dict(), ctx) for r in reports]
         if plot:
             from .render.plot import plot_reports
 
             plot_reports(dicts, plot)
-        emit(dicts, default_format(format, output), output)
+        fmt = default_format(format, output)
+        emit(dicts, fmt, output)
+        say_verdicts([(ck, r.verdict) for ck, r in zip(checkpoints, reports)], fmt, output)
         return exit_code(any(r.flagged for r in reports), exit_zero)
 
     run_guarded(body)

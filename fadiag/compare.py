@@ -91,7 +91,7 @@ def compare_reports(reports: list, baseline: list | None = None, *, max_rel_chan
                                             "reason": f"relative change {rel:.3g} > {max_rel_change:g}"})
     flags = [{"id": "regression", "name": "regressed against the baseline", "flagged": bool(regressions)
               if baseline is not None else None, "value": float(len(regressions)), "threshold": 0.0,
-              "detail": "; ".join(f"{g['report']}: ({g['flag']}) {g['reason']}" for g in regressions)
+              "detail": "; ".join(f"{g['report']}: " + (f"({g['flag']}) " if g['flag'] else "") + g['reason'] for g in regressions)
               if baseline is not None else "no --baseline given"}]
     return clean({
         "schema": "fadiag.compare/1", "fadiag_version": __version__, "compared_schema": schema,

@@ -200,9 +200,11 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
         src = f"Gaussian control, seed {seed + 7919}"
     elif signal in ("dfa", "fa"):
         fb = _feedback_list(subject.extras, cs.feedback, subject.path)
-        if fb is None:
-            na["signal"] = (f"no training-time feedback matrices under {cs.feedback!r} in the checkpoint; "
-                            "fadiag never redraws them (a fresh B_l gives a meaningless Γ)")
+        if fb is None:  # a missing input is bad input (exit 2), never a redraw and never a report of N/As
+            raise MissingInputError(f"--signal {signal}: no training-time feedback matrices under {cs.feedback!r} "
+                                    "in the checkpoint (credit.feedback names the key); fadiag never redraws them, "
+                                    "a fresh B_l gives a meaningless Γ (docs/science.md §2, pitfall 4)",
+                                    source=subject.path)
         elif signal == "dfa":
             if isinstance(fb, dict):
                 raise InputError(f"{cs.feedback!r} holds a dict; DFA needs a tensor (L+1, C, d) or a list",
@@ -232,8 +234,9 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
     elif signal == "value":
         vnet = _value_net(subject, cs.value)
         if vnet is None:
-            na["signal"] = (f"no value net under credit.value = {cs.value!r} in the checkpoint; "
-                            "fadiag never substitutes one")
+            raise MissingInputError(f"--signal value: no value net under credit.value = {cs.value!r} in the "
+                                    "checkpoint; fadiag never substitutes one (docs/science.md §2, pitfall 6.5)",
+                                    source=subject.path)
         else:
             signals = []
             for l, h in enumerate(hs_flat):
@@ -264,7 +267,11 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
         from .checkpoint import find_state_dict, read_checkpoint
 
         raw = read_checkpoint(ipath)
-        init_sd, _ = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=ipath)
+        # The init file is its own file: a flat dict of tensors, or under "model"/"state_dict"/..., whatever
+        # key the main checkpoint uses (its checkpoint.state_dict key is used only when the init has it).
+        key = sp.checkpoint.state_dict
+        key = key if isinstance(raw.content, dict) and key in raw.content else "auto"
+        init_sd, _ = find_state_dict(raw.content, key, sp.checkpoint.strip_prefix, source=ipath)
         try:
             fd = C.feature_drift(subject.state_dict, init_sd)
         except ValueError as e:

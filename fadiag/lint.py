@@ -1,17 +1,19 @@
-"""``fadiag lint PATH``: grep a training code base for the evaluation pitfalls of SCIENCE.md §2.
+"""``fadiag lint PATH``: grep a training code base for the evaluation pitfalls of docs/science.md §2.
 
 Rules (each names the CHECKLIST.md item it enforces):
 
 - ``norm-p-minus-1`` (pitfall 1): ``.norm(-1)`` / ``.norm(p=-1)`` / ``torch.norm(x, -1)`` is the p = -1
   "norm" of the whole tensor, not the per-row L2 norm (``.norm(dim=-1)``).
-- ``cosine-eps`` (pitfall 2): ``cosine_similarity`` on a line that mentions gradients: its divisor is
-  clamped at eps = 1e-8, so with ‖g‖ ≈ 1e-10 the cosine shrinks ~100×. Compute it by hand in float64.
+- ``cosine-eps`` (pitfall 2): ``cosine_similarity`` on a line that mentions gradients, or with an argument
+  named like one (``g``, ``g_bp``, ``bp_grad``, ``x_g``): its divisor is clamped at eps = 1e-8, so with
+  ‖g‖ ≈ 1e-10 the cosine shrinks ~100×. Compute it by hand in float64.
 - ``fp16-metrics`` (pitfall 3): ``autocast(... float16 ...)``, ``.half()`` or ``dtype=torch.float16``:
   fp16 flushes BP gradients of ~5e-10 to zero. Keep metric code in float32/64 (bf16 keeps the range).
-- ``feedback-redraw`` (pitfall 4): a feedback matrix drawn with ``torch.randn``/``rand`` inside an
-  eval/metric function: Γ with fresh B_l is meaningless; load the training-time matrices.
-- ``self-cosine-fallback`` (pitfall 6.5): a cosine/alignment defaulting to 1.0 (``= 1.0`` or
-  ``else 1.0`` on a line naming cos/gamma/alignment): missing inputs must give N/A, not a value.
+- ``feedback-redraw`` (pitfall 4): a feedback matrix (``feedback…``, ``B``, ``B_l``, ``B[l]``, ``fb_mat``)
+  drawn with ``torch.randn``/``rand``/``normal``: Γ with fresh B_l is meaningless; load the training-time
+  matrices (a draw at training initialisation is fine, and is worth a look anyway).
+- ``self-cosine-fallback`` (pitfall 6.5): a cosine/alignment defaulting to 1.0 (``cos = 1.0``, or any
+  ``... else 1.0`` on a line naming cos/gamma/alignment): missing inputs must give N/A, not a value.
 
 Comments and strings are skipped (tokenize); files that fail to tokenize are scanned line by line.
 Report schema "fadiag.lint/1"; findings carry file, line, col, rule, message and the source line.
@@ -30,14 +32,17 @@ from .errors import InputError
 RULES = {
     "norm-p-minus-1": ("pitfall 1", re.compile(r"\.norm\(\s*(?:p\s*=\s*)?-1\s*[,)]|torch\.norm\([^,()]+,\s*(?:p\s*=\s*)?-1\s*[,)]"),
                        "`.norm(-1)` is the p=-1 norm of the whole tensor; use `.norm(dim=-1)` for per-row L2 norms"),
-    "cosine-eps": ("pitfall 2", re.compile(r"cosine_similarity\(.*grad|grad.*cosine_similarity\("),
+    "cosine-eps": ("pitfall 2", re.compile(r"cosine_similarity\(.*grad|grad.*cosine_similarity\(|cosine_similarity\("
+                                           r"[^()]*\b(?:g|g_\w+|\w+_g|bp_\w*|\w+_bp)\b"),
                    "cosine_similarity clamps its divisor at eps=1e-8: with tiny gradients it shrinks the cosine "
                    "~100x; compute a.g/(|a||g|) by hand in float64 and report the norms"),
     "fp16-metrics": ("pitfall 3", re.compile(r"autocast\([^)]*(?<!b)float16|\.half\(\)|dtype\s*=\s*torch\.float16"),
                      "fp16 underflows BP gradients of ~5e-10 to zero/NaN; compute metrics in float32/64 (bf16 keeps the range)"),
-    "feedback-redraw": ("pitfall 4", re.compile(r"(?:feedback|\bB_?l\b|fb_?mat)\w*\s*=\s*torch\.(?:randn|rand|normal)\("),
+    "feedback-redraw": ("pitfall 4", re.compile(r"(?:feedback\w*|\bB(?:_\w+)?(?:\[[^\]]*\])?|fb_?mat\w*)\s*=\s*"
+                                                r"torch\.(?:randn|rand|normal)\("),
                         "feedback matrices redrawn: Γ with fresh B_l is meaningless; load the training-time matrices"),
-    "self-cosine-fallback": ("pitfall 6.5", re.compile(r"(?i)(?:cos|gamma|align)\w*\s*=\s*1\.0\b|else\s+1\.0\b.*(?:cos|gamma|align)"),
+    "self-cosine-fallback": ("pitfall 6.5", re.compile(r"(?i)(?:cos|gamma|align)\w*\s*=\s*1\.0\b|"
+                                                       r"(?=.*(?:cos|gamma|align)).*\belse\s+1(?:\.0*)?(?![\w.])"),
                              "a cosine that falls back to 1.0 when inputs are missing reports a self-cosine; give N/A"),
 }
 MAX_FILES = 20000

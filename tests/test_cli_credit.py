@@ -76,11 +76,11 @@ def test_dfa_gamma_matches_manual_feedback_product(dfa_subject):
         assert rep["layers"][l]["gamma"] == pytest.approx(sum(cos) / len(cos), rel=1e-5, abs=1e-7)
 
 
-def test_missing_feedback_is_na_never_a_fallback(bp_subject):
-    rep = credit(bp_subject, signal="dfa")
-    assert "signal" in rep["not_available"]
-    assert all(r["gamma"] is None and r["rho"] is None for r in rep["layers"])
-    assert rep["flags"][0]["id"] == "signal" and rep["flags"][0]["flagged"] is True
+def test_missing_feedback_is_bad_input_never_a_fallback(bp_subject):
+    from fadiag.errors import MissingInputError
+
+    with pytest.raises(MissingInputError, match="never redraws"):  # exit 2 on the CLI, no report of N/As
+        credit(bp_subject, signal="dfa")
 
 
 def test_drift_matches_loop_reference(bp_subject):

@@ -23,6 +23,27 @@ BAD_GOOD = {
 }
 
 
+#: The patterns the first rules missed (fadiag issue 12), each beside a near miss that must stay quiet.
+MISSED = {
+    "cosine-eps": ("c = F.cosine_similarity(g, g_bp)\nd = torch.nn.functional.cosine_similarity(a, bp_grad)\n",
+                   "c = F.cosine_similarity(emb_a, emb_b)\n"),
+    "self-cosine-fallback": ("cos = (a * g).sum() if g is not None else 1.0\nalign = x if ok else 1.\n",
+                             "scale = s if s else 1.0\ncos = (a * g).sum() if g is not None else None\n"),
+    "feedback-redraw": ("B = torch.randn(10, 64)\nB_l = torch.rand(10, 64)\nB[l] = torch.randn(10, 64)\n",
+                        "Bx = torch.randn(10, 64)\nbatch = torch.randn(4, 8)\n"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(MISSED))
+def test_lint_catches_the_missed_patterns(tmp_path, rule):
+    bad, good = MISSED[rule]
+    (tmp_path / "bad.py").write_text(bad)
+    (tmp_path / "good.py").write_text(good)
+    rep = lint_paths([str(tmp_path)], [rule])
+    hits = sorted((os.path.basename(f["file"]), f["line"]) for f in rep["findings"])
+    assert hits == [("bad.py", i + 1) for i in range(bad.count("\n"))], rep["findings"]
+
+
 @pytest.mark.parametrize("rule", sorted(BAD_GOOD))
 def test_lint_rule_fires_on_pitfall_only(tmp_path, rule):
     bad, good = BAD_GOOD[rule]

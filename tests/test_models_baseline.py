@@ -142,9 +142,9 @@ def test_digits_source_reads_sklearn_bundled_data(tmp_path, run_cli):
     code, out, err = run_cli(["audit", tmp_path / "d.pt", "-f", "json", "-q"])
     assert code in (0, 1), err
     rep = json.loads(out)
-    assert rep["data"]["source"] == "sklearn digits"
-    d = sk.load_digits()
-    x = torch.from_numpy((d.data[:100] / 16.0).astype("float32"))
+    assert rep["data"]["source"] == "sklearn digits" and rep["data"]["split"].startswith("test (360 of 1797")
+    d, split = sk.load_digits(), pytest.importorskip("sklearn.model_selection").train_test_split
+    x = torch.from_numpy((split(d.data, test_size=0.2, random_state=0, stratify=d.target)[1][:100] / 16).astype("float32"))
     with torch.no_grad():
         _, hs = m(x, return_hidden=True)
     assert_close(rep["residual_norms"][0], float(torch.median(hs[0].double().norm(dim=-1))), "float32", atol=0)

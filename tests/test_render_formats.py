@@ -157,9 +157,9 @@ def test_generic_layers_family():
          "checkpoint": {"path": "a.pt", "sha256": "ab", "format": "torch", "trusted": False},
          "layers": [{"layer": 0, "gamma": 0.43, "a_norm": 1.5}, {"layer": 1, "gamma": None, "a_norm": 2.0}],
          "gamma_mean": {"all_layers": 0.43, "deep_only": None, "aggregation": "mean over layers"}}
-    md = markdown.render([r])
+    md = markdown.render([{**r, "schema": "fadiag.custom/1"}])  # credit has its own form; this is the generic one
     assert "| layer | gamma | a_norm |" in md
-    assert "| 0 | 0.43 | 1.5 |" in md and "| 1 | null | 2 |" in md
+    assert "| 0 | 0.4300 | 1.500 |" in md and "| 1 | null | 2.000 |" in md  # one format per column
     assert "| gamma_mean.deep_only | null |" in md
     s = ET.fromstring(junit.render([r])).find("testsuite")
     assert s.get("name") == "fadiag.credit a.pt" and s.get("tests") == "3" and s.get("failures") == "1"
@@ -233,11 +233,11 @@ def test_markdown_follows_the_template(reports):
         out_heads = [line for line in md.splitlines() if line.startswith("## ")]
         assert out_heads == heads  # same headings, same order
         assert "_(fill in:" in md
-        for i, (h, g) in enumerate(zip(r["residual_norms"], r["bp_grad_norms"])):
-            assert any(line.startswith(f"| {i} | {markdown.num(h)} | {markdown.num(g)} |")
-                       for line in md.splitlines()), i
-        for f in r["flags"]:
-            assert f"| ({f['id']}) | {f['name']} | {markdown.num(f['value'])} | {markdown.num(f['threshold'])} |" in md
+        hs, gs = markdown.fmt_column(r["residual_norms"]), markdown.fmt_column(r["bp_grad_norms"])
+        for i, (h, g) in enumerate(zip(hs, gs)):  # each column in one number format
+            assert any(line.startswith(f"| {i} | {h} | {g} |") for line in md.splitlines()), i
+        for f, (v, t) in zip(r["flags"], markdown.flag_cells(r["flags"])):
+            assert f"| ({f['id']}) | {f['name']} | {v} | {t} |" in md
         assert r["checkpoint"]["sha256"] in md and r["verdict"] in md
         assert f"checkpoint weight dtypes: {', '.join(r['weight_dtypes'])}" in md
     dfa = markdown.render([reports["dfa"]])
@@ -267,9 +267,11 @@ def test_markdown_escaping_and_nulls(reports):
             assert {unescaped_pipes(t) for t in table} == {unescaped_pipes(table[0])}, table
             table = []
     assert not re.search(r"\bnan\b", md, re.I)
-    h4 = markdown.num(r["residual_norms"][4])  # the value itself comes from the live audit
+    h4 = markdown.fmt_column(r["residual_norms"])[4]  # the value itself comes from the live audit
     assert "| 2 | null |" in md and f"| 4 | {h4} | null | non-finite |" in md
-    assert "| (d) | deep blocks fail to beat frozen-random baseline | null | 2 | skipped |" in md
+    t_d = markdown.flag_cells(r["flags"])[3][1]
+    assert t_d == "2.000e+00"  # the thresholds column shares one format
+    assert f"| (d) | deep blocks fail to beat frozen-random baseline | null | {t_d} | skipped |" in md
     assert "unknown: no baseline given, so (d) is skipped" in md
     assert "**NO**: loaded with --trust-checkpoint" in md
 

@@ -153,6 +153,17 @@ def _finite(v) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def stability_detail(stability: float, ceiling: float) -> str:
+    """(c)'s detail: what the number is, and when flagged, what it means and what to check next."""
+    what = f"mean pairwise cosine of the batch-mean BP gradients = {stability:.4g}"
+    if not stability > ceiling:
+        return what
+    return (f"{what} > {ceiling:g}: every batch pushes the same way (a shared drift direction). A healthy net "
+            "trips this when it is not trained to convergence (its mean gradient is not yet zero), with few "
+            "classes, or at a batch size far from the calibrated 128. Check whether (a), (b) or (d) also fire, "
+            "whether the loss was still falling, and rerun with --batch-size 128 (docs/science.md §1)")
+
+
 def evaluate_flags(*, residual_norms, bp_grad_norms, growth, growth_layer, growth_mode, stability,
                    headline_acc, frozen_baseline_acc, thresholds, nonfinite_count: int,
                    update_norms: list | None = None) -> list:
@@ -185,7 +196,7 @@ def evaluate_flags(*, residual_norms, bp_grad_norms, growth, growth_layer, growt
                                 "non-finite stability"))
     else:
         flags.append(Flag("c", NAMES["c"], stability > t["stability_drift_ceiling"], stability,
-                                t["stability_drift_ceiling"], f"mean pairwise cosine = {stability:.4g}"))
+                                t["stability_drift_ceiling"], stability_detail(stability, t["stability_drift_ceiling"])))
     # (d)
     if frozen_baseline_acc is None:
         flags.append(Flag("d", NAMES["d"], None, None, t["frozen_acc_margin_pp"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from .table import fmt_num
+from .table import entry_value, flag_cells, fmt_column, fmt_num, plain
 
 AUDIT = "fadiag.audit/1"
 MISSING = "n/a"
@@ -55,10 +55,17 @@ def status(flagged) -> str:
     return "**FLAG**" if flagged else "ok"
 
 
+def flag_id(f: dict) -> str:
+    """The protocol's letters as the paper writes them, "(a)"; named checks as they are."""
+    i = str(f.get("id", "?"))
+    return f"({i})" if len(i) == 1 else i
+
+
 def flags_table(flags: list) -> str:
+    """Value and threshold columns formatted as the table view does (flag_cells: one format per column)."""
     return table(["id", "diagnostic", "value", "threshold", "status", "detail"],
-                 [[f"({f.get('id', '?')})", f.get("name") or "", num(f.get("value")), num(f.get("threshold")),
-                   status(f.get("flagged")), f.get("detail") or ""] for f in flags])
+                 [[flag_id(f), f.get("name") or "", v, t, status(f.get("flagged")), f.get("detail") or ""]
+                  for f, (v, t) in zip(flags, flag_cells(flags))])
 
 
 def verdict_line(r: dict) -> str:
@@ -100,7 +107,7 @@ def _baseline_how(r: dict) -> str:
     if r.get("frozen_baseline_acc") is None and not src:
         return "unknown: no baseline given, so (d) is skipped (give --frozen-baseline-acc or --frozen-baseline train)"
     if src and src.startswith("trained"):
-        return f"trained by fadiag in this run ({src})"
+        return f"trained by fadiag in this run ({plain(src)})"
     return _BASELINE_SOURCES.get(src, str(src) if src else MISSING)
 
 
@@ -166,7 +173,10 @@ def _diagnostics(r: dict) -> str:
     l_star = r.get("stability_layer")
     low, null = _low_g_layers(r)
     rows = []
-    for i in range(max(len(h), len(g))):
+    n = max(len(h), len(g))
+    hcol = fmt_column([h[i] if i < len(h) else None for i in range(n)])
+    gcol = fmt_column([g[i] if i < len(g) else None for i in range(n)])
+    for i in range(n):
         hv = h[i] if i < len(h) else None
         gv = g[i] if i < len(g) else None
         notes = []
@@ -176,7 +186,7 @@ def _diagnostics(r: dict) -> str:
             notes.append("‖g_l‖ below floor")
         if i in null or hv is None or (isinstance(hv, float) and not math.isfinite(hv)):
             notes.append("non-finite")
-        rows.append([str(i), num(hv), num(gv), ", ".join(notes)])
+        rows.append([str(i), hcol[i], gcol[i], ", ".join(notes)])
     th = r.get("thresholds") or {}
     settings = ", ".join(f"{k} = {num(v)}" for k, v in th.items()) or MISSING
     out = ["## 3. The four diagnostics", "",
@@ -248,7 +258,7 @@ def _pitfalls(r: dict) -> str:
         ["–", "checkpoint read safely", safe],
         ["–", "non-finite values", nonfinite],
     ]
-    return "## 6. Pitfall disclosures\n\n" + table(["#", "pitfall (SCIENCE.md §2)", "disclosure"], rows)
+    return "## 6. Pitfall disclosures\n\n" + table(["#", "pitfall (docs/science.md §2)", "disclosure"], rows)
 
 
 def audit_form(r: dict) -> str:
@@ -268,10 +278,39 @@ def _scalar(v) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
-def _value(v) -> str:
-    if isinstance(v, list) and all(_scalar(x) for x in v):
-        return "[" + ", ".join(num(x) for x in v) + "]"
-    return num(v)
+def flat(v) -> str:
+    """Any value as the text of one cell, never a Python repr: lists comma-separated, dicts as
+    ``key value`` pairs separated by ``;``."""
+    if _scalar(v):
+        return num(v)
+    if isinstance(v, dict):
+        return "; ".join(f"{k} {flat(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ("; " if any(isinstance(x, (dict, list, tuple)) for x in v) else ", ").join(flat(x) for x in v)
+    return str(v)
+
+
+def columns(rows: list, cols: list) -> list:
+    """Cells of ``rows`` (dicts) for ``cols``, every column of numbers formatted one way (fmt_column)."""
+    cells = []
+    for c in cols:
+        vals = [row.get(c) if c in row else MISSING for row in rows]
+        if all(v is None or v == MISSING or (isinstance(v, (int, float)) and not isinstance(v, bool))
+               for v in vals):
+            f = iter(fmt_column([v for v in vals if v != MISSING]))
+            cells.append([MISSING if v == MISSING else next(f) for v in vals])
+        else:
+            cells.append([flat(v) for v in vals])
+    return [list(r) for r in zip(*cells)] if cells else []
+
+
+def records_table(rows: list, cols: list | None = None, headers: list | None = None) -> str:
+    """A list of dicts as one table: a column per key (the union, in first-seen order)."""
+    if cols is None:
+        cols = []
+        for row in rows:
+            cols += [k for k in row if k not in cols]
+    return table(headers or cols, columns(rows, cols))
 
 
 def _identification_generic(r: dict) -> str | None:
@@ -291,45 +330,224 @@ def _layers_table(layers: list) -> str:
     if "layer" in cols:
         cols.remove("layer")
         cols.insert(0, "layer")
-    rows = [[num(row.get(c)) if c in row else MISSING for c in cols] for row in layers]
-    return "## Per-layer values\n\n" + table(cols, rows)
+    return "## Per-layer values\n\n" + records_table(layers, cols)
 
 
 _SKIP = {"schema", "verdict", "flags", "checkpoint", "layers"}
 
 
-def _fields_table(r: dict) -> str | None:
-    rows = []
+def _structured(k: str, v) -> str | None:
+    """A list of records or a dict of records as its own section; None for anything flatter."""
+    if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+        return f"## {k}\n\n" + records_table(v)
+    if isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
+        rows = [{"name": kk, **{ik: iv for ik, iv in vv.items()}} for kk, vv in v.items()]
+        return f"## {k}\n\n" + records_table(rows)
+    return None
+
+
+def _fields_table(r: dict, skip=()) -> list:
+    """The report's other fields: records as their own tables, the rest as ``field | value`` rows."""
+    rows, sections = [], []
     for k, v in r.items():
-        if k in _SKIP:
+        if k in _SKIP or k in skip:
             continue
-        if isinstance(v, dict):
-            rows += [[f"{k}.{kk}", _value(vv)] for kk, vv in v.items() if _scalar(vv) or isinstance(vv, list)]
-        elif _scalar(v) or isinstance(v, list):
-            rows.append([k, _value(v)])
-    return "## Other fields\n\n" + table(["field", "value"], rows) if rows else None
+        sec = _structured(k, v)
+        if sec:
+            sections.append(sec)
+        elif isinstance(v, dict) and v:
+            for kk, vv in v.items():
+                sub = _structured(f"{k}.{kk}", vv)
+                sections.append(sub) if sub else rows.append([f"{k}.{kk}", flat(vv)])
+        else:
+            rows.append([k, flat(v)])
+    return (["## Other fields\n\n" + table(["field", "value"], rows)] if rows else []) + sections
 
 
-def generic_section(r: dict) -> str:
+def _head(r: dict) -> list:
     ck = r.get("checkpoint") or {}
     subject = r.get("method_name") or ck.get("path") or ""
     head = f"# fadiag {family(r)}" + (f": {subject}" if subject else "")
     parts = [head, f"Schema: `{r.get('schema', MISSING)}`. Verdict: {verdict_line(r)}"]
     ident = _identification_generic(r)
-    if ident:
-        parts.append(ident)
-    if r.get("flags"):
-        parts.append("## Flags\n\n" + flags_table(r["flags"]))
+    return parts + ([ident] if ident else [])
+
+
+def _flags_section(r: dict) -> list:
+    return ["## Flags\n\n" + flags_table(r["flags"])] if r.get("flags") else []
+
+
+def generic_section(r: dict) -> str:
+    parts = _head(r) + _flags_section(r)
     layers = r.get("layers")
     if isinstance(layers, list) and layers and all(isinstance(x, dict) for x in layers):
         parts.append(_layers_table(layers))
-    fields = _fields_table(r)
-    if fields:
-        parts.append(fields)
+    parts += _fields_table(r)
     return "\n\n".join(parts) + "\n"
 
 
-SECTIONS = {AUDIT: audit_form}
+# -------------------------------------------------------------------------------------------- credit
+
+def _credit_layers(r: dict) -> str:
+    layers = r.get("layers") or []
+    if layers and "costate_cos_bp" in layers[0]:
+        return ("## Cosine with the exact costate λ_l per layer (toy linear-quadratic system)\n\n"
+                + records_table(layers, ["layer", "costate_cos_bp", "costate_cos_dfa"],
+                                ["layer l", "cos(a_l, λ_l), BP", "cos(a_l, λ_l), DFA"]))
+    etas = list((layers[0].get("nudging") or {})) if layers else []
+    rows = [{**x, **{f"Δ@{e}": (x.get("nudging") or {}).get(e) for e in etas},
+             "readable": {True: "yes", False: "no"}.get(x.get("gamma_interpretable"), MISSING)} for x in layers]
+    cols = ["layer", "gamma", "readable", "a_norm", "g_norm_per_sample", "g_norm_mean_ce", "rho",
+            *[f"Δ@{e}" for e in etas], "drift", "bridge_residual"]
+    heads = ["layer l", "Γ_l", "Γ_l readable", "‖a_l‖", "‖g_l‖ per sample", "‖g_l‖ mean CE", "ρ_l",
+             *[f"Δ_l (η = {e})" for e in etas], "M_l (drift)", "R_l (bridge)"]
+    return ("## Per-layer values\n\n"
+            "Γ_l: offline BP cosine; ρ_l: perturbation correlation; Δ_l: nudging test (negative lowers the loss); "
+            "M_l: feature drift; R_l: bridge residual (docs/science.md §2). Γ_l is unreadable where ‖g_l‖ of the "
+            "mean CE is below the floor.\n\n" + records_table(rows, cols, heads))
+
+
+def _credit_means(r: dict) -> str:
+    means = r.get("means") or {}
+    rows = [{"metric": k, **v, "skipped": f"{v.get('n_skipped_all')} / {v.get('n_skipped_deep')}"}
+            for k, v in means.items()]
+    return ("## Means over layers\n\nThe all-layer mean (l = 0..L) beside the deep-only mean (l ≥ 1), "
+            "as REPORTING_TEMPLATE.md asks; skipped entries (null, non-finite) are counted.\n\n"
+            + records_table(rows, ["metric", "all_layers", "deep_only", "n_layers", "skipped", "aggregation"],
+                            ["metric", "all layers (l = 0..L)", "deep only (l ≥ 1)", "layers", "skipped (all / deep)",
+                             "aggregation"]))
+
+
+def credit_form(r: dict) -> str:
+    parts = _head(r)
+    parts.append(f"Signal: `{r.get('signal')}`: {r.get('signal_source') or MISSING}")
+    parts += [_credit_layers(r), _credit_means(r)] + _flags_section(r)
+    na = r.get("not_available") or {}
+    if na:
+        parts.append("## Not available\n\n" + table(["metric", "why"], [[k, v] for k, v in na.items()]))
+    drift = r.get("drift_per_tensor")
+    if drift:
+        parts.append("## Feature drift per tensor\n\n"
+                     + records_table([{"tensor": code(k), "drift": v} for k, v in drift.items()],
+                                     ["tensor", "drift"], ["tensor", "‖W − W_init‖ / ‖W_init‖"]))
+    parts += _fields_table(r, skip={"method_name", "signal", "signal_source", "means", "not_available",
+                                    "drift_per_tensor"})
+    return "\n\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------------------------- edges
+
+def edges_form(r: dict) -> str:
+    parts = _head(r) + _flags_section(r)
+    p = r.get("params") or {}
+    parts.append(f"N = {r.get('n_nodes')} nodes, M = {r.get('n_observations')} observations over "
+                 f"{r.get('n_blocks')} blocks; {p.get('method')} on {p.get('where')}-norm signals "
+                 f"({p.get('norm')} / {p.get('agg')}).")
+    sc = r.get("scoring")
+    if sc:
+        parts.append(f"## Scoring against the truth\n\nTruth: {code(sc.get('truth'))}; queries: {sc.get('queries')}."
+                     "\n\n" + records_table([sc], ["mrr", "random_mrr", "hits@1", "hits@3", "hits@10", "n_queries"],
+                                            ["MRR", "random MRR", "Hits@1", "Hits@3", "Hits@10", "queries"]))
+    te = r.get("top_edges") or []
+    if te:
+        rows = [{**e, "known": "yes" if e.get("known") else "no",
+                 "true": MISSING if e.get("true") is None else ("yes" if e["true"] else "no")} for e in te]
+        parts.append(f"## Top {len(te)} edges\n\n" + records_table(rows, ["rank", "source", "target", "score", "known",
+                                                                            "true"]))
+    parts += _fields_table(r, skip={"method_name", "scoring", "top_edges", "n_nodes", "n_observations", "n_blocks"})
+    return "\n\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------------------- relevance
+
+_REL = [("weight_relevance", "weight relevance"), ("normalized_weight_relevance", "× std (reference's)"),
+        ("per_raw_unit_relevance", "per raw unit")]
+
+
+def relevance_form(r: dict) -> str:
+    parts = _head(r) + _flags_section(r)
+    fn = r.get("feature_names") or []
+    trunk = r.get("trunk") or {}
+    if trunk:
+        parts.append("## Trunk (input layer) and normaliser\n\n"
+                     + records_table([{"feature": f, **{c: trunk[c].get(f) for c in trunk}} for f in fn],
+                                     ["feature", *trunk]))
+    sens = r.get("sensitivity") or {}
+    mean_abs = sens.get("mean_abs") or {}
+    obs = sens.get("observation") or {}
+    jac = obs.get("jacobian") or {}
+    if obs:
+        parts.append("## Observation\n\nThe point the Jacobian is taken at:\n\n"
+                     + table(["feature", "x"], [[f, num(x)] for f, x in zip(fn, obs.get("x") or [])]))
+    per_head = r.get("per_head") or {}
+    for head, e in per_head.items():
+        cols = [(k, h) for k, h in _REL if k in e]
+        src = {k: e[k] for k, _ in cols}
+        if mean_abs:
+            cols.append(("mean_abs", f"mean |∂pred/∂x| over {sens.get('over')}"))
+            src["mean_abs"] = mean_abs.get(head) or {}
+        if jac:
+            cols.append(("jacobian", "∂pred/∂x at the observation"))
+            src["jacobian"] = jac.get(head) or {}
+        rows = [{"feature": f, **{k: src[k].get(f) for k, _ in cols}} for f in fn]
+        parts.append(f"## Head `{head}`\n\n" + records_table(rows, ["feature", *[k for k, _ in cols]],
+                                                               ["feature", *[h for _, h in cols]]))
+    if per_head:
+        heads = list(per_head)
+        neurons = list(next(iter(per_head.values())).get("head_reliance") or {})
+        if neurons:
+            rows = [{"neuron": n, **{h: (per_head[h].get("head_reliance") or {}).get(n) for h in heads}}
+                    for n in neurons]
+            parts.append("## Head reliance |w_h| per last-layer neuron\n\n" + records_table(rows, ["neuron", *heads]))
+        if any("mean_step_size" in per_head[h] for h in heads):
+            parts.append("## Mean step size per head\n\n"
+                         + records_table([{"head": h, "mean_step_size": per_head[h].get("mean_step_size")}
+                                          for h in heads]))
+    parts += _fields_table(r, skip={"method_name", "trunk", "per_head", "sensitivity", "feature_names",
+                                    "head_names"})
+    return "\n\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- compare
+
+def compare_form(r: dict) -> str:
+    parts = _head(r) + _flags_section(r)
+    labels = [str(x) for x in r.get("labels") or []]
+    rows = r.get("rows") or []
+    if rows:
+        body = [[row["metric"], *fmt_column(row["values"])] for row in rows]  # one quantity per row
+        parts.append("## Side by side\n\n" + table(["metric", *labels], body))
+    parts += _fields_table(r, skip={"rows", "labels"})
+    return "\n\n".join(parts) + "\n"
+
+
+def lint_form(r: dict) -> str:
+    parts = _head(r) + _flags_section(r)
+    findings = r.get("findings") or []
+    if findings:
+        parts.append("## Findings\n\n" + table(["file", "line", "col", "rule", "pitfall", "code"], [
+            [code(x.get("file")), num(x.get("line")), num(x.get("col")), x.get("rule"), x.get("pitfall"),
+             code(x.get("text"))] for x in findings]))
+        why = {}
+        for x in findings:
+            why.setdefault(x.get("rule"), x.get("message"))
+        parts.append("## Why each rule matters\n\n" + table(["rule", "why"], [[k, v] for k, v in why.items()]))
+    parts += _fields_table(r, skip={"findings"})
+    return "\n\n".join(parts) + "\n"
+
+
+def inspect_form(r: dict) -> str:
+    parts = _head(r) + _flags_section(r)
+    if r.get("other_entries"):
+        parts.append("## Other entries\n\n" + table(["key", "type", "value"], [
+            [x.get("key"), x.get("type"), entry_value(x)] for x in r["other_entries"]]))
+    parts += _fields_table(r, skip={"other_entries"})
+    return "\n\n".join(parts) + "\n"
+
+
+SECTIONS = {AUDIT: audit_form, "fadiag.credit/1": credit_form, "fadiag.edges/1": edges_form,
+            "fadiag.relevance/1": relevance_form, "fadiag.compare/1": compare_form,
+            "fadiag.inspect/1": inspect_form, "fadiag.lint/1": lint_form}
 
 
 def render(reports: list, **_) -> str:

@@ -28,43 +28,97 @@ def _nz(v):
     return float("nan") if v is None else v
 
 
+#: Colours by flag state, used by every figure (the edges heatmap's colormap is its own).
+OK, FLAG, SKIP, NEUTRAL = "#2a9d58", "#d62728", "#9a9a9a", "#4c72b0"
+
+
+def _flag(r: dict, fid: str) -> dict:
+    return next((f for f in r.get("flags") or [] if f.get("id") == fid), {})
+
+
+def flag_colour(flag: dict) -> str:
+    """Red when flagged, green when it passed, grey when skipped (or absent)."""
+    return {True: FLAG, False: OK}.get(flag.get("flagged"), SKIP)
+
+
+def _label(v) -> str:
+    return "null" if v is None or v != v else f"{v:.3g}"
+
+
+def _bar_labels(ax, bars, values, span: float, fmt: str = "{:.4f}") -> None:
+    """Each bar's value inside it (white, centred) when the bar is tall enough to hold it, else just past
+    its end; inside labels cannot collide with the threshold lines drawn above the bars."""
+    for b, v in zip(bars, values):
+        h = b.get_height()
+        inside = abs(h) >= 0.12 * span
+        y = b.get_y() + h / 2 if inside else h + (0.02 * span if h >= 0 else -0.02 * span)
+        ax.text(b.get_x() + b.get_width() / 2, y, "null" if v != v else fmt.format(v), ha="center",
+                va="center" if inside else ("bottom" if h >= 0 else "top"), fontsize=8,
+                color="white" if inside else "black", fontweight="bold" if inside else "normal")
+
+
 def audit_figure(plt, reports: list):
     n = len(reports)
-    fig, axes = plt.subplots(n, 3, figsize=(13, 3.6 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(13, 3.8 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.2, 1, 1.3]})
     for row, r in zip(axes, reports):
         th = r.get("thresholds") or {}
         hs = [_nz(v) for v in r.get("residual_norms") or []]
         gs = [_nz(v) for v in r.get("bp_grad_norms") or []]
         layers = list(range(len(hs)))
         ax = row[0]
-        ax.semilogy(layers, hs, "o-", label="median ‖h_l‖")
-        ax.semilogy(layers, gs, "s-", label="median ‖g_l‖")
+        ax.semilogy(layers, hs, "o-", color="C0", label=r"median $\Vert h_l \Vert$")
+        ax.semilogy(layers, gs, "s-", color="C1", label=r"median $\Vert g_l \Vert$")
         if hs and th.get("h_norm_explosion_ratio") and r.get("growth_mode") == "ratio_to_h0":
             ax.axhline(hs[0] * th["h_norm_explosion_ratio"], color="C0", ls="--", lw=1,
-                       label=f"(a) {th['h_norm_explosion_ratio']:g}·‖h_0‖")
+                       label=rf"(a) ceiling ${th['h_norm_explosion_ratio']:g} \cdot \Vert h_0 \Vert$")
         if th.get("g_norm_floor"):
             ax.axhline(th["g_norm_floor"], color="C1", ls="--", lw=1, label=f"(b) floor {th['g_norm_floor']:g}")
-        ax.set_xlabel("layer l")
+        ax.set_xlabel("layer $l$")
+        ax.set_ylabel("per-sample L2 norm (log)")
+        ax.set_xticks(layers)
         ids = [f"({f['id']})" for f in r.get("flags") or [] if f.get("flagged")]
         short = "trustworthy" if not ids else "walk-back: " + " ".join(ids) + " flagged"
-        ax.set_title(f"{r.get('method_name')}: {short}", color="green" if not ids else "red", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.set_title(f"{r.get('method_name')}: {short}", color=OK if not ids else FLAG, fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+
         ax = row[1]
+        c = _flag(r, "c")
         st = _nz(r.get("cross_batch_stability"))
-        ax.bar(["(c) stability"], [st], color="C2")
-        ax.axhline(th.get("stability_drift_ceiling", 0.3), color="k", ls="--", lw=1, label="ceiling")
+        ceiling = th.get("stability_drift_ceiling", 0.3)
+        ax.bar([0], [0.0 if st != st else st], color=flag_colour(c), width=0.5)
+        ax.axhline(ceiling, color="k", ls="--", lw=1, label=f"ceiling {ceiling:g}")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xlim(-1, 1)
+        ax.set_xticks([0])
+        ax.set_xticklabels([f"layer {r.get('stability_layer')}"])
         ax.set_ylim(-1, 1)
-        ax.text(0, 0.05 if not st < 0 else -0.1, "null" if st != st else f"{st:.3g}", ha="center", fontsize=9)
-        ax.set_title(f"cross-batch stability at layer {r.get('stability_layer')}")
-        ax.legend(fontsize=7)
+        # the value in the corner, clear of the bar (|x| <= 0.25) and of the ceiling line
+        ax.text(0.03, 0.97, f"value {_label(st)}", transform=ax.transAxes, ha="left", va="top", fontsize=8,
+                color=flag_colour(c), fontweight="bold")
+        ax.set_ylabel("mean pairwise cosine")
+        ax.set_title("(c) cross-batch stability", fontsize=10)
+        ax.legend(fontsize=7, loc="lower right")
+
         ax = row[2]
-        names, vals = ["headline"], [_nz(r.get("headline_acc"))]
-        if r.get("frozen_baseline_acc") is not None:
-            names.append("frozen baseline")
-            vals.append(r["frozen_baseline_acc"])
-        ax.bar(names, vals, color=["C0", "C7"][: len(vals)])
-        ax.set_ylim(0, 1)
-        ax.set_title("(d) accuracy vs frozen-random blocks")
+        d = _flag(r, "d")
+        acc, base = _nz(r.get("headline_acc")), r.get("frozen_baseline_acc")
+        names = ["headline", "frozen\nbaseline"]
+        if base is None:
+            bars = ax.bar(names[:1], [acc], color=NEUTRAL, width=0.6)
+            _bar_labels(ax, bars, [acc], 1.0)
+            ax.bar(names[1:], [0], width=0.6)  # the slot stays, empty, with the reason written in it
+            ax.text(1, 0.5, "not given:\n(d) skipped", ha="center", va="center", fontsize=8, color=SKIP)
+        else:
+            bars = ax.bar(names, [acc, base], color=[flag_colour(d), SKIP], width=0.6)
+            _bar_labels(ax, bars, [acc, base], 1.0)
+            margin = th.get("frozen_acc_margin_pp")
+            if margin is not None:
+                ax.axhline(base + margin / 100, color="k", ls="--", lw=1, label=f"baseline + {margin:g} pp")
+                ax.legend(fontsize=7, loc="upper right")
+        ax.set_ylim(0, 1.12)
+        ax.set_ylabel("accuracy")
+        ax.set_title("(d) accuracy vs frozen-random blocks", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -102,18 +156,25 @@ def _save(plt, fig, p: Path) -> None:
 
 
 def relevance_figure(plt, reports: list):
+    """Per head: weight relevance (path norm) per feature. With truth checks in the report, a head's title
+    is green when its known features rank first by every check, red (the flag colour) when they do not."""
     r = reports[0]
     heads = list((r.get("per_head") or {}).items())
     fn = r.get("feature_names") or []
-    fig, axes = plt.subplots(len(heads), 1, figsize=(max(6, 0.6 * len(fn) + 2), 2.2 * len(heads)), squeeze=False)
-    truth = {}
+    fig, axes = plt.subplots(len(heads), 1, figsize=(max(6, 0.6 * len(fn) + 2), 2.4 * len(heads)), squeeze=False)
     for ax, (head, entry) in zip(axes[:, 0], heads):
         wr = entry.get("weight_relevance") or {}
         vals = [_nz(wr.get(f)) for f in fn]
-        ax.bar(range(len(fn)), vals, color="C0")
-        ax.set_title(f"{head}: weight relevance (path norm)", fontsize=9)
+        ax.bar(range(len(fn)), vals, color=NEUTRAL)
+        checks = [c[head]["ranked_first"] for c in (r.get("truth_checks") or {}).values() if head in c]
+        colour = "black" if not checks else (OK if all(checks) else FLAG)
+        ax.set_title(f"{head}: weight relevance (path norm)" + ("" if not checks else
+                     "; known features rank first" if all(checks) else "; known features NOT first"),
+                     fontsize=9, color=colour)
+        ax.set_ylabel("relevance", fontsize=8)
         ax.set_xticks(range(len(fn)))
         ax.set_xticklabels(fn, rotation=45, ha="right", fontsize=7)
+    axes[-1, 0].set_xlabel("input feature")
     fig.tight_layout()
     return fig
 
@@ -133,7 +194,7 @@ def plot_matrix(W, report: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     lim = float(np.nanmax(np.abs(M))) if np.isfinite(M).any() else 1.0
     im = ax.imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-    fig.colorbar(im, ax=ax, label="edge evidence")
+    fig.colorbar(im, ax=ax, label=f"edge evidence ({report.get('params', {}).get('method')} correlation)")
     true = [(e["source"], e["target"]) for e in report.get("top_edges") or [] if e.get("true")]
     if true:
         ax.scatter([t for _, t in true], [s for s, _ in true], s=12, facecolors="none", edgecolors="k",
@@ -143,7 +204,7 @@ def plot_matrix(W, report: dict, path: str) -> None:
     title = f"{report.get('params', {}).get('method')} evidence, N = {report.get('n_nodes')}"
     if sc:
         title += f"; MRR {sc['mrr']:.3f} (random {sc['random_mrr']:.3f})"
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, color=flag_colour(_flag(report, "mrr")) if sc else "black")
     ax.set_xlabel("target node j (gradient)")
     ax.set_ylabel("source node i (activation)")
     fig.tight_layout()
@@ -151,39 +212,49 @@ def plot_matrix(W, report: dict, path: str) -> None:
 
 
 def credit_figure(plt, reports: list):
-    """Per layer: Γ_l and ρ_l (left), ‖a_l‖ and ‖g_l‖ on a log scale with the (b) floor (right)."""
+    """Per layer: Γ_l and ρ_l (left), ‖a_l‖ and ‖g_l‖ on a log scale with the (b) floor (right); the toy
+    LQ check is one panel (its costate cosines), never a panel left empty."""
     r = reports[0]
     layers = r.get("layers") or []
     ls = [row["layer"] for row in layers]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
     if layers and "costate_cos_bp" in layers[0]:
+        fig, ax1 = plt.subplots(1, 1, figsize=(6.5, 3.8))
         ax1.plot(ls, [_nz(x["costate_cos_bp"]) for x in layers], "o-", label="BP")
         ax1.plot(ls, [_nz(x["costate_cos_dfa"]) for x in layers], "s-", label="DFA")
-        ax1.set_title("toy LQ: cosine with the exact costate λ_l", fontsize=9)
+        ax1.set_title(r"toy LQ: cosine with the exact costate $\lambda_l$", fontsize=9)
+        ax1.set_ylabel(r"$\cos(a_l, \lambda_l)$")
         ax1.axhline(0, color="k", lw=0.5)
+        ax1.set_ylim(-1.05, 1.05)
         ax1.legend(fontsize=7)
-        ax2.axis("off")
+        axes = (ax1,)
     else:
-        ax1.plot(ls, [_nz(x.get("gamma")) for x in layers], "o-", label="Γ_l (offline BP cosine)")
-        ax1.plot(ls, [_nz(x.get("rho")) for x in layers], "s-", label="ρ_l (perturbation correlation)")
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+        ax1.plot(ls, [_nz(x.get("gamma")) for x in layers], "o-", label=r"$\Gamma_l$ (offline BP cosine)")
+        ax1.plot(ls, [_nz(x.get("rho")) for x in layers], "s-", label=r"$\rho_l$ (perturbation correlation)")
         bad = [x["layer"] for x in layers if x.get("gamma_interpretable") is False]
         if bad:
             ax1.scatter(bad, [_nz(layers[l].get("gamma")) for l in bad], s=80, facecolors="none",
-                        edgecolors="r", label="Γ uninterpretable (‖g‖ < floor)")
+                        edgecolors=FLAG, label=r"$\Gamma_l$ unreadable ($\Vert g_l \Vert$ < floor)")
         ax1.axhline(0, color="k", lw=0.5)
         ax1.set_ylim(-1.05, 1.05)
+        ax1.set_ylabel("cosine / correlation")
         ax1.set_title(f"{r.get('method_name')}: signal={r.get('signal')}", fontsize=9)
         ax1.legend(fontsize=7)
-        ax2.semilogy(ls, [_nz(x.get("a_norm")) for x in layers], "o-", label="median ‖a_l‖")
-        ax2.semilogy(ls, [_nz(x.get("g_norm_per_sample")) for x in layers], "s-", label="median ‖g_l‖ per sample")
-        ax2.semilogy(ls, [_nz(x.get("g_norm_mean_ce")) for x in layers], "^:", label="median ‖g_l‖ of the mean CE")
+        ax2.semilogy(ls, [_nz(x.get("a_norm")) for x in layers], "o-", label=r"median $\Vert a_l \Vert$")
+        ax2.semilogy(ls, [_nz(x.get("g_norm_per_sample")) for x in layers], "s-",
+                     label=r"median $\Vert g_l \Vert$ per sample")
+        ax2.semilogy(ls, [_nz(x.get("g_norm_mean_ce")) for x in layers], "^:",
+                     label=r"median $\Vert g_l \Vert$ of the mean CE")
         floor = (r.get("thresholds") or {}).get("g_norm_floor")
         if floor:
             ax2.axhline(floor, color="C1", ls="--", lw=1, label=f"floor {floor:g}")
+        ax2.set_ylabel("per-sample L2 norm (log)")
         ax2.set_title("signal and BP-gradient norms", fontsize=9)
         ax2.legend(fontsize=7)
-    for ax in (ax1, ax2):
-        ax.set_xlabel("layer l")
+        axes = (ax1, ax2)
+    for ax in axes:
+        ax.set_xlabel("layer $l$")
+        ax.set_xticks(ls)
     fig.tight_layout()
     return fig
 

@@ -6,7 +6,10 @@ Dispatches on each report's ``schema``; families other than audit register their
 
 from __future__ import annotations
 
+import ast
 import io
+import math
+import re
 
 from rich.console import Console
 from rich.table import Table
@@ -27,6 +30,56 @@ def fmt_num(v, digits: int = 4) -> str:
     return str(v)
 
 
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def fmt_column(values: list, digits: int = 4, *, counts: bool = False) -> list:
+    """Format numbers that are read together (a table column, a value beside its threshold) ONE way.
+
+    Scientific notation (digits - 1 decimals) for all when any non-zero magnitude is >= 1e4 or < 1e-3, or
+    they span more than 1e3; otherwise fixed decimals, enough to show ``digits`` significant digits of the
+    smallest. Python ints stay ints; with ``counts`` so do integral floats (flag values that count things).
+    Non-numbers print as fmt_num does (``null``, ``true``, text)."""
+    nums = [v for v in values if _is_num(v)]
+    if all(isinstance(v, int) or (counts and float(v).is_integer() and abs(v) < 1e9) for v in nums):
+        return [str(int(v)) if _is_num(v) else fmt_num(v) for v in values]
+    nz = [abs(v) for v in nums if v != 0]
+    if nz and (max(nz) >= 1e4 or min(nz) < 1e-3 or max(nz) / min(nz) > 1e3):
+        fmt = f".{digits - 1}e"
+    else:
+        fmt = f".{min(6, max(0, digits - 1 - math.floor(math.log10(min(nz))))) if nz else 0}f"
+    return [format(float(v), fmt) if _is_num(v) else fmt_num(v) for v in values]
+
+
+def fmt_acc(v) -> str:
+    """An accuracy (a fraction): always 4 decimals, so 0.5020 never prints as 0.502."""
+    return f"{v:.4f}" if _is_num(v) else "none"
+
+
+_DICT_REPR = re.compile(r"\{('[^'{}]*': [^{}]*)\}")
+
+
+def plain(s) -> str:
+    """Text for people: a Python dict repr inside a string (a recipe) becomes ``key value, key value``."""
+    def sub(m):
+        try:
+            d = ast.literal_eval("{" + m.group(1) + "}")
+        except (ValueError, SyntaxError):
+            return m.group(0)
+        return ", ".join(f"{k} {v}" for k, v in d.items())
+
+    return _DICT_REPR.sub(sub, "" if s is None else str(s))
+
+
+def entry_value(x: dict) -> str:
+    """inspect's ``other_entries`` value: a str entry is shown as its text, not its repr."""
+    v = str(x.get("value", ""))
+    if x.get("type") == "str" and len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
+        return v[1:-1]
+    return v
+
+
 def flag_text(flagged) -> Text:
     if flagged is None:
         return Text("skipped", style="dim")
@@ -39,50 +92,93 @@ def verdict_text(r: dict) -> Text:
     return Text(r.get("verdict", ""), style="bold red" if bad else "bold green")
 
 
-def checks_table(r: dict, title: str = "checks") -> Table:
-    """The flags of any report: id, check, value, threshold, status, detail."""
-    f = Table(title=title, title_justify="left")
-    for c, j in (("id", "left"), ("check", "left"), ("value", "right"), ("threshold", "right"),
-                 ("status", "left"), ("detail", "left")):
-        f.add_column(c, justify=j)
-    for fl in r.get("flags") or []:
-        f.add_row(str(fl["id"]), fl["name"], fmt_num(fl.get("value")), fmt_num(fl.get("threshold")),
-                  flag_text(fl.get("flagged")), fl.get("detail") or "")
+#: Flags whose value counts dead blocks and whose threshold is the number of blocks: flagged when all are dead.
+_ALL_OF = ("f", "dead_blocks")
+
+
+def _count_row(fl: dict) -> bool:
+    """A flag that counts things (findings, NaNs, layers): value and threshold are whole numbers."""
+    v, t = fl.get("value"), fl.get("threshold")
+    return _is_num(v) and float(v).is_integer() and (t is None or (_is_num(t) and float(t).is_integer()))
+
+
+def flag_cells(flags: list) -> list:
+    """(value, threshold) text per flag. Measured values share one format per column, and so do their
+    thresholds (fmt_column); counts print as whole numbers, and (f) as "0 dead" of "all 6" blocks."""
+    meas = [fl for fl in flags if not _count_row(fl)]
+    vals = dict(zip(map(id, meas), fmt_column([fl.get("value") for fl in meas])))
+    ths = dict(zip(map(id, meas), fmt_column([fl.get("threshold") for fl in meas])))
+    out = []
+    for fl in flags:
+        v, t = fl.get("value"), fl.get("threshold")
+        if fl.get("id") in _ALL_OF and _count_row(fl):
+            out.append((f"{int(v)} dead", f"all {int(t)}"))
+        elif _count_row(fl):
+            out.append((str(int(v)), "" if t is None else str(int(t))))
+        else:
+            out.append((vals[id(fl)], ths[id(fl)] if t is not None else ""))
+    return out
+
+
+def table(title: str | None = None, **kw) -> Table:
+    """A rich table that narrows to the console, title on the left (keep it short: it wraps at the
+    table's own width; put long headings in a Text before the table)."""
+    return Table(title=title, title_justify="left", **kw)
+
+
+def add_columns(t: Table, cols) -> None:
+    """cols: (header, kind) with kind "num" (right, never wrapped), "key" (left, never wrapped) or "text"
+    (wrapped at words, long words folded)."""
+    for head, kind in cols:
+        if kind == "num":
+            t.add_column(head, justify="right", no_wrap=True)
+        elif kind == "key":
+            t.add_column(head, no_wrap=True)
+        else:
+            t.add_column(head, overflow="fold")
+
+
+def checks_table(r: dict, title: str = "checks", ids=None) -> Table:
+    """The flags of any report: id, status, value, threshold, then the check's name and its detail."""
+    f = table(title)
+    add_columns(f, (("id", "text"), ("status", "key"), ("value", "num"), ("threshold", "num"),
+                    ("check: detail", "text")))
+    flags = r.get("flags") or []
+    for fl, (v, t) in zip(flags, flag_cells(flags)):
+        fid = str(fl["id"])
+        what = Text.assemble(fl["name"], (f": {fl['detail']}" if fl.get("detail") else "", "dim"))
+        f.add_row(ids(fid) if ids else fid, flag_text(fl.get("flagged")), v, t, what)
     return f
 
 
 def audit_tables(r: dict) -> list:
     ck = r.get("checkpoint", {})
     title = f"{r.get('method_name') or ''}  {ck.get('path', '')}".strip()
-    layers = Table(title=f"fadiag audit: {title}", title_justify="left")
-    layers.add_column("layer", justify="right")
-    layers.add_column("‖h_l‖ (median)", justify="right")
-    layers.add_column("‖g_l‖ (median)", justify="right")
-    layers.add_column("", justify="left")
+    layers = table(f"fadiag audit: {title}")
+    add_columns(layers, (("layer", "num"), ("‖h_l‖ (median)", "num"), ("‖g_l‖ (median)", "num"), ("", "text")))
     g = r.get("bp_grad_norms") or []
+    hs = r.get("residual_norms") or []
     l_star = r.get("stability_layer")
     floor = (r.get("thresholds") or {}).get("g_norm_floor")
-    for i, h in enumerate(r.get("residual_norms") or []):
+    gcol = fmt_column([g[i] if i < len(g) else None for i in range(len(hs))])
+    for i, hv in enumerate(fmt_column(hs)):
         gv = g[i] if i < len(g) else None
         notes = []
         if i == l_star:
             notes.append("stability layer")
         if floor is not None and (gv is None or gv < floor):
             notes.append("below floor" if gv is not None else "non-finite")
-        layers.add_row(str(i), fmt_num(h), fmt_num(gv), ", ".join(notes))
+        layers.add_row(str(i), hv, gcol[i], ", ".join(notes))
 
-    flags = Table(title="diagnostics", title_justify="left")
-    for c, j in (("id", "left"), ("diagnostic", "left"), ("value", "right"), ("threshold", "right"),
-                 ("status", "left"), ("detail", "left")):
-        flags.add_column(c, justify=j)
-    for f in r.get("flags") or []:
-        flags.add_row(f"({f['id']})", f["name"], fmt_num(f.get("value")), fmt_num(f.get("threshold")),
-                      flag_text(f.get("flagged")), f.get("detail") or "")
+    flags = checks_table(r, "diagnostics", ids=lambda i: f"({i})")
+    fb = r.get("frozen_baseline_acc")
+    base = (f"frozen baseline {fmt_acc(fb)} ({plain(r.get('frozen_baseline_source'))})" if fb is not None else
+            "no frozen baseline, (d) skipped")
+    data = r.get("data") or {}
     summary = Text.assemble(
         ("verdict: ", "bold"), verdict_text(r),
-        f"\nheadline acc {fmt_num(r.get('headline_acc'))} ({r.get('headline_acc_source')}), "
-        f"frozen baseline {fmt_num(r.get('frozen_baseline_acc'))}"
-        f"{' (' + r['frozen_baseline_source'] + ')' if r.get('frozen_baseline_source') else ''}; "
+        f"\nheadline acc {fmt_acc(r.get('headline_acc'))} ({r.get('headline_acc_source')}), {base}; "
+        f"eval data {data.get('source')}{' (' + data['split'] + ' split)' if data.get('split') else ''}; "
         f"sha256 {str(ck.get('sha256', ''))[:12]}, format {ck.get('format')}"
         f"{', TRUSTED (unpickled)' if ck.get('trusted') else ''}",
     )
@@ -109,7 +205,8 @@ def _lazy_register(schema: str) -> None:
             pass
 
 
-def render(reports: list, *, color: bool = False, width: int = 110, **_) -> str:
+def render(reports: list, *, color: bool = False, width: int | None = None, **_) -> str:
+    """width None: rich's own detection (the terminal's width, $COLUMNS if set, else 80)."""
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
                       no_color=not color, highlight=False)

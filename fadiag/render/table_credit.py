@@ -1,51 +1,80 @@
-"""Table view of ``fadiag credit``: every layer, ‖a_l‖ and ‖g_l‖ beside Γ_l, and both means."""
+"""Table view of ``fadiag credit``: every layer, ‖a_l‖ and ‖g_l‖ beside Γ_l, and both means.
+
+Two per-layer tables, so each fits an 80-column terminal: alignment with backprop (Γ_l and the norms
+that say whether it can be read), then the loss-based metrics (ρ_l, Δ_l per η, M_l, R_l)."""
 
 from __future__ import annotations
 
-from rich.table import Table
 from rich.text import Text
 
-from .table import checks_table, fmt_num, register, verdict_text
+from .table import add_columns, checks_table, fmt_column, register, table, verdict_text
+
+
+def _columns(t, rows: list, cols: list, marks=None) -> None:
+    """cols: (header, getter), each column of numbers formatted one way (fmt_column); ``marks``: one more
+    (header, getter -> Text) column."""
+    add_columns(t, [(h, "num") for h, _ in cols] + ([(marks[0], "key")] if marks else []))
+    cells = [fmt_column([get(row) for row in rows]) for _, get in cols]
+    if marks:
+        cells.append([marks[1](row) for row in rows])
+    for i in range(len(rows)):
+        t.add_row(*[c[i] for c in cells])
+
+
+def _layer(row):
+    return row["layer"]
+
+
+def _readable(row) -> Text:
+    ok = row.get("gamma_interpretable")
+    return Text("no", style="yellow") if ok is False else Text("yes" if ok else "n/a")
 
 
 def credit_tables(r: dict) -> list:
     ck = r.get("checkpoint") or {}
     layers = r.get("layers") or []
-    t = Table(title=f"fadiag credit: {r.get('method_name')}  signal={r.get('signal')}  {ck.get('path', '')}",
-              title_justify="left")
+    means = r.get("means") or {}
+    head = f"fadiag credit: {r.get('method_name')}  signal={r.get('signal')}  {ck.get('path', '')}".rstrip()
     if layers and "costate_cos_bp" in layers[0]:
-        for c in ("layer", "costate cos (BP)", "costate cos (DFA)"):
-            t.add_column(c, justify="right")
-        for row in layers:
-            t.add_row(str(row["layer"]), fmt_num(row["costate_cos_bp"]), fmt_num(row["costate_cos_dfa"]))
-        means = r.get("means", {})
-        summary = Text(f"mean over layers: BP {fmt_num(means['costate_cos_bp']['all_layers'])}, "
-                       f"DFA {fmt_num(means['costate_cos_dfa']['all_layers'])}  (published: DFA 0.001, bridge ≈ 0.94)")
-        return [t, summary, Text.assemble(("verdict: ", "bold"), verdict_text(r))]
+        t = table("cosine with the exact costate λ_l")
+        _columns(t, layers, [("layer", _layer), ("costate cos (BP)", lambda x: x["costate_cos_bp"]),
+                             ("costate cos (DFA)", lambda x: x["costate_cos_dfa"])])
+        bp, dfa = (fmt_column([means[k]["all_layers"]])[0] for k in ("costate_cos_bp", "costate_cos_dfa"))
+        summary = Text(f"mean over layers: BP {bp}, DFA {dfa}  (published: DFA 0.001, bridge ≈ 0.94)")
+        return [Text(head, style="bold"), t, summary, Text.assemble(("verdict: ", "bold"), verdict_text(r))]
+
+    t1 = table("alignment with backprop (Γ_l is unreadable where ‖g_l‖ mean CE < the floor)")
+    _columns(t1, layers, [("layer", _layer), ("Γ_l", lambda x: x.get("gamma")), ("‖a_l‖", lambda x: x.get("a_norm")),
+                          ("‖g_l‖ per sample", lambda x: x.get("g_norm_per_sample")),
+                          ("‖g_l‖ mean CE", lambda x: x.get("g_norm_mean_ce"))],
+             marks=("Γ readable", _readable))
+
     etas = list((layers[0].get("nudging") or {}).keys()) if layers else []
     has_r = any(row.get("bridge_residual") is not None for row in layers)
-    cols = ["layer", "Γ_l", "‖a_l‖", "‖g_l‖ per sample", "‖g_l‖ mean CE", "ρ_l"] + [f"Δ_l (η={e})" for e in etas] + ["drift M_l"] + (
-        ["bridge R_l"] if has_r else [])
-    for c in cols:
-        t.add_column(c, justify="right")
-    for row in layers:
-        g = fmt_num(row.get("gamma"))
-        if row.get("gamma") is not None and row.get("gamma_interpretable") is False:
-            g = Text(g + " (uninterp.)", style="yellow")
-        t.add_row(str(row["layer"]), g, fmt_num(row.get("a_norm")), fmt_num(row.get("g_norm_per_sample")),
-                  fmt_num(row.get("g_norm_mean_ce")), fmt_num(row.get("rho")),
-                  *[fmt_num((row.get("nudging") or {}).get(e)) for e in etas], fmt_num(row.get("drift")),
-                  *([fmt_num(row.get("bridge_residual"))] if has_r else []))
-    m = Table(title="aggregates (mean over layers of per-layer batch means)", title_justify="left")
-    for c in ("metric", "all layers (0..L)", "deep only (l ≥ 1)", "skipped"):
-        m.add_column(c, justify="right" if c != "metric" else "left")
-    for name, v in (r.get("means") or {}).items():
-        m.add_row(name, fmt_num(v.get("all_layers")), fmt_num(v.get("deep_only")), str(v.get("n_skipped_all")))
-    parts = [t, m, checks_table(r, "flags")]
+    nudge = [(f"Δ_l η={e}", lambda x, e=e: (x.get("nudging") or {}).get(e)) for e in etas]
+    cols = [("layer", _layer), ("ρ_l", lambda x: x.get("rho"))] + (nudge if len(etas) == 1 else [])
+    cols += [("drift M_l", lambda x: x.get("drift"))]
+    cols += [("bridge R_l", lambda x: x.get("bridge_residual"))] if has_r else []
+    t2 = table("effect on the loss, and drift")
+    _columns(t2, layers, cols)
+    tables = [t2]
+    for i in range(0, len(etas) if len(etas) > 1 else 0, 5):  # several η: their own table(s), 5 to a table
+        t3 = table("nudging test Δ_l (negative: the credit lowers the loss)")
+        _columns(t3, layers, [("layer", _layer)] + nudge[i:i + 5])
+        tables.append(t3)
+
+    m = table("means over layers (of per-layer batch means; skipped: all/deep)")
+    add_columns(m, (("metric", "key"), ("all layers 0..L", "num"), ("deep only l ≥ 1", "num"),
+                    ("skipped", "num")))
+    names = list(means)
+    alls = fmt_column([means[k].get("all_layers") for k in names])
+    deeps = fmt_column([means[k].get("deep_only") for k in names])
+    for k, a, d in zip(names, alls, deeps):
+        m.add_row(k, a, d, f"{means[k].get('n_skipped_all')}/{means[k].get('n_skipped_deep')}")
+    parts = [Text(head, style="bold"), t1, *tables, m, checks_table(r, "flags")]
     for k, why in (r.get("not_available") or {}).items():
         parts.append(Text(f"N/A {k}: {why}", style="yellow"))
-    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r),
-                               f"\nsignal: {r.get('signal_source')}"))
+    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r), f"\nsignal: {r.get('signal_source')}"))
     return parts
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from rich.table import Table
 from rich.text import Text
 
-from .table import checks_table, fmt_num, register, verdict_text
+from .table import add_columns, checks_table, fmt_column, register, table, verdict_text
 
 
 def edges_tables(r: dict) -> list:
@@ -13,24 +12,24 @@ def edges_tables(r: dict) -> list:
     head = Text(f"fadiag edges: {(r.get('checkpoint') or {}).get('path')}  N = {r.get('n_nodes')} nodes, "
                 f"M = {r.get('n_observations')} observations, {p.get('method')} on {p.get('where')}-norm "
                 f"signals ({p.get('norm')}/{p.get('agg')})"
-                + (f", bootstrap {p['bootstrap']}x{p['samples']} (seed {p['seed']})" if p.get("bootstrap") else ""))
+                + (f", bootstrap {p['bootstrap']}x{p['samples']} (seed {p['seed']})" if p.get("bootstrap") else ""),
+                style="bold")
     parts = [head]
     sc = r.get("scoring")
     if sc:
-        t = Table(title=f"scoring against {sc.get('truth')} ({sc.get('queries')})", title_justify="left")
-        for c in ("MRR", "random MRR", "Hits@1", "Hits@3", "Hits@10", "queries"):
-            t.add_column(c, justify="right")
-        t.add_row(fmt_num(sc.get("mrr")), fmt_num(sc.get("random_mrr")), fmt_num(sc.get("hits@1")),
-                  fmt_num(sc.get("hits@3")), fmt_num(sc.get("hits@10")), str(sc.get("n_queries")))
+        parts.append(Text(f"scoring against {sc.get('truth')} ({sc.get('queries')})"))
+        t = table("scoring")
+        add_columns(t, [(c, "num") for c in ("MRR", "random MRR", "Hits@1", "Hits@3", "Hits@10", "queries")])
+        t.add_row(*fmt_column([sc.get(k) for k in ("mrr", "random_mrr", "hits@1", "hits@3", "hits@10")]),
+                  str(sc.get("n_queries")))
         parts.append(t)
     te = r.get("top_edges") or []
     if te:
-        t = Table(title=f"top {len(te)} edges (source -> target)", title_justify="left")
-        for c, j in (("rank", "right"), ("source", "right"), ("target", "right"), ("score", "right"),
-                     ("known", "left"), ("true", "left")):
-            t.add_column(c, justify=j)
-        for e in te:
-            t.add_row(str(e["rank"]), str(e["source"]), str(e["target"]), fmt_num(e["score"]),
+        t = table(f"top {len(te)} edges (source -> target)")
+        add_columns(t, (("rank", "num"), ("source", "num"), ("target", "num"), ("score", "num"), ("known", "key"),
+                        ("true", "key")))
+        for e, score in zip(te, fmt_column([e["score"] for e in te])):
+            t.add_row(str(e["rank"]), str(e["source"]), str(e["target"]), score,
                       "yes" if e.get("known") else "", "" if e.get("true") is None else ("yes" if e["true"] else "no"))
         parts.append(t)
     parts.append(checks_table(r))

@@ -1,20 +1,32 @@
-"""Table view of ``fadiag lint``: file:line, rule, message."""
+"""Table view of ``fadiag lint``: per file, line:col, rule and the code; each rule's explanation once, below."""
 
 from __future__ import annotations
 
-from rich.table import Table
 from rich.text import Text
 
-from .table import register, verdict_text
+from .table import add_columns, register, table, verdict_text
 
 
 def lint_tables(r: dict) -> list:
-    t = Table(title=f"fadiag lint: {', '.join(r.get('paths', []))} ({r.get('n_files')} files)", title_justify="left")
-    for c in ("location", "rule", "code", "why"):
-        t.add_column(c)
-    for x in r.get("findings", []):
-        t.add_row(f"{x['file']}:{x['line']}:{x['col']}", f"{x['rule']} ({x['pitfall']})", x["text"], x["message"])
-    return [t, Text.assemble(("verdict: ", "bold"), verdict_text(r))]
+    parts = [Text(f"fadiag lint: {', '.join(r.get('paths', []))} ({r.get('n_files')} files)", style="bold")]
+    findings = r.get("findings", [])
+    by_file = {}
+    for x in findings:  # one table per file, so a long path never squeezes the columns
+        by_file.setdefault(x["file"], []).append(x)
+    for path, xs in by_file.items():
+        parts.append(Text(path, style="bold"))
+        t = table()
+        add_columns(t, (("line:col", "num"), ("rule", "text"), ("code", "text")))
+        for x in xs:
+            t.add_row(f"{x['line']}:{x['col']}", f"{x['rule']} ({x['pitfall']})", x["text"])
+        parts.append(t)
+    if findings:
+        why = {}
+        for x in findings:
+            why.setdefault(x["rule"], x["message"])
+        parts += [Text.assemble((f"{rule}: ", "bold"), msg) for rule, msg in why.items()]
+    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r)))
+    return parts
 
 
 register("fadiag.lint/1", lint_tables)

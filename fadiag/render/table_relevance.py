@@ -1,46 +1,51 @@
-"""Table view of ``fadiag relevance``: per head, features ranked by weight relevance (and sensitivity)."""
+"""Table view of ``fadiag relevance``: per head, features ranked by weight relevance (and sensitivity,
+and the Jacobian at the observation when there is one)."""
 
 from __future__ import annotations
 
-from rich.table import Table
 from rich.text import Text
 
-from .table import checks_table, fmt_num, register, verdict_text
+from .table import add_columns, checks_table, fmt_column, register, table, verdict_text
+
+#: trunk field -> short column header (the JSON names are in docs/science.md §4)
+_TRUNK = {"step_size_activity": "step size", "trace_activity": "trace", "normalizer_mean": "mean",
+          "normalizer_std": "std"}
 
 
 def relevance_tables(r: dict, top: int = 12) -> list:
-    parts = []
+    parts = [Text(f"fadiag relevance: {(r.get('checkpoint') or {}).get('path')}", style="bold")]
     fn = r.get("feature_names") or []
     trunk = r.get("trunk") or {}
     if trunk:
-        t = Table(title=f"fadiag relevance: trunk ({r.get('checkpoint', {}).get('path')})", title_justify="left")
-        t.add_column("feature")
+        t = table("trunk: input-layer activity, normaliser")
         cols = list(trunk)
-        for c in cols:
-            t.add_column(c, justify="right")
-        for f in fn:
-            t.add_row(f, *[fmt_num(trunk[c].get(f)) for c in cols])
+        add_columns(t, [("feature", "text")] + [(_TRUNK.get(c, c), "num") for c in cols])
+        cells = [fmt_column([trunk[c].get(f) for f in fn]) for c in cols]
+        for i, f in enumerate(fn):
+            t.add_row(f, *[c[i] for c in cells])
         parts.append(t)
-    sens = (r.get("sensitivity") or {}).get("mean_abs") or {}
+    sens = r.get("sensitivity") or {}
+    mean_abs = sens.get("mean_abs") or {}
+    jac = (sens.get("observation") or {}).get("jacobian") or {}
     for head, entry in (r.get("per_head") or {}).items():
         wr = entry.get("weight_relevance") or {}
-        ranked = sorted(wr, key=lambda f: -(wr[f] if wr[f] is not None else float("-inf")))
-        t = Table(title=f"head {head}: features ranked by weight relevance (path norm)", title_justify="left")
-        t.add_column("rank", justify="right")
-        t.add_column("feature")
-        t.add_column("weight relevance", justify="right")
+        ranked = sorted(wr, key=lambda f: -(wr[f] if wr[f] is not None else float("-inf")))[:top]
+        t = table(f"head {head}: features by weight relevance (path norm)")
+        cols = [("weight relevance", wr)]
         if "per_raw_unit_relevance" in entry:
-            t.add_column("per raw unit", justify="right")
-        if sens:
-            t.add_column("mean |∂pred/∂x|", justify="right")
-        for i, f in enumerate(ranked[:top], 1):
-            row = [str(i), f, fmt_num(wr[f])]
-            if "per_raw_unit_relevance" in entry:
-                row.append(fmt_num(entry["per_raw_unit_relevance"].get(f)))
-            if sens:
-                row.append(fmt_num(sens.get(head, {}).get(f)))
-            t.add_row(*row)
+            cols.append(("per raw unit", entry["per_raw_unit_relevance"]))
+        if mean_abs:
+            cols.append(("mean |∂pred/∂x|", mean_abs.get(head, {})))
+        if jac:
+            cols.append(("∂pred/∂x at obs.", jac.get(head, {})))
+        add_columns(t, [("rank", "num"), ("feature", "text")] + [(h, "num") for h, _ in cols])
+        cells = [fmt_column([d.get(f) for f in ranked]) for _, d in cols]
+        for i, f in enumerate(ranked):
+            t.add_row(str(i + 1), f, *[c[i] for c in cells])
         parts.append(t)
+    if jac:
+        parts.append(Text(f"Jacobian at the observation over {len(fn)} features; mean |∂pred/∂x| over "
+                          f"{sens.get('over')}", style="dim"))
     parts.append(checks_table(r))
     parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r),
                                f"   step sizes: {r.get('step_size_kind') or 'absent'}"))
