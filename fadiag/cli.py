@@ -78,8 +78,10 @@ class Ctx:
 
 
 def err(msg: str) -> None:
-    """One line to stderr."""
-    sys.stderr.write(msg.rstrip("\n") + "\n")
+    """One line to stderr, control characters escaped (names from files cannot drive the terminal)."""
+    from .text import escape_controls
+
+    sys.stderr.write(escape_controls(str(msg).rstrip("\n")) + "\n")
 
 
 def run_guarded(fn: Callable[[], int]) -> None:
@@ -130,7 +132,7 @@ def check_output_path(path: str, option: str) -> Path:
         raise InputError("is a directory, not a file", source=f"{option} {path}")
     if p.exists() and not p.is_file():
         raise InputError("is not a regular file (a pipe or device); write to a file", source=f"{option} {path}")
-    folder = p.resolve().parent
+    folder = _resolve(p, f"{option} {path}").parent
     if not folder.is_dir():
         raise InputError("folder does not exist", source=f"{option} {path}")
     if not os.access(folder, os.W_OK):
@@ -143,6 +145,28 @@ INPUT_PARAMS = ("checkpoints", "checkpoint", "spec", "data", "init", "tensors", 
 OUTPUT_PARAMS = (("output", "--output"), ("plot", "--plot"), ("matrix", "--matrix"), ("edges_out", "--edges"))
 
 
+def _resolve(p: Path, where: str) -> Path:
+    """``p.resolve()``, with a symlink loop as bad input (Python raises RuntimeError or OSError for it)."""
+    try:
+        return p.resolve()
+    except (RuntimeError, OSError):
+        raise InputError("symlink loop (the path cannot be resolved)", source=where) from None
+
+
+def _check_input_path(p: Path, where: str) -> Path:
+    """An input must not be a pipe, socket or device (reading one could block forever): said up front."""
+    r = _resolve(p, where)
+    try:
+        import stat
+
+        mode = os.stat(r).st_mode
+    except OSError:
+        return r  # missing: the reader says "no such file"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError("not a regular file (a pipe, socket or device)", source=where)
+    return r
+
+
 def preflight(ctx) -> None:
     """Before a command does any work: take its --quiet, and check every file it will write: a regular file
     in a writable folder, never one of the command's inputs, never another of its outputs."""
@@ -152,14 +176,14 @@ def preflight(ctx) -> None:
         v = ctx.params.get(name)
         for x in (v if isinstance(v, (list, tuple)) else [v]):
             if x:
-                inputs.add(Path(str(x)).resolve())
+                inputs.add(_check_input_path(Path(str(x)), str(x)))
     seen = {}
     for name, opt in OUTPUT_PARAMS:
         v = ctx.params.get(name)
         if v is None:
             continue
         check_output_path(str(v), opt)
-        r = Path(str(v)).resolve()
+        r = _resolve(Path(str(v)), f"{opt} {v}")
         if r in inputs:
             raise InputError("is also an input of this command; refusing to overwrite it", source=f"{opt} {v}")
         if r in seen:
@@ -182,10 +206,15 @@ def default_format(fmt: Optional[Format], output: Optional[str] = None) -> Forma
 
 def emit(reports: list, fmt: Format, output: Optional[str], **opts) -> None:
     from .render import render
+    from .text import escape_json_text, sanitize
 
+    if fmt not in (Format.json, Format.jsonl):  # JSON escapes strings itself, losslessly (escape_json_text)
+        reports = [sanitize(r, markup=fmt == Format.table) for r in reports]
     color = output is None and fmt == Format.table and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     width = int(os.environ.get("COLUMNS", "0") or 0) or (120 if color else 110)
     text = render(reports, fmt, color=color, width=width, **opts)
+    if fmt in (Format.json, Format.jsonl):
+        text = escape_json_text(text)
     if output:
         write_atomic(output, text)
         if not Ctx.quiet:
@@ -219,9 +248,12 @@ class Progress:
     def __call__(self, done: int, total: int, label: str | None = None) -> None:
         if not self.bar:
             return
+        from .text import sanitize
+
+        desc = sanitize(label or self.label, markup=True)
         if self.task is None:
-            self.task = self.bar.add_task(label or self.label, total=total)
-        self.bar.update(self.task, completed=done, total=total, description=label or self.label)
+            self.task = self.bar.add_task(desc, total=total)
+        self.bar.update(self.task, completed=done, total=total, description=desc)
 
     def __exit__(self, *exc):
         if self.bar:
@@ -302,6 +334,9 @@ DeviceOpt = Annotated[Device, typer.Option("--device", envvar="FADIAG_DEVICE", h
 ExitZeroOpt = Annotated[bool, typer.Option("--exit-zero", envvar="FADIAG_EXIT_ZERO", help="Exit 0 even when something is flagged.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling (runs code from "
                                         "the file!). Recorded in the report.")]
+TrustCodeOpt = Annotated[bool, typer.Option("--trust-code", help="Allow a spec found beside the checkpoint "
+                                            "(sidecar) to import the module:Class it names (runs that code!). "
+                                            "Not needed with --spec. Recorded in the report.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="FADIAG_QUIET", help="No progress or summaries on stderr.")]
 
 
@@ -352,6 +387,7 @@ def audit(
     device: DeviceOpt = Device.cpu,
     exit_zero: ExitZeroOpt = False,
     trust_checkpoint: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     quiet: QuietOpt = False,
 ):
     """Run the four-diagnostic protocol (residual scale, BP reference validity, cross-batch stability,
@@ -374,7 +410,7 @@ def audit(
         dev = _check_device(device)
         reports = []
         for ck in checkpoints:
-            subject = load(str(ck), str(spec) if spec else None, trust=trust_checkpoint,
+            subject = load(str(ck), str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
                            data=str(data) if data else None, batches=batches, batch_size=batch_size, seed=seed,
                            device=dev)
             if subject.checkpoint.trusted and not quiet:
@@ -435,6 +471,7 @@ def credit(
     device: DeviceOpt = Device.cpu,
     exit_zero: ExitZeroOpt = False,
     trust_checkpoint: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     quiet: QuietOpt = False,
 ):
     """Per-layer credit-assignment metrics: Γ_l (offline BP cosine, with ‖a‖ and ‖g‖), ρ_l (perturbation
@@ -452,7 +489,7 @@ def credit(
                 raise InputError("give a checkpoint, or --toy-lq", source="fadiag credit")
             from .subject import load
 
-            subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
+            subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
                            data=str(data) if data else None, batches=1, batch_size=batch_size, seed=seed,
                            device=_check_device(device))
             warn_half(subject)
@@ -504,6 +541,7 @@ def edges(
     device: DeviceOpt = Device.cpu,
     exit_zero: ExitZeroOpt = False,
     trust_checkpoint: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     quiet: QuietOpt = False,
 ):
     """Infer function -> function edges from activation/gradient rank correlation (streamed over eval
@@ -518,7 +556,7 @@ def edges(
 
         if matrix and not matrix.endswith(".npy"):
             raise InputError("matrix file must end in .npy", source=f"--matrix {matrix}")
-        subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
+        subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
                        data=str(data) if data else None, batches=batches, batch_size=batch_size, seed=seed,
                        device=_check_device(device),
                        labels=lambda sp: "class" if (loss or sp.edges.loss) == "ce" else "regression")
@@ -572,6 +610,7 @@ def relevance(
     device: DeviceOpt = Device.cpu,
     exit_zero: ExitZeroOpt = False,
     trust_checkpoint: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     quiet: QuietOpt = False,
 ):
     """Per-feature, per-head relevance of a multi-head online learner: path-norm weight relevance,
@@ -584,7 +623,7 @@ def relevance(
         from .subject import load
 
         need = sensitivity or observation is not None
-        subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
+        subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
                        data=str(data) if data else None, device=_check_device(device), need_data=need,
                        labels="regression")
         split = lambda s: [v.strip() for v in s.split(",")] if s else None
