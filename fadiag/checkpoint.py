@@ -486,21 +486,45 @@ class PickleScan:
     """Why the stream stopped parsing (truncated, unknown opcode), or None."""
 
 
-_OPS = None
+_TABLE: list | None = None
+# argument kinds and what an opcode does to the last pushes we track (for STACK_GLOBAL's two strings)
+_NOARG, _FIXED, _LINE, _TWOLINES, _COUNTED = range(5)
+_PUSH, _STR, _GET, _PUT, _MEMO, _SGLOBAL, _STOP, _NOP = range(8)
 
 
-def _opcode_table() -> dict:
-    global _OPS
-    if _OPS is None:
-        import pickletools
+def _opcode_table() -> list:
+    """byte -> (name, argument kind, fixed size or length width, signed length, role), from pickletools."""
+    global _TABLE
+    if _TABLE is None:
+        import pickletools as pt
 
-        _OPS = {ord(o.code): o for o in pickletools.opcodes}
-    return _OPS
+        table: list = [None] * 256
+        widths = {pt.TAKEN_FROM_ARGUMENT1: 1, pt.TAKEN_FROM_ARGUMENT4: 4, pt.TAKEN_FROM_ARGUMENT4U: 4,
+                  pt.TAKEN_FROM_ARGUMENT8U: 8}
+        for o in pt.opcodes:
+            a = o.arg
+            if a is None:
+                kind, n = _NOARG, 0
+            elif o.name in ("GLOBAL", "INST"):
+                kind, n = _TWOLINES, 0
+            elif a.n == pt.UP_TO_NEWLINE:
+                kind, n = _LINE, 0
+            elif a.n >= 0:
+                kind, n = _FIXED, a.n
+            else:
+                kind, n = _COUNTED, widths[a.n]
+            role = (_STR if o.name in _STRING_OPS else _GET if o.name in ("GET", "BINGET", "LONG_BINGET")
+                    else _PUT if o.name in ("PUT", "BINPUT", "LONG_BINPUT") else _MEMO if o.name == "MEMOIZE"
+                    else _SGLOBAL if o.name == "STACK_GLOBAL" else _STOP if o.name == "STOP"
+                    else _NOP if o.name in _NO_PUSH else _PUSH)
+            table[ord(o.code)] = (o.name, kind, n, a is not None and a.n == pt.TAKEN_FROM_ARGUMENT4, role)
+        _TABLE = table
+    return _TABLE
 
 
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING",
                "STRING"}
-_NO_PUSH = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "FRAME", "PROTO", "STOP", "POP", "POP_MARK"}
+_NO_PUSH = {"FRAME", "PROTO", "POP", "POP_MARK"}
 
 
 def scan_pickles(data: bytes, *, max_pickles: int = 1, max_ops: int = MAX_PICKLE_OPS,
@@ -508,102 +532,91 @@ def scan_pickles(data: bytes, *, max_pickles: int = 1, max_ops: int = MAX_PICKLE
     """Walk the opcodes of up to ``max_pickles`` consecutive pickles in ``data`` (nothing is built or run)
     and list the globals they would import. Raises _ScanBudget past ``max_ops`` opcodes, or when the
     pickles run past the end of ``data`` while ``more_follows`` (the stream is longer than the byte budget)."""
-    import pickletools
-    import struct
-
-    ops = _opcode_table()
-    mv = memoryview(data)
+    table = _opcode_table()
+    data = bytes(data)
     n = len(data)
-    pos, count, pickles = 0, 0, 0
+    find = data.find
+    pos, count, pickles, at_stop = 0, 0, 0, 0
     found: dict = {}
-    recent: list = []  # the last two pushes: a str, or None for anything else
+    last2: list = [None, None]  # the last two pushes: a str, or None for anything else
     memo: dict = {}
     error = None
-
-    def need(k: int) -> None:
-        if pos + k > n:
-            raise EOFError
-
-    def line() -> bytes:
-        nonlocal pos
-        e = data.find(b"\n", pos)
-        if e < 0:
-            raise EOFError
-        out = data[pos:e]
-        pos = e + 1
-        return out
-
     try:
         while pickles < max_pickles and pos < n:
-            op = ops.get(data[pos])
-            if op is None:
+            entry = table[data[pos]]
+            if entry is None:
                 error = f"unknown pickle opcode 0x{data[pos]:02x} at byte {pos}"
                 break
+            name, kind, k, signed, role = entry
             pos += 1
             count += 1
             if count > max_ops:
                 raise _ScanBudget(f"has over {max_ops:,} pickle opcodes (the scan limit)")
             value = None
-            arg = op.arg
-            if arg is not None:
-                k = arg.n
-                if op.name in ("GLOBAL", "INST"):
-                    mod, name = line(), line()
-                    found.setdefault(f"{mod.decode('utf-8', 'replace')}.{name.decode('utf-8', 'replace')}", None)
-                elif k == pickletools.UP_TO_NEWLINE:
-                    raw = line()
-                    if op.name == "STRING":
-                        value = raw.strip()[1:-1].decode("latin-1")
-                    elif op.name == "UNICODE":
-                        value = raw.decode("raw-unicode-escape", "replace")
-                    elif op.name in ("GET", "PUT"):
-                        value = int(raw) if raw.strip().isdigit() else -1
-                elif k >= 0:
-                    need(k)
-                    if op.name in ("BINGET", "LONG_BINGET", "BINPUT", "LONG_BINPUT"):
-                        value = int.from_bytes(mv[pos:pos + k], "little")
-                    pos += k
-                else:
-                    width = {pickletools.TAKEN_FROM_ARGUMENT1: 1, pickletools.TAKEN_FROM_ARGUMENT4: 4,
-                             pickletools.TAKEN_FROM_ARGUMENT4U: 4, pickletools.TAKEN_FROM_ARGUMENT8U: 8}[k]
-                    need(width)
-                    length = int.from_bytes(mv[pos:pos + width], "little",
-                                            signed=k == pickletools.TAKEN_FROM_ARGUMENT4)
-                    if length < 0:
-                        error = f"negative length in {op.name} at byte {pos}"
-                        break
-                    pos += width
-                    need(length)
-                    if op.name in _STRING_OPS and length <= 4096:
-                        value = bytes(mv[pos:pos + length]).decode("utf-8", "replace")
-                    pos += length
-            name = op.name
-            if name in _STRING_OPS:
-                recent.append(value)
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                recent.append(memo.get(value))
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[value] = recent[-1] if recent else None
-            elif name == "MEMOIZE":
-                memo[len(memo)] = recent[-1] if recent else None
-            elif name == "STACK_GLOBAL":
-                a, b = (recent[-2], recent[-1]) if len(recent) >= 2 else (None, None)
-                found.setdefault(f"{a}.{b}" if isinstance(a, str) and isinstance(b, str) else "(unresolved STACK_GLOBAL)",
-                                 None)
-                recent.append(None)
-            elif name not in _NO_PUSH:
-                recent.append(None)
-            if len(recent) > 8:
-                del recent[:-2]
-            if name == "STOP":
+            if kind == _FIXED:
+                if pos + k > n:
+                    raise EOFError
+                if role == _GET or role == _PUT:
+                    value = int.from_bytes(data[pos:pos + k], "little")
+                pos += k
+            elif kind == _COUNTED:
+                if pos + k > n:
+                    raise EOFError
+                length = int.from_bytes(data[pos:pos + k], "little", signed=signed)
+                if length < 0:
+                    error = f"negative length in {name} at byte {pos}"
+                    break
+                pos += k
+                if pos + length > n:
+                    raise EOFError
+                if role == _STR and length <= 4096:
+                    value = data[pos:pos + length].decode("utf-8", "replace")
+                pos += length
+            elif kind == _LINE:
+                e = find(b"\n", pos)
+                if e < 0:
+                    raise EOFError
+                raw, pos = data[pos:e], e + 1
+                if role == _STR:
+                    value = (raw.strip()[1:-1].decode("latin-1") if name == "STRING"
+                             else raw.decode("raw-unicode-escape", "replace"))
+                elif role == _GET or role == _PUT:
+                    value = int(raw) if raw.strip().isdigit() else -1
+            elif kind == _TWOLINES:
+                e1 = find(b"\n", pos)
+                e2 = find(b"\n", e1 + 1) if e1 >= 0 else -1
+                if e2 < 0:
+                    raise EOFError
+                mod, attr = data[pos:e1].decode("utf-8", "replace"), data[e1 + 1:e2].decode("utf-8", "replace")
+                found.setdefault(f"{mod}.{attr}", None)
+                pos = e2 + 1
+            if role == _PUSH:
+                last2[0], last2[1] = last2[1], None
+            elif role == _STR:
+                last2[0], last2[1] = last2[1], value
+            elif role == _GET:
+                last2[0], last2[1] = last2[1], memo.get(value)
+            elif role == _PUT:
+                memo[value] = last2[1]
+            elif role == _MEMO:
+                memo[len(memo)] = last2[1]
+            elif role == _SGLOBAL:
+                a, b = last2
+                found.setdefault(f"{a}.{b}" if isinstance(a, str) and isinstance(b, str)
+                                 else "(unresolved STACK_GLOBAL)", None)
+                last2[0], last2[1] = None, None
+            elif role == _STOP:
                 pickles += 1
-                recent.clear()
+                at_stop = count
+                last2[0], last2[1] = None, None
                 memo.clear()
+        if error is None and pickles < max_pickles and count > at_stop:
+            raise EOFError  # the data ended inside a pickle
     except EOFError:
         if more_follows:
-            raise _ScanBudget(f"is over {len(data):,} bytes (the pickle scan limit)") from None
+            raise _ScanBudget(f"is over {n:,} bytes (the pickle scan limit)") from None
         error = f"truncated pickle stream (ends inside an opcode at byte {n})"
-    except (ValueError, KeyError, struct.error) as e:
+    except (ValueError, KeyError) as e:
         error = f"malformed pickle ({_short(e)})"
     if error is None and pickles == 0:
         error = "empty or truncated pickle stream"

@@ -64,9 +64,10 @@ def _layout(t) -> tuple:
     """(non_overlapping, span): whether no two elements share storage, and how many storage elements the
     view reaches (from its first to its last element)."""
     dims = sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz > 1)
-    span = 1 + sum((sz - 1) * st for st, sz in dims)
-    ok = all(st >= 1 for st, _ in dims) and all(dims[i + 1][0] >= dims[i][0] * dims[i][1]
-                                                 for i in range(len(dims) - 1))
+    ok, span = True, 1
+    for st, sz in dims:  # innermost first: each stride must step past everything the inner dims reach
+        ok = ok and st >= span
+        span += (sz - 1) * st
     return ok, span
 
 
@@ -223,7 +224,8 @@ class _Walk:
             self.visits += 1
             if self.visits > MAX_VISITS:
                 self.stopped = True
-                self.other({"key": prefix or "(top)", "type": "(walk stopped)",
+                # always listed, past MAX_LISTED too
+                self.others.append({"key": prefix or "(top)", "type": "(walk stopped)",
                             "value": f"visit budget of {MAX_VISITS:,} container elements reached; the rest is "
                                      "not listed"})
                 return
