@@ -13,7 +13,6 @@ written here by build_big).
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -27,23 +26,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from conftest import REPO
+from test_safety_fuzz import load_make_corpus
+from test_safety_hostile import one_line_refusal as one_line
 
 CORPUS = REPO / "tests" / "corpus"
 BASE = CORPUS / "base"
 
 
 def make_corpus():
-    spec = importlib.util.spec_from_file_location("make_corpus", CORPUS / "make_corpus.py")
-    mod = importlib.util.module_from_spec(spec)
-    old, sys.dont_write_bytecode = sys.dont_write_bytecode, True
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.dont_write_bytecode = old
-    return mod
+    return load_make_corpus()
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +44,6 @@ def big(tmp_path_factory):
     """The small runtime families (no 1 GiB write): data_pkl_100mib, data_pkl_ops, downloaded/, ANSI name,
     torchscript."""
     return make_corpus().build_big(tmp_path_factory.mktemp("big"), huge=False)
-
-
-def one_line(code, out, err, *needles, codes=(2,)) -> str:
-    assert code in codes, (code, out, err)
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 # ------------------------------------------------------------------------ the downloaded-folder attack
