@@ -262,6 +262,8 @@ class Progress:
 
 def warn_half(subject) -> None:
     """CHECKLIST fp16: half-precision weights are upcast; say so (the report records weight_dtypes)."""
+    for note in getattr(subject.checkpoint, "notes", ()) if not Ctx.quiet else ():
+        err(f"fadiag: warning: {subject.path}: {note}")
     half = [d for d in subject.weight_dtypes if d in ("float16", "bfloat16")]
     if half and not Ctx.quiet:
         err(f"fadiag: warning: {subject.path}: {', '.join(half)} weights; fadiag computes in float32 "

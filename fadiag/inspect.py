@@ -284,7 +284,15 @@ def inspect_checkpoint(path: str, *, trust: bool = False) -> dict:
             "flags": [dataclasses.asdict(f) for f in flags], "verdict": "needs attention: needs arbitrary unpickling",
         })
     w = _Walk()
-    w.run(raw.content)
+    content = raw.content
+    try:
+        import torch
+
+        if isinstance(content, torch.nn.Module):  # torch.save(model), loaded under --trust-checkpoint
+            content = dict(content.state_dict())
+    except Exception:
+        pass
+    w.run(content)
     try:
         _, key = find_state_dict(raw.content, source=path)
     except CheckpointError:
