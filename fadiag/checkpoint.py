@@ -738,14 +738,16 @@ def _few(items, n: int = 3) -> str:
     return s + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def find_state_dict(content: Any, key: str = "auto", strip_prefix: str = "auto", *, source: str | None = None):
+def find_state_dict(content: Any, key: str = "auto", strip_prefix: str = "auto", *, source: str | None = None,
+                    dense: bool = True):
     """Locate the model's state dict inside a checkpoint's content.
 
     key: "auto" (a flat dict of tensors, else the first of STATE_DICT_KEYS holding one) or an explicit
     key, dotted for nesting ("trainer.model"). strip_prefix: "auto" strips one wrapper prefix shared by
     every key (AUTO_PREFIXES), "" strips nothing, anything else is stripped where present. A whole
     nn.Module (``torch.save(model)``, only ever loaded under --trust-checkpoint) stands for its state_dict().
-    Every tensor must be a dense one with values (not meta, sparse, nested or quantized).
+    With ``dense`` (the default) every tensor must be a dense one with values (not meta, sparse, nested or
+    quantized); ``fadiag inspect`` passes False, to say where the state dict is whatever it holds.
     Returns (state_dict, key_used).
     """
     import torch
@@ -786,7 +788,7 @@ def find_state_dict(content: Any, key: str = "auto", strip_prefix: str = "auto",
     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     if not sd:
         raise CheckpointError("state dict holds no tensors", source=source)
-    for k, v in sd.items():
+    for k, v in sd.items() if dense else ():
         _check_dense(k, v, source)
     if strip_prefix == "auto":
         for pre in AUTO_PREFIXES:

@@ -294,7 +294,7 @@ def inspect_checkpoint(path: str, *, trust: bool = False) -> dict:
         pass
     w.run(content)
     try:
-        _, key = find_state_dict(raw.content, source=path)
+        _, key = find_state_dict(content, source=path, dense=False)
     except CheckpointError:
         key = None
     half = sorted(d for d in w.dtypes if d in ("float16", "bfloat16"))
