@@ -233,9 +233,12 @@ def _read_npz(p: Path) -> tuple:
     except ValueError as e:
         if "pickle" in str(e).lower():
             names = _npz_pickle_globals(p)
-            what = ", ".join(names) if names else "pickled Python objects"
-            raise UnsafeCheckpointError(f"npz holds {what}; refusing to unpickle", source=str(p),
-                                        globals_=names) from None
+            bad = [n for n in names if classify_global(n) != "allowed"]
+            what = (f"a pickled object array naming {', '.join(bad)}" if bad else
+                    "a pickled object array (an .npz of weights holds plain numbers)")
+            raise UnsafeCheckpointError(f"npz holds {what}; refusing to unpickle", source=str(p), globals_=names,
+                                        classes={n: classify_global(n) for n in names},
+                                        reason="pickled object array") from None
         raise CheckpointError(f"corrupt .npz ({_short(e)})", source=str(p)) from None
     except Exception as e:  # zipfile/zlib/OSError/EOF: all mean a broken file
         raise CheckpointError(f"corrupt .npz ({_short(e)})", source=str(p)) from None
