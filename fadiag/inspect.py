@@ -246,7 +246,10 @@ class _Walk:
                     continue
                 stack.append((children, key, child_is_dict, depth + 1))
                 continue
-            self.other({"key": key, "type": type(obj).__name__, "value": _short_repr(obj)})
+            if len(self.others) < MAX_LISTED:  # the repr only for what is listed
+                self.other({"key": key, "type": type(obj).__name__, "value": _short_repr(obj)})
+            else:
+                self.omitted_others += 1
 
 
 # -------------------------------------------------------------------------------------------- report
