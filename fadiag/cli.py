@@ -137,8 +137,10 @@ class Ctx:
 
 
 def err(msg: str) -> None:
-    """One line to stderr."""
-    sys.stderr.write(msg.rstrip("\n") + "\n")
+    """One line to stderr, control characters escaped (names from files cannot drive the terminal)."""
+    from .text import escape_controls
+
+    sys.stderr.write(escape_controls(str(msg).rstrip("\n")) + "\n")
 
 
 def run_guarded(fn: Callable[[], int]) -> None:
@@ -189,7 +191,7 @@ def check_output_path(path: str, option: str) -> Path:
         raise InputError("is a directory, not a file", source=f"{option} {path}")
     if p.exists() and not p.is_file():
         raise InputError("is not a regular file (a pipe or device); write to a file", source=f"{option} {path}")
-    folder = p.resolve().parent
+    folder = _resolve(p, f"{option} {path}").parent
     if not folder.is_dir():
         raise InputError("folder does not exist", source=f"{option} {path}")
     if not os.access(folder, os.W_OK):
@@ -211,6 +213,28 @@ INPUT_PARAMS = ("checkpoints", "checkpoint", "spec", "data", "init", "tensors", 
 OUTPUT_PARAMS = (("output", "--output"), ("plot", "--plot"), ("matrix", "--matrix"), ("edges_out", "--edges"))
 
 
+def _resolve(p: Path, where: str) -> Path:
+    """``p.resolve()``, with a symlink loop as bad input (Python raises RuntimeError or OSError for it)."""
+    try:
+        return p.resolve()
+    except (RuntimeError, OSError):
+        raise InputError("symlink loop (the path cannot be resolved)", source=where) from None
+
+
+def _check_input_path(p: Path, where: str) -> Path:
+    """An input must not be a pipe, socket or device (reading one could block forever): said up front."""
+    r = _resolve(p, where)
+    try:
+        import stat
+
+        mode = os.stat(r).st_mode
+    except OSError:
+        return r  # missing: the reader says "no such file"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError("not a regular file (a pipe, socket or device)", source=where)
+    return r
+
+
 def preflight(ctx) -> None:
     """Before a command does any work: take its --quiet, and check every file it will write: a regular file
     in a writable folder, never one of the command's inputs, never another of its outputs."""
@@ -220,14 +244,14 @@ def preflight(ctx) -> None:
         v = ctx.params.get(name)
         for x in (v if isinstance(v, (list, tuple)) else [v]):
             if x:
-                inputs.add(Path(str(x)).resolve())
+                inputs.add(_check_input_path(Path(str(x)), str(x)))
     seen = {}
     for name, opt in OUTPUT_PARAMS:
         v = ctx.params.get(name)
         if v is None:
             continue
         check_output_path(str(v), opt)
-        r = Path(str(v)).resolve()
+        r = _resolve(Path(str(v)), f"{opt} {v}")
         if r in inputs:
             raise InputError("is also an input of this command; refusing to overwrite it", source=f"{opt} {v}")
         if r in seen:
@@ -250,9 +274,14 @@ def default_format(fmt: Optional[Format], output: Optional[str] = None) -> Forma
 
 def emit(reports: list, fmt: Format, output: Optional[str], **opts) -> None:
     from .render import render
+    from .text import escape_json_text, sanitize
 
+    if fmt not in (Format.json, Format.jsonl):  # JSON escapes strings itself, losslessly (escape_json_text)
+        reports = [sanitize(r, markup=fmt == Format.table) for r in reports]
     color = output is None and fmt == Format.table and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     text = render(reports, fmt, color=color, **opts)  # table width: rich's own detection (terminal, $COLUMNS, 80)
+    if fmt in (Format.json, Format.jsonl):
+        text = escape_json_text(text)
     if output:
         write_atomic(output, text)
         if not Ctx.quiet:
@@ -292,13 +321,18 @@ class Progress:
     def __enter__(self):
         if self.bar:
             self.bar.start()
-            self.task = self.bar.add_task(self.label, total=None)
+            from .text import sanitize
+
+            self.task = self.bar.add_task(sanitize(self.label, markup=True), total=None)
         return self
 
     def __call__(self, done: int, total: int, label: str | None = None) -> None:
         if not self.bar:
             return
-        self.bar.update(self.task, completed=done, total=total, description=label or self.label)
+        from .text import sanitize
+
+        desc = sanitize(label or self.label, markup=True)
+        self.bar.update(self.task, completed=done, total=total, description=desc)
 
     def __exit__(self, *exc):
         if self.bar:
@@ -307,6 +341,8 @@ class Progress:
 
 def warn_half(subject) -> None:
     """CHECKLIST fp16: half-precision weights are upcast; say so (the report records weight_dtypes)."""
+    for note in getattr(subject.checkpoint, "notes", ()) if not Ctx.quiet else ():
+        err(f"fadiag: warning: {subject.path}: {note}")
     half = [d for d in subject.weight_dtypes if d in ("float16", "bfloat16")]
     if half and not Ctx.quiet:
         err(f"fadiag: warning: {subject.path}: {', '.join(half)} weights; fadiag computes in float32 "
@@ -380,6 +416,9 @@ DeviceOpt = Annotated[Device, typer.Option("--device", envvar="FADIAG_DEVICE", h
 ExitZeroOpt = Annotated[bool, typer.Option("--exit-zero", envvar="FADIAG_EXIT_ZERO", help="Exit 0 even when something is flagged.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling (runs code from "
                                         "the file!). Recorded in the report.")]
+TrustCodeOpt = Annotated[bool, typer.Option("--trust-code", help="Allow a spec found beside the checkpoint "
+                                            "(sidecar) to import the module:Class it names (runs that code!). "
+                                            "Not needed with --spec. Recorded in the report.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="FADIAG_QUIET", help="No progress or summaries on stderr.")]
 
 
@@ -430,6 +469,7 @@ def audit(
     device: DeviceOpt = Device.cpu,
     exit_zero: ExitZeroOpt = False,
     trust_checkpoint: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     quiet: QuietOpt = False,
 ):
     """Run the four-diagnostic protocol (residual scale, BP reference validity, cross-batch stability,
@@ -453,7 +493,7 @@ def audit(
         reports = []
         for ck in checkpoints:
             with Progress(f"loading {ck.name}"):  # checkpoint, spec, data, a trial forward pass
-                subject = load(str(ck), str(spec) if spec else None, trust=trust_checkpoint,
+                subject = load(str(ck), str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
                                data=str(data) if data else None, batches=batches, batch_size=batch_size,
                                seed=seed, device=dev)
             if subject.checkpoint.trusted and not quiet:
@@ -514,6 +554,7 @@ def credit(
     device: DeviceOpt = Device.cpu,
     exit_zero: ExitZeroOpt = False,
     trust_checkpoint: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     quiet: QuietOpt = False,
 ):
     """Per-layer credit-assignment metrics: Γ_l (offline BP cosine, with ‖a‖ and ‖g‖), ρ_l (perturbation
@@ -531,7 +572,7 @@ def credit(
                 raise InputError("give a checkpoint, or --toy-lq", source="fadiag credit")
             from .subject import load
 
-            subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
+            subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
                            data=str(data) if data else None, batches=1, batch_size=batch_size, seed=seed,
                            device=_check_device(device))
             warn_half(subject)
@@ -587,6 +628,7 @@ def edges(
     device: DeviceOpt = Device.cpu,
     exit_zero: ExitZeroOpt = False,
     trust_checkpoint: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     quiet: QuietOpt = False,
 ):
     """Infer function -> function edges from activation/gradient rank correlation (streamed over eval
@@ -601,7 +643,7 @@ def edges(
 
         if matrix and not matrix.endswith(".npy"):
             raise InputError("matrix file must end in .npy", source=f"--matrix {matrix}")
-        subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
+        subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
                        data=str(data) if data else None, batches=batches, batch_size=batch_size, seed=seed,
                        device=_check_device(device),
                        labels=lambda sp: "class" if (loss or sp.edges.loss) == "ce" else "regression")
@@ -656,6 +698,7 @@ def relevance(
     device: DeviceOpt = Device.cpu,
     exit_zero: ExitZeroOpt = False,
     trust_checkpoint: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     quiet: QuietOpt = False,
 ):
     """Per-feature, per-head relevance of a multi-head online learner: path-norm weight relevance,
@@ -668,7 +711,7 @@ def relevance(
         from .subject import load
 
         need = sensitivity or (observation is not None and "," not in observation)  # a point needs no data
-        subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
+        subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
                        data=str(data) if data else None, device=_check_device(device), need_data=need,
                        labels="regression")
         split = lambda s: [v.strip() for v in s.split(",")] if s else None

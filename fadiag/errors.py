@@ -40,10 +40,14 @@ class CheckpointError(InputError):
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """The checkpoint needs arbitrary unpickling; ``globals`` lists the offending names."""
+    """The checkpoint needs arbitrary unpickling; ``globals`` lists the offending names, ``classes`` maps every
+    global found to "dangerous" / "allowed" / "unknown", ``reason`` says in a few words why it was refused."""
 
-    def __init__(self, message: str, *, source: str | None = None, globals_: list[str] | None = None):
+    def __init__(self, message: str, *, source: str | None = None, globals_: list[str] | None = None,
+                 classes: dict | None = None, reason: str = ""):
         self.globals = list(globals_ or [])
+        self.classes = dict(classes or {})
+        self.reason = reason
         super().__init__(message, source=source)
 
 

@@ -37,14 +37,16 @@ class Subject:
         return self.checkpoint.path
 
 
-def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False, data: str | None = None,
+def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False, trust_code: bool = False,
+         data: str | None = None,
          batches: int | None = None, batch_size: int | None = None, seed: int | None = None,
          shuffle: bool | None = None, device: str = "cpu", need_data: bool = True,
          labels="class") -> Subject:
     """Read ``checkpoint`` safely, find its spec, build the model, load weights, load eval batches.
 
     labels: "class" (integer class labels) or "regression" (float targets), or a function of the Spec
-    returning one of them (e.g. from edges.loss), decided once the spec is known."""
+    returning one of them (e.g. from edges.loss), decided once the spec is known.
+    trust_code: let a spec that was found (not given) import the ``module:Class`` it names (--trust-code)."""
     import torch
 
     from pathlib import Path
@@ -71,6 +73,15 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
 
             raw = dataclasses.replace(raw, content={"model": raw.content.state_dict()})
         sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
+    if not spec:  # found beside the checkpoint, not named by the user: no user code without --trust-code
+        from .models import require_trusted_code
+
+        for key, arch in (("model.arch", sp.model.arch), ("credit.value_arch", sp.credit.value_arch)):
+            require_trusted_code(arch, key=key, origin=sp.origin, trusted=trust_code)
+    if trust_code:
+        import dataclasses
+
+        raw = dataclasses.replace(raw, trusted_code=True)
     sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint)
     extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
 

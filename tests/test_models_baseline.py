@@ -57,7 +57,7 @@ def test_user_class_from_spec_is_audited(tmp_path, run_cli):
     (tmp_path / "user.yaml").write_text(yaml.safe_dump({
         "model": {"arch": "my_models:TwoBlock", "args": {"d_in": 8, "d": 6, "n_classes": 3}},
         "data": {"source": "npz", "path": "data.npz", "batch_size": 16, "batches": 4}}))
-    code, out, err = run_cli(["audit", tmp_path / "user.pt", "-f", "json", "-q"])
+    code, out, err = run_cli(["audit", tmp_path / "user.pt", "-f", "json", "-q", "--trust-code"])  # a sidecar
     assert code in (0, 1), err
     rep = json.loads(out)
     with torch.no_grad():
@@ -68,7 +68,7 @@ def test_user_class_from_spec_is_audited(tmp_path, run_cli):
 
 def test_unknown_user_module_is_a_spec_error(tmp_path, tiny_resmlp_ckpt, run_cli):
     f = tiny_resmlp_ckpt(spec_overrides={"model": {"arch": "no_such_pkg.mod:Net"}})
-    code, out, err = run_cli(["audit", f.ckpt])
+    code, out, err = run_cli(["audit", f.ckpt, "--trust-code"])
     assert code == 2 and "cannot import 'no_such_pkg.mod'" in err
 
 
@@ -250,5 +250,5 @@ def test_user_class_without_the_contract_is_bad_input(tmp_path, run_cli):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({
         "model": {"arch": "plain_models:Plain"},
         "data": {"source": "npz", "path": "data.npz", "batch_size": 16, "batches": 4}}))
-    code, out, err = run_cli(["audit", tmp_path / "p.pt"])
+    code, out, err = run_cli(["audit", tmp_path / "p.pt", "--trust-code"])
     assert code == 2 and "return_hidden=True" in err and len(err.strip().splitlines()) == 1

@@ -19,6 +19,26 @@ BUILTIN = {
 }
 
 
+#: Classes inside fadiag that a spec may name without --trust-code (the value net's default among them).
+SAFE_TARGETS = frozenset(BUILTIN.values()) | {"fadiag.models.value:ValueMLP"}
+
+
+def is_builtin_arch(arch: str) -> bool:
+    """True when naming ``arch`` imports only fadiag's own code."""
+    return arch in BUILTIN or arch in SAFE_TARGETS
+
+
+def require_trusted_code(arch: str, *, key: str, origin: str, trusted: bool) -> None:
+    """The trust gate for a spec fadiag FOUND (a sidecar beside the checkpoint), not one the user passed:
+    naming user code there imports it only with --trust-code (like ``trust_remote_code``). Exit 2 otherwise."""
+    if trusted or is_builtin_arch(arch):
+        return
+    mod = arch.partition(":")[0] if ":" in arch else arch
+    raise SpecError(f"{key}: {arch!r} would import and run module {mod!r}, named by a spec found beside the "
+                    "checkpoint (not given with --spec); pass --trust-code if you trust that folder, "
+                    "or --spec to name the spec yourself", source=origin)
+
+
 def resolve_arch(arch: str, *, origin: str = "<spec>", base_dir: str | None = None):
     target = BUILTIN.get(arch, arch)
     if ":" not in target:

@@ -1,4 +1,5 @@
-"""Table view of ``fadiag inspect`` reports."""
+"""Table view of ``fadiag inspect`` reports. Names from the file arrive with control characters and rich
+markup escaped (cli.emit -> fadiag.text.sanitize)."""
 
 from __future__ import annotations
 
@@ -8,35 +9,64 @@ from rich.text import Text
 from .table import entry_value, flag_text, register, verdict_text
 
 
+def _count(x: dict) -> Text:
+    n = x.get("nonfinite")
+    if n is None:
+        return Text("not counted", style="bold yellow")
+    return Text(str(n) + ("*" if x.get("note") else ""), style="bold red" if n else "")
+
+
+def _where(key) -> str:
+    if key is None:
+        return "no state dict found"
+    return "state dict at the top level" if key == "" else f"state dict under '{key}'"
+
+
 def inspect_tables(r: dict) -> list:
     ck = r.get("checkpoint", {})
-    head = Text(f"fadiag inspect: {ck.get('path')} ({ck.get('format')}, sha256 {str(ck.get('sha256'))[:12]})",
+    head = Text.from_markup(f"fadiag inspect: {ck.get('path')} ({ck.get('format')}, sha256 {str(ck.get('sha256'))[:12]})",
                 style="bold")
     t = Table(title="tensors", title_justify="left")
     for c, j in (("key", "left"), ("shape", "left"), ("dtype", "left"), ("numel", "right"), ("non-finite", "right")):
         t.add_column(c, justify=j)
+    notes = []
     for x in r.get("tensors", []):
-        t.add_row(x["key"], str(tuple(x["shape"])), x["dtype"], str(x["numel"]),
-                  Text(str(x["nonfinite"]), style="bold red" if x["nonfinite"] else ""))
+        t.add_row(str(x["key"]), str(tuple(x["shape"])), str(x["dtype"]), str(x["numel"]), _count(x))
+        if x.get("note"):
+            notes.append(f"{x['key']}: {x['note']}")
     parts = [head, t]
+    if r.get("tensors_not_listed"):
+        parts.append(Text(f"... and {r['tensors_not_listed']} more tensor(s), counted but not listed"))
+    if notes:
+        parts.append(Text.from_markup("* " + "\n* ".join(notes[:20]) + (f"\n... ({len(notes) - 20} more)" if len(notes) > 20 else "")))
     if r.get("other_entries"):
         o = Table(title="other entries", title_justify="left")
         o.add_column("key")
         o.add_column("type")
         o.add_column("value")
         for x in r["other_entries"]:
-            o.add_row(x["key"], x["type"], entry_value(x))
+            o.add_row(str(x["key"]), str(x["type"]), entry_value(x))
         parts.append(o)
+        if r.get("entries_not_listed"):
+            parts.append(Text(f"... and {r['entries_not_listed']} more entries, not listed"))
+    if r.get("globals"):
+        g = Table(title="pickle globals", title_justify="left")
+        g.add_column("global")
+        g.add_column("class")
+        for x in r["globals"]:
+            style = {"dangerous": "bold red", "unknown": "yellow"}.get(x.get("class"), "")
+            g.add_row(str(x.get("name")), Text(str(x.get("class")), style=style))
+        parts.append(g)
     f = Table(title="checks", title_justify="left")
     for c in ("check", "status", "detail"):
         f.add_column(c)
     for fl in r.get("flags", []):
-        f.add_row(fl["name"], flag_text(fl["flagged"]), fl.get("detail", ""))
+        f.add_row(str(fl["name"]), flag_text(fl["flagged"]), str(fl.get("detail", "")))
     parts.append(f)
-    key = r.get("state_dict_key")
-    parts.append(Text(f"{r.get('n_tensors')} tensors, {r.get('n_elements')} elements; state dict "
-                      f"{'under ' + key if key else 'at the top level'}; embedded spec: "
-                      f"{'yes' if r.get('embedded_spec') else 'no'}"))
+    if r.get("refusal"):
+        parts.append(Text.from_markup(f"refused: {r['refusal']}"))
+    parts.append(Text.from_markup(f"{r.get('n_tensors')} tensors, {r.get('n_elements')} elements; {_where(r.get('state_dict_key'))}; "
+                      f"embedded spec: {'yes' if r.get('embedded_spec') else 'no'}"))
     parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r)))
     return parts
 

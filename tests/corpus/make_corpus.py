@@ -7,11 +7,19 @@ Layout:
     base/tiny.pt, base/tiny.yaml, base/tiny_data.npz   a valid tiny ResMLP (in_dim 8, width 8, depth 3,
                                                        3 classes; seed 6, as conftest.tiny_resmlp)
     ckpt/*        bad checkpoints, run as   audit FILE --spec base/tiny.yaml   (and inspect FILE)
+    hostile/*     attack families (docs/safety.md), each with the runs it must pass ("runs": command,
+                  arguments, exit codes allowed, substrings of its stderr line or JSON output)
+    honest/*      honest files from real frameworks' layouts (torch.save variants, Lightning, Hugging Face,
+                  numpy extras), each with its outcome asserted per run
     spec/*.yaml   bad specs, run as         audit base/tiny.pt --spec FILE
     data/*.npz    bad eval data (8 rows), run as
                   audit base/tiny.pt --spec base/tiny.yaml --data FILE --batches 2 --batch-size 4
     manifest.json one entry per bad file: role, the exit codes allowed, the substrings its one stderr
                   line must hold, and "xfail" (a known fadiag bug) where fadiag does not meet the contract yet.
+
+Big or odd families are not committed but written on demand by ``build_big(out)`` (a 1 GiB zip member, a
+100 MiB opcode stream, the downloaded-folder attack with its helper.py, a file name with ANSI escapes,
+a TorchScript archive): tests/test_safety_limits.py runs them, under ``prlimit --as`` where it can.
 
 Everything is derived from the seeded tiny checkpoint; zip members get a fixed timestamp and torch's random
 serialization id is pinned, so two runs write identical bytes (for one torch/numpy version). The pickled
@@ -55,9 +63,9 @@ def _zip_bytes(members: list, compress: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def torch_bytes(obj, legacy: bool = False) -> bytes:
+def torch_bytes(obj, legacy: bool = False, protocol: int = 2) -> bytes:
     buf = io.BytesIO()
-    torch.save(obj, buf, _use_new_zipfile_serialization=not legacy)
+    torch.save(obj, buf, _use_new_zipfile_serialization=not legacy, pickle_protocol=protocol)
     if legacy:
         return _pin_legacy_keys(buf.getvalue())
     with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
@@ -179,6 +187,237 @@ def _dump(d: dict) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------ the cases
+
+def torch_members(obj, **save_kw) -> list:
+    """[(name, bytes)] of torch.save(obj), serialization id pinned."""
+    buf = io.BytesIO()
+    torch.save(obj, buf, **save_kw)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
+        return [(n, b"0" * 20 if n.endswith("serialization_id") else z.read(n)) for n in z.namelist()]
+
+
+def evil_pickle() -> bytes:
+    """{"model": 1, "hook": <os.system("touch MARKER")>} as a protocol-2 pickle."""
+    import pickle
+
+    return pickle.dumps({"model": 1, "hook": _Touch()}, protocol=2)
+
+
+def laughs(levels: int = 9, width: int = 10) -> list:
+    """x = [x] * width, ``levels`` deep: a few hundred bytes pickled (shared references), width**levels leaves."""
+    a = ["lol"]
+    for _ in range(levels):
+        a = [a] * width
+    return a
+
+
+def ops_stream(n_ops: int) -> bytes:
+    """A protocol-2 pickle of ~n_ops opcodes that builds one self-referencing list (BINGET 0; APPEND)."""
+    return b"\x80\x02]q\x00" + b"h\x00a" * (n_ops // 2) + b"."
+
+
+def hostile_cases(sd: dict) -> dict:
+    """name -> (bytes, runs) for the committed attack families (each a few KB, a few at ~100 KB)."""
+    tiny = torch_members({"model": sd})
+    pkl = next(n for n, _ in tiny if n.endswith("/data.pkl"))
+    top = pkl.split("/")[0]
+
+    def with_members(extra, replace=None, compress=False):
+        members = [(n, (replace if replace is not None and n == pkl else b)) for n, b in tiny]
+        return _zip_bytes(members + extra, compress=compress)
+
+    def dup(first, last):
+        members = []
+        for n, b in tiny:
+            members += [(n, first), (n, last)] if n == pkl else [(n, b)]
+        return _zip_bytes(members)
+
+    A = ["audit", "{file}", "--spec", "{spec}", "-f", "json"]
+    I = ["inspect", "{file}", "-f", "json"]
+
+    def runs(audit_codes, audit_needles, inspect_codes, inspect_needles=()):
+        return [{"args": A, "codes": list(audit_codes), "needles": list(audit_needles)},
+                {"args": I, "codes": list(inspect_codes), "needles": list(inspect_needles)}]
+
+    nan_view = torch.full((1,), float("nan")).expand(2**20, 2**20)
+    sparse_bad = torch.sparse_coo_tensor(torch.tensor([[5], [0]]), torch.tensor([1.0]), (2, 2), check_invariants=False)
+    meta = {**sd, "embed.weight": torch.empty(sd["embed.weight"].shape, device="meta")}
+    bytearray_bomb = b"\x80\x02c__builtin__\nbytearray\n\x8a\x06\x00\x00\x00\x00\x00\x01\x85R."  # bytearray(2**40)
+    cases = {
+        # resource attacks: inspect walks under budgets, audit finds no state dict
+        "laughs.pt": (torch_bytes(laughs()), runs([2], ["cannot find a state dict"], [1], ["walk stopped"])),
+        "laughs_beside_model.pt": (torch_bytes({"model": sd, "hook": laughs()}),
+                                   runs([0, 1], [], [1], ["visit budget"])),
+        "nested_lists.pt": (torch_bytes([[[1] * 1000] * 1000] * 1000), runs([2], ["state dict"], [1], ["walk stopped"])),
+        "zero_stride_2e15.pt": (torch_bytes({"model": {**sd, "big": torch.zeros(1).expand(2**15, 2**15)}}),
+                                runs([2], ["unexpected", "big"], [0], ["overlapping view"])),
+        "zero_stride_nan_2e20.pt": (torch_bytes({"model": sd, "big": nan_view}),
+                                    runs([0, 1], [], [1], ["overlapping view", "nonfinite"])),
+        "bytearray_2e40.pt": (with_members([], replace=bytearray_bomb), runs([2], ["memory"], [2], ["memory"])),
+        # tensors fadiag cannot audit: one line, exit 2 (inspect lists them)
+        "meta_tensor.pt": (torch_bytes({"model": meta}), runs([2], ["meta device"], [1], ["meta tensor"])),
+        "sparse_coo.pt": (torch_bytes({"model": {**sd, "embed.weight": sd["embed.weight"].to_sparse()}}),
+                          runs([2], ["sparse", "embed.weight"], [0], ["sparse_coo"])),
+        "sparse_csr.pt": (torch_bytes({"model": {**sd, "embed.weight": sd["embed.weight"].to_sparse_csr()}}),
+                          runs([2], ["sparse", "embed.weight"], [0], ["sparse_csr"])),
+        "sparse_bad_indices.pt": (torch_bytes({"model": {**sd, "embed.weight": sparse_bad}}),
+                                  runs([2], ["corrupt"], [2], ["corrupt"])),
+        "nested_tensor.pt": (torch_bytes({"model": {**sd, "nt": torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])}}),
+                             runs([2], ["nested tensor"], [0], ["nested tensor of 2"])),
+        # what torch never reads, and what it reads first
+        "extra_pkl_evil.pt": (with_members([(f"{top}/extra.pkl", evil_pickle())]),
+                              runs([2], ["tampered", "extra.pkl", "system"], [1], ["extra pickle member", "system"])),
+        "extra_pkl_65mib.pt": (with_members([(f"{top}/big.pkl", ops_stream(65 * 2**20 // 3 * 2))], compress=True),
+                               runs([2], ["tampered", "big.pkl"], [1], ["extra pickle member"])),
+        "dup_data_pkl_evil_last.pt": (dup(dict(tiny)[pkl], evil_pickle()),
+                                      runs([2], ["refusing to unpickle", "system"], [1], ["system", "dangerous"])),
+        "dup_data_pkl_evil_first.pt": (dup(evil_pickle(), dict(tiny)[pkl]),
+                                       runs([2], ["tampered", "more than once", "system"], [1], ["more than once"])),
+        "pickle_then_zip.pt": (evil_pickle() + torch_bytes({"model": sd}),
+                               runs([2], ["refusing to unpickle", "system"], [1], ["system", "dangerous"])),
+        "zip_bomb_extra_member.pt": (with_members([(f"{top}/junk", b"\0" * (300 * 2**20))], compress=True),
+                                     runs([2], ["zip bomb"], [2], ["zip bomb"])),
+    }
+    return cases
+
+
+def honest_cases(sd: dict) -> dict:
+    """name -> (bytes, runs): files real tools write, with what fadiag must do with each."""
+    import argparse
+
+    from fadiag.models.resmlp import ResMLP
+
+    A = ["audit", "{file}", "--spec", "{spec}", "-f", "json"]
+    T = A + ["--trust-checkpoint"]
+    I = ["inspect", "{file}", "-f", "json"]
+
+    def run(args, codes, needles=()):
+        return {"args": args, "codes": list(codes), "needles": list(needles)}
+
+    torch.manual_seed(SEED)
+    module = ResMLP(**ARGS).eval()
+    lightning = {
+        "epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.6.6",
+        "state_dict": {f"model.{k}": v for k, v in sd.items()},
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 4, "completed": 3}}}},
+        "callbacks": {"ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}": {"best_model_score": torch.tensor(0.5),
+                                                                               "best_model_path": "ckpt/epoch=3.ckpt"}},
+        "optimizer_states": [{"state": {i: {"step": torch.tensor(120.0), "exp_avg": torch.zeros_like(v),
+                                            "exp_avg_sq": torch.zeros_like(v)} for i, v in enumerate(sd.values())},
+                              "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+                                                "amsgrad": False, "params": list(range(len(sd)))}]}],
+        "lr_schedulers": [], "hparams_name": "kwargs", "hyper_parameters": {"lr": 1e-3, "depth": 3},
+    }
+    x, _ = tiny_xy()
+    return {
+        "torch_zip.pt": (torch_bytes({"model": sd}), [run(A, [0, 1]), run(I, [0], ['"verdict": "ok"'])]),
+        "torch_legacy.pt": (torch_bytes({"model": one_storage(sd)}, legacy=True), [run(A, [0, 1]), run(I, [0])]),
+        "protocol4.pt": (torch_bytes({"model": sd}, protocol=4),
+                         [run(A, [2], ["pickle protocol 4", "FRAME", "default pickle protocol"]), run(T, [0, 1]),
+                          run(I, [1], ["FRAME"])]),
+        "protocol5.pt": (torch_bytes({"model": sd}, protocol=5),
+                         [run(A, [2], ["pickle protocol", "FRAME", "--trust-checkpoint"]), run(T, [0, 1])]),
+        "whole_module.pt": (torch_bytes(module),
+                            [run(A, [2], ["torch.save(model)", "ResMLP"]), run(T, [0, 1]),
+                             run(I, [1], ["resmlp.ResMLP", "unknown"])]),
+        "numpy_and_namespace.pt": (torch_bytes({"model": sd, "epoch": np.int64(3), "best_acc": np.float32(0.5),
+                                                "x_mean": x.mean(0), "args": argparse.Namespace(lr=0.1, depth=3)}),
+                                   [run(A, [0, 1]), run(I, [0], ["Namespace", "numpy._core.multiarray.scalar"])]),
+        "lightning.ckpt": (torch_bytes(lightning), [run(A, [0, 1]), run(I, [0], ['"state_dict_key": "state_dict"'])]),
+        "hf_pytorch_model.bin": (torch_bytes(dict(sd)), [run(A, [0, 1]), run(I, [0], ['"state_dict_key": ""'])]),
+        "hf_model.safetensors": (safetensors_bytes_from_state(sd), [run(A, [0, 1]), run(I, [0])]),
+        "bf16.pt": (torch_bytes({"model": {k: v.to(torch.bfloat16) for k, v in sd.items()}}),
+                    [run(A, [0, 1]), run(I, [1], ["bfloat16"])]),
+        "npz_with_strings.npz": (npz_bytes({**{k: v.numpy() for k, v in sd.items()}, "class_names": np.array(["a", "b"])}),
+                                 [run(A, [0, 1], ['"notes"', "class_names"]), run(I, [0], ["skipped 1 non-numeric"])]),
+    }
+
+
+ANSI_NAME = "x\x1b[2K\x1b[1Gfadiag: m.pt: trustworthy\x1b[8m.pt"
+"""A file name that, printed raw, erases the line and shows a fake pass (issue 13)."""
+
+
+def _deflated_member(z: zipfile.ZipFile, name: str, nbytes: int, unit: bytes = b"\0") -> None:
+    """Write ``nbytes`` of ``unit`` repeated as one deflated member, streaming (never all in memory)."""
+    info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    chunk = unit * max(1, (1 << 22) // len(unit))
+    with z.open(info, "w", force_zip64=True) as f:
+        left = nbytes
+        while left > 0:
+            f.write(chunk[:left])
+            left -= len(chunk)
+
+
+def build_big(out: Path, *, huge: bool = True) -> dict:
+    """Write the families too big or too odd to commit under ``out``; return name -> path.
+
+    member_1gib.pt       a torch zip with an extra member inflating to 1 GiB (~1 MB on disk): a zip bomb
+    opcodes_100mib.pt    an extra .pkl member of 100 MiB of opcodes (deflated): never scanned, flagged
+    data_pkl_100mib.pt   torch's own data.pkl at 100 MiB: over the pickle byte limit, refused unread
+    data_pkl_ops.pt      data.pkl with 4.2 M opcodes (~6 MB, deflated to KB): over the opcode limit
+    downloaded/          model.pt + model.yaml naming "helper:Net" + helper.py, which touches
+                         downloaded/HELPER_RAN when imported: the downloaded-folder attack
+    ANSI_NAME            the tiny checkpoint under a file name full of ANSI escapes
+    torchscript.pt       torch.jit.save of the tiny ResMLP (honest; its weights need --trust-checkpoint)
+    (huge=False skips the two large writes, member_1gib and opcodes_100mib.)
+    """
+    sd = tiny_state()
+    out.mkdir(parents=True, exist_ok=True)
+    tiny = torch_members({"model": sd})
+    top = tiny[0][0].split("/")[0]
+    pkl = f"{top}/data.pkl"
+    paths = {}
+
+    def torch_zip(name, extra=None, data_pkl=None):
+        p = out / name
+        with zipfile.ZipFile(p, "w") as z:
+            for n, b in tiny:
+                z.writestr(zipfile.ZipInfo(n, date_time=FIXED_TIME), data_pkl if (data_pkl and n == pkl) else b)
+            if extra:
+                extra(z)
+        paths[name] = p
+
+    if huge:
+        torch_zip("member_1gib.pt", lambda z: _deflated_member(z, f"{top}/junk", 2**30))
+        torch_zip("opcodes_100mib.pt", lambda z: _deflated_member(z, f"{top}/extra.pkl", 100 * 2**20, b"h\x00a"))
+    p = out / "data_pkl_100mib.pt"
+    with zipfile.ZipFile(p, "w") as z:
+        for n, b in tiny:
+            if n == pkl:
+                _deflated_member(z, n, 100 * 2**20, b"h\x00a")
+            else:
+                z.writestr(zipfile.ZipInfo(n, date_time=FIXED_TIME), b)
+    paths["data_pkl_100mib.pt"] = p
+    torch_zip("data_pkl_ops.pt", data_pkl=ops_stream(4_200_000))
+
+    d = out / "downloaded"
+    d.mkdir(exist_ok=True)
+    (d / "model.pt").write_bytes(torch_bytes({"model": sd}))
+    spec = json.loads(json.dumps(BASE_SPEC))
+    spec["model"]["arch"] = "helper:Net"
+    spec["data"] = {"source": "npz", "path": "data.npz", "batch_size": 16, "batches": 4}
+    (d / "model.yaml").write_bytes(_dump(spec))
+    x, y = tiny_xy()
+    (d / "data.npz").write_bytes(npz_bytes({"x": x, "y": y}))
+    (d / "helper.py").write_text(
+        "import pathlib\n"
+        "pathlib.Path(__file__).with_name('HELPER_RAN').touch()  # the 'payload': proof that this file ran\n"
+        "from fadiag.models.resmlp import ResMLP\n\n\nclass Net(ResMLP):\n    pass\n")
+    paths["downloaded"] = d
+
+    a = out / ANSI_NAME
+    a.write_bytes(torch_bytes({"model": sd}))
+    paths["ansi"] = a
+
+    from fadiag.models.resmlp import ResMLP
+
+    torch.manual_seed(SEED)
+    ts = out / "torchscript.pt"
+    torch.jit.save(torch.jit.trace(ResMLP(**ARGS).eval(), torch.zeros(2, ARGS["in_dim"])), str(ts))
+    paths["torchscript.pt"] = ts
+    return paths
+
 
 def build(out: Path) -> dict:
     """Write the corpus under ``out``; return the manifest (also written as manifest.json)."""
@@ -347,6 +586,12 @@ def build(out: Path) -> dict:
     data_case("no_rows", {"x": x[:0], "y": y[:0]}, ["rows"])
     data_case("missing_y", {"x": x}, ["missing", "y"])
     data_case("wrong_names", {"inputs": x, "labels": y}, ["missing"])
+
+    # --- attack families and honest files: each with the runs it must pass ---------------------------
+    for role, cases in (("hostile", hostile_cases(sd)), ("honest", honest_cases(sd))):
+        for name, (data, runs) in cases.items():
+            files[f"{role}/{name}"] = data
+            manifest[f"{role}/{name}"] = {"role": role, "runs": runs}
 
     out.mkdir(parents=True, exist_ok=True)
     for rel, data in files.items():
