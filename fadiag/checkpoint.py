@@ -228,7 +228,6 @@ def _read_npz(p: Path) -> tuple:
                     raise CheckpointError(f"array {k!r} has unsupported dtype {arr.dtype}", source=str(p))
                 # ascontiguousarray makes a 0-d array 1-d: keep the shape as saved
                 out[k] = torch.from_numpy(np.ascontiguousarray(arr).reshape(arr.shape))
-            return out
     except CheckpointError:
         raise
     except ValueError as e:
