@@ -200,9 +200,6 @@ class StreamView:
         self.embed = _sub(model, stream.embed, "embed") if stream.embed else None
         ro = stream.readout
         self.readout = None if ro == "model" else [_sub(model, p, "readout") for p in ro]
-        if stream.residual == "outside" and self.embed is None:
-            raise SpecError("stream.residual: outside needs stream.embed (the module whose output is h_0)",
-                            source="stream")
 
     @property
     def n(self) -> int:
@@ -212,10 +209,37 @@ class StreamView:
     def double(self) -> "StreamView":
         return StreamView(copy.deepcopy(self.model).double().eval(), self.stream)
 
-    def with_residual(self, residual: str, note: str | None = None) -> "StreamView":
+    def with_residual(self, residual: str, note: str | None = None, **kw) -> "StreamView":
         notes = self.stream.notes + ((note,) if note else ())
-        v = StreamView(self.model, replace(self.stream, residual=residual, notes=notes))
-        return v
+        return StreamView(self.model, replace(self.stream, residual=residual, notes=notes, **kw))
+
+    def find_embed(self, x) -> str:
+        """The module whose output is the very tensor block 0 consumes (outside residual needs it for l = 0)."""
+        seen: dict = {}
+        found: list = []
+        skip = tuple(p + "." for p in self.stream.blocks)
+        def post(name):
+            def f(m, a, o):
+                if isinstance(o, torch.Tensor):
+                    seen[id(o)] = (name, o)  # the last module to return this tensor produced it (kept alive: ids stay unique)
+            return f
+
+        def pre(m, a, k):
+            if not found:
+                found.append(seen.get(id(_get_arg(a, k)), (None,))[0])
+
+        handles = [m.register_forward_hook(post(n)) for n, m in self.model.named_modules()
+                   if n and not n.startswith(skip) and n not in self.stream.blocks]
+        handles.append(self.blocks[0].register_forward_pre_hook(pre, with_kwargs=True))
+        try:
+            self.call(x)
+        finally:
+            for h in handles:
+                h.remove()
+        if not found or found[0] is None:
+            raise SpecError("stream.residual: outside needs stream.embed (the module whose output is h_0); no module's "
+                            "output is what the first block consumes", source="stream")
+        return found[0]
 
     # -- calling the model -------------------------------------------------------------------------
     def call(self, x):
@@ -467,5 +491,9 @@ def first_batch_view(view: StreamView, x, device: str = "cpu") -> StreamView:
     """Run the residual check on the first batch (no gradients) and return the view it settles."""
     with _Modes(view.model), torch.no_grad():
         _, hs, io = view.capture(x.to(device))
-    return view.check_residual(io, hs)
+        v = view.check_residual(io, hs)
+        if v.stream.residual == "outside" and v.embed is None:
+            e = v.find_embed(x.to(device))
+            v = v.with_residual("outside", f"embed {e!r}: its output is what block 0 consumes (first batch)", embed=e)
+    return v
 
