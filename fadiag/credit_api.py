@@ -226,7 +226,8 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
         from .checkpoint import find_state_dict, read_checkpoint
 
         raw = read_checkpoint(ipath)
-        init_sd, _ = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=ipath)
+        init_sd, _ = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=ipath,
+                                     model_keys=subject.state_dict.keys())
         try:
             fd = C.feature_drift(subject.state_dict, init_sd)
         except ValueError as e:

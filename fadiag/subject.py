@@ -64,12 +64,12 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
 
     raw = read_checkpoint(checkpoint, trust=trust)
     sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
-    sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint)
-    extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
-
     from .models import build_model
 
     model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
+    sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint,
+                               model_keys=model.state_dict().keys())
+    extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
     from .models.multihead import MultiHeadLearner, split_state
 
     if isinstance(model, MultiHeadLearner):

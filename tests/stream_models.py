@@ -170,3 +170,23 @@ class Grumpy(nn.Module):
     def __init__(self):
         super().__init__()
         raise KeyError("no such weights")
+
+
+def make_resmlp(depth: int = 3) -> UserResMLP:
+    """A factory, as torchvision's resnet18 is: annotated to return an nn.Module subclass."""
+    return UserResMLP(depth=depth)
+
+
+def make_unannotated(depth: int = 3):
+    return UserResMLP(depth=depth)
+
+
+class NetWrapped(nn.Module):
+    """Keeps its layers under ``self.net``: its keys start with "net." and must not be stripped."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 3))
+
+    def forward(self, x):
+        return self.net(x)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_stream import B, NB, check_ab, ce_loss, lm_loss, run, write_case
+from test_stream import B, NB, check_ab, ce_loss, lm_loss, run, write_case, xy
 
 transformers = pytest.importorskip("transformers")
 
@@ -89,8 +89,7 @@ def test_bert_classifier_matches_float64(tmp_path, run_cli):
 
 def test_hf_vit_matches_float64(tmp_path, run_cli):
     m = _build("ViTForImageClassification", VIT)
-    g = torch.Generator().manual_seed(6)
-    x, y = torch.randn(B * NB, 1, 8, 8, generator=g), torch.randint(0, 3, (B * NB,), generator=g)
+    x, y = xy(6, 1, 8, 8)
     ck, sp = write_case(tmp_path, m, "transformers:ViTForImageClassification", VIT, x, y)
     rep = run(run_cli, "audit", ck, sp)
     path = rep["data"]["stream"]["blocks"]

@@ -46,6 +46,12 @@ def run(run_cli, cmd, ckpt, spec, *extra):
     return json.loads(out)
 
 
+def xy(seed, *shape):
+    """Seeded (x, y): x standard normal (B * NB, *shape), y labels in 0..2."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B * NB, *shape, generator=g), torch.randint(0, 3, (B * NB,), generator=g)
+
+
 def med_norms(ts):
     return [float(np.median(t.detach().reshape(t.shape[0], -1).double().norm(dim=1).numpy())) for t in ts]
 
@@ -76,9 +82,19 @@ def _resmlp_pair():
     out = SM.UserResMLP(inside=False)
     ins = SM.UserResMLP(inside=True)
     ins.load_state_dict(out.state_dict())
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(B * NB, 8, generator=g), torch.randint(0, 3, (B * NB,), generator=g)
+    x, y = xy(1, 8)
     return out, ins, x, y
+
+
+def resmlp_ref(m, x, y, loss):
+    """The outside-residual UserResMLP by hand: h_0 = inp(x), h_{l+1} = h_l + block(h_l); grads of loss."""
+    m = m.eval()
+    h = m.inp(x)
+    hs = [h]
+    for blk in m.layers:
+        h = h + blk(h)
+        hs.append(h)
+    return hs, grads64(loss(m.fc_out(m.ln_f(h)), y), hs)
 
 
 def test_user_resmlp_by_stream_section_matches_a_float64_loop(tmp_path, run_cli):
@@ -86,13 +102,7 @@ def test_user_resmlp_by_stream_section_matches_a_float64_loop(tmp_path, run_cli)
     st = {"embed": "inp", "blocks": "layers", "residual": "outside", "readout": ["ln_f", "fc_out"], "pool": "none"}
     ck, sp = write_case(tmp_path, out, "stream_models:UserResMLP", {}, x, y, st)
     rep = run(run_cli, "audit", ck, sp)
-    m = out.double().eval()
-    h = m.inp(x[:B].double())
-    hs = [h]
-    for blk in m.layers:
-        h = h + blk(h)
-        hs.append(h)
-    gs = grads64(ce_loss(m.fc_out(m.ln_f(h)), y[:B]), hs)
+    hs, gs = resmlp_ref(out.double(), x[:B].double(), y[:B], ce_loss)
     check_ab(rep, hs, gs)
     assert rep["data"]["stream"]["residual"] == "outside"
     assert "confirmed" in rep["data"]["stream"]["notes"][0]
@@ -132,8 +142,7 @@ def test_a_contradicted_residual_is_bad_input(tmp_path, run_cli):
 def test_timm_layout_vit_preset_matches_float64(tmp_path, run_cli):
     torch.manual_seed(0)
     m = SM.TimmLayoutViT()
-    g = torch.Generator().manual_seed(2)
-    x, y = torch.randn(B * NB, 1, 8, 8, generator=g), torch.randint(0, 3, (B * NB,), generator=g)
+    x, y = xy(2, 1, 8, 8)
     ck, sp = write_case(tmp_path, m, "stream_models:TimmLayoutViT", {}, x, y)
     rep = run(run_cli, "audit", ck, sp)
     st = rep["data"]["stream"]
@@ -156,8 +165,7 @@ def test_timm_layout_vit_preset_matches_float64(tmp_path, run_cli):
 def test_resnet_per_stage_is_na_where_width_changes(tmp_path, run_cli):
     torch.manual_seed(0)
     m = SM.TVLayoutResNet().eval()
-    g = torch.Generator().manual_seed(3)
-    x, y = torch.randn(B * NB, 1, 8, 8, generator=g), torch.randint(0, 3, (B * NB,), generator=g)
+    x, y = xy(3, 1, 8, 8)
     ck, sp = write_case(tmp_path, m, "stream_models:TVLayoutResNet", {}, x, y)
     rep = run(run_cli, "audit", ck, sp)
     assert rep["data"]["stream"]["source"] == "preset: torchvision ResNet"
@@ -184,8 +192,7 @@ def test_resnet_per_stage_is_na_where_width_changes(tmp_path, run_cli):
 def test_plain_mlp_with_changing_widths_is_na_not_exit_3(tmp_path, run_cli):
     torch.manual_seed(0)
     m = SM.PlainMLP()
-    g = torch.Generator().manual_seed(4)
-    x, y = torch.randn(B * NB, 8, generator=g), torch.randint(0, 3, (B * NB,), generator=g)
+    x, y = xy(4, 8)
     ck, sp = write_case(tmp_path, m, "stream_models:PlainMLP", {}, x, y,
                         {"embed": "inp", "blocks": "layers", "residual": "inside", "readout": ["out"]})
     rep = run(run_cli, "audit", ck, sp)

@@ -1,0 +1,102 @@
+"""The smaller measured failures of issue 14, each pinned: prefix stripping, factories, prints on stdout,
+constructor exceptions, per-layer drift by the stream's paths, the float64 loss on a confident model."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from test_stream import B, HERE, NB, SM, _resmlp_pair, check_ab, ce_loss, resmlp_ref, run, write_case, xy
+
+ST = {"embed": "inp", "blocks": "layers", "readout": ["ln_f", "fc_out"]}
+
+
+def test_auto_strip_keeps_a_prefix_the_model_expects():
+    from fadiag.checkpoint import find_state_dict
+
+    m = SM.NetWrapped()
+    sd = m.state_dict()
+    assert all(k.startswith("net.") for k in sd)
+    got, _ = find_state_dict({"model": sd}, model_keys=m.state_dict().keys())
+    assert set(got) == set(sd)  # not stripped: the model's own keys start with "net."
+    wrapped = {f"module.{k}": v for k, v in sd.items()}  # DataParallel: stripped, since that matches
+    got, _ = find_state_dict({"model": wrapped}, model_keys=m.state_dict().keys())
+    assert set(got) == set(sd)
+    got, _ = find_state_dict({"model": wrapped})  # no model to compare with: the old rule
+    assert set(got) == set(sd)
+
+
+def test_net_prefixed_model_loads_end_to_end(tmp_path, run_cli):
+    torch.manual_seed(0)
+    m = SM.NetWrapped()
+    x, y = xy(1, 8)
+    ck, sp = write_case(tmp_path, m, "stream_models:NetWrapped", {}, x, y,
+                        {"blocks": ["net.1"], "residual": "inside", "pool": "none"})
+    rep = run(run_cli, "audit", ck, sp)
+    assert len(rep["residual_norms"]) == 2
+
+
+def test_factory_functions_build_and_unannotated_ones_are_refused(tmp_path, run_cli):
+    out, _, x, y = _resmlp_pair()
+    ck, sp = write_case(tmp_path, out, "stream_models:make_resmlp", {"depth": 3}, x, y, ST)
+    rep = run(run_cli, "audit", ck, sp)
+    assert len(rep["residual_norms"]) == 4
+    ck, sp = write_case(tmp_path, out, "stream_models:make_unannotated", {"depth": 3}, x, y, ST, name="u")
+    code, _, err = run_cli(["audit", str(ck), "--spec", str(sp)])
+    assert code == 2 and "factory annotated" in err
+
+
+def test_prints_go_to_stderr_and_json_stays_clean(tmp_path, run_cli):
+    out, _, x, y = _resmlp_pair()
+    ck, sp = write_case(tmp_path, out, "stream_models:Noisy", {}, x, y, ST)
+    shutil.copy(HERE / "stream_models.py", tmp_path / "stream_models.py")
+    code, stdout, err = run_cli(["audit", str(ck), "--spec", str(sp), "-f", "json", "-q"])
+    assert code in (0, 1), err
+    json.loads(stdout)
+    assert "building Noisy" in err and "forward\n" in err and "\nforward\n" not in stdout
+
+
+def test_any_constructor_exception_is_exit_2(tmp_path, run_cli):
+    out, _, x, y = _resmlp_pair()
+    ck, sp = write_case(tmp_path, out, "stream_models:Grumpy", {}, x, y, ST)
+    shutil.copy(HERE / "stream_models.py", tmp_path / "stream_models.py")
+    code, _, err = run_cli(["audit", str(ck), "--spec", str(sp)])
+    assert code == 2 and "KeyError" in err and len(err.strip().splitlines()) == 1
+
+
+def test_drift_per_layer_follows_the_stream_paths(tmp_path, run_cli):
+    out, _, x, y = _resmlp_pair()
+    init = SM.UserResMLP()
+    torch.save({"model": init.state_dict()}, tmp_path / "init.pt")
+    ck, sp = write_case(tmp_path, out, "stream_models:UserResMLP", {}, x, y, ST)
+    cr = run(run_cli, "credit", ck, sp, "--init", str(tmp_path / "init.pt"))
+    drift = [r["drift"] for r in cr["layers"]]
+    assert all(d is not None for d in drift), drift  # layer 0 = inp.*, layer l = layers.{l-1}.*
+    ref = float(torch.cat([(out.state_dict()[k] - init.state_dict()[k]).flatten() for k in out.state_dict()
+                           if k.startswith("layers.1.")]).norm())
+    assert cr["drift_per_tensor"] is not None and ref > 0
+
+
+def test_loss_in_float64_on_a_confident_model(tmp_path, run_cli):
+    """median 1 - p_y ~ 1e-4: a float32 CE loses ~1e-4 relative in (b); the float64 loss keeps 1e-6."""
+    out, _, x, y = _resmlp_pair()
+    with torch.no_grad():
+        logits = out(x)
+        y = logits.argmax(1)
+        out.fc_out.weight.mul_(12.0)
+        out.fc_out.bias.mul_(12.0)
+        p = torch.softmax(out(x).double(), 1).gather(1, y[:, None])
+    assert float(np.median(1 - p.numpy())) < 1e-2
+    ck, sp = write_case(tmp_path, out, "stream_models:UserResMLP", {}, x, y, ST)
+    rep = run(run_cli, "audit", ck, sp)
+    hs, gs = resmlp_ref(copy.deepcopy(out).double(), x[:B].double(), y[:B], ce_loss)
+    check_ab(rep, hs, gs)
+    # The test bites: the same pass with a float32 CE misses the reference by more than 1e-5.
+    _, g32 = resmlp_ref(out.float(), x[:B], y[:B], lambda z, t: torch.nn.functional.cross_entropy(z, t))
+    worst = max(abs(float(a.norm(dim=1).median()) / float(b.norm(dim=1).median()) - 1) for a, b in zip(g32, gs))
+    assert worst > 1e-5, worst  # measured 9.5e-5
