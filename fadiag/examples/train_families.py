@@ -73,6 +73,15 @@ def _lm(model, xb, yb):
     return torch.nn.functional.cross_entropy(z.reshape(-1, z.shape[-1]), yb[:, 1:].reshape(-1))
 
 
+@torch.no_grad()
+def _accuracy(model, x, y, loss):
+    """Classification accuracy; for lm, next-token accuracy from t = 2 (the first predictable token)."""
+    z = model(x).logits
+    if loss == "lm":
+        return float((z[:, 1:-1].argmax(-1) == y[:, 2:]).double().mean())
+    return float((z.argmax(1) == y).double().mean())
+
+
 def write(out: Path, name: str, model, arch: str, args: dict, data: str, train: str, loss: str | None, notes: str):
     torch.save({"model": model.state_dict()}, out / f"{name}.pt")
     spec = {"model": {"arch": arch, "args": args}, "checkpoint": {"state_dict": "model"},
@@ -109,32 +118,21 @@ def main(argv=None):
     torch.set_num_threads(1)
     prov = {"torch": torch.__version__, "transformers": transformers.__version__, "recipe": RECIPE, "seed": a.seed}
     (xtr, ytr), (xte, yte) = digits(a.seed)
-    np.savez_compressed(out / "digits_img_train.npz", x=xtr, y=ytr)
-    np.savez_compressed(out / "digits_img_test.npz", x=xte, y=yte)
-    torch.manual_seed(a.seed)
-    vit = transformers.ViTForImageClassification(transformers.ViTConfig(**VIT))
-    t0 = time.time()
-    train(vit, torch.from_numpy(xtr), torch.from_numpy(ytr), _ce, 30, a.seed)
-    with torch.no_grad():
-        acc = float((vit(torch.from_numpy(xte)).logits.argmax(1) == torch.from_numpy(yte)).double().mean())
-    prov["vit_digits"] = {"epochs": 30, "wall_s": round(time.time() - t0, 1), "eval_acc": acc, "config": VIT}
-    write(out, "vit_digits", vit, "transformers:ViTForImageClassification", VIT, "digits_img_test.npz",
-          "digits_img_train.npz", None, "HF ViT, 2 layers, d=32, on 8x8 digits; BP, 30 epochs")
-
     tr, te = counting(4000, a.seed + 1), counting(500, a.seed + 2)
-    np.savez_compressed(out / "count_train.npz", x=tr, y=tr)
-    np.savez_compressed(out / "count_test.npz", x=te, y=te)
-    torch.manual_seed(a.seed)
-    gpt = transformers.GPT2LMHeadModel(transformers.GPT2Config(**GPT2))
-    t0 = time.time()
-    train(gpt, torch.from_numpy(tr), torch.from_numpy(tr), _lm, 4, a.seed)
-    with torch.no_grad():
-        pred = gpt(torch.from_numpy(te)).logits[:, 1:-1].argmax(-1)
-        acc = float((pred == torch.from_numpy(te)[:, 2:]).double().mean())
-    prov["gpt2_count"] = {"epochs": 4, "wall_s": round(time.time() - t0, 1), "next_token_acc_from_t2": acc,
-                          "config": GPT2}
-    write(out, "gpt2_count", gpt, "transformers:GPT2LMHeadModel", GPT2, "count_test.npz", "count_train.npz", "lm",
-          "HF GPT-2, 2 layers, d=32, on a synthetic counting task; BP, 4 epochs")
+    jobs = (("vit_digits", "ViTForImageClassification", "ViTConfig", VIT, (xtr, ytr, xte, yte), "digits_img", _ce, 30,
+             None, "HF ViT, 2 layers, d=32, on 8x8 digits; BP, 30 epochs"),
+            ("gpt2_count", "GPT2LMHeadModel", "GPT2Config", GPT2, (tr, tr, te, te), "count", _lm, 4, "lm",
+             "HF GPT-2, 2 layers, d=32, on a synthetic counting task; BP, 4 epochs"))
+    for name, cls, cfg, args, (x1, y1, x2, y2), stem, loss_fn, epochs, loss, notes in jobs:
+        np.savez_compressed(out / f"{stem}_train.npz", x=x1, y=y1)
+        np.savez_compressed(out / f"{stem}_test.npz", x=x2, y=y2)
+        torch.manual_seed(a.seed)
+        model = getattr(transformers, cls)(getattr(transformers, cfg)(**args))
+        t0 = time.time()
+        train(model, torch.from_numpy(x1), torch.from_numpy(y1), loss_fn, epochs, a.seed)
+        prov[name] = {"epochs": epochs, "wall_s": round(time.time() - t0, 1), "config": args,
+                      "eval_acc": _accuracy(model, torch.from_numpy(x2), torch.from_numpy(y2), loss)}
+        write(out, name, model, f"transformers:{cls}", args, f"{stem}_test.npz", f"{stem}_train.npz", loss, notes)
     for name in ("vit_digits", "gpt2_count"):
         prov[name]["frozen_baseline_acc"] = frozen_baseline(out, name, a.seed)
     (out / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
