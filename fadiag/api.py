@@ -69,6 +69,7 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
     view = subject.view
     for i, (x, y) in enumerate(subject.batches):
         sp_ = stream_pass(view, x, y, subject.device)
+        view = subject._view = sp_.view  # settled on the first batch
         if first is None:
             first = sp_
             n = len(sp_.hiddens)

@@ -140,12 +140,12 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
     # Pitfall 3, and more: every credit quantity is computed on a float64 copy of the model. On an
     # exploded stream (||h|| ~ 1e6) an eps-sized perturbation is below float32 resolution and rounds away,
     # which would make even the exact BP gradient score rho ~ 0.
-    from .stream import full_pass
+    from .stream import settled_pass
 
     view = subject.view.double()
     x = x.double() if x.dtype.is_floating_point else x
     # BP signal: per-sample loss SUMMED (samples not scaled by 1/B); g for the floor: d(mean loss)/dh.
-    logits, hs, grads_sum, _, _ = full_pass(view, x, y, reduction="sum")
+    view, (logits, hs, grads_sum, _, _) = settled_pass(view, x, y, reduction="sum")
     B = x.shape[0]
     hs_flat = [view.pool(h) for h in hs]  # the pooled token for token models, (B, d) otherwise
     g_sum = [view.pool_grad(g) for g in grads_sum]

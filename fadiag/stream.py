@@ -196,6 +196,8 @@ class StreamView:
         if stream.loss not in LOSSES:
             raise SpecError(f"loss: expected one of {', '.join(LOSSES)}, got {stream.loss!r}", source="loss")
         self.model, self.stream = model, stream
+        self.settled = False
+        """True once the first batch has checked residual inside/outside (check_residual)."""
         self.blocks = [_sub(model, p, "blocks") for p in stream.blocks]
         self.embed = _sub(model, stream.embed, "embed") if stream.embed else None
         ro = stream.readout
@@ -207,11 +209,15 @@ class StreamView:
         return len(self.blocks) + 1
 
     def double(self) -> "StreamView":
-        return StreamView(copy.deepcopy(self.model).double().eval(), self.stream)
+        v = StreamView(copy.deepcopy(self.model).double().eval(), self.stream)
+        v.settled = self.settled
+        return v
 
     def with_residual(self, residual: str, note: str | None = None, **kw) -> "StreamView":
         notes = self.stream.notes + ((note,) if note else ())
-        return StreamView(self.model, replace(self.stream, residual=residual, notes=notes, **kw))
+        v = StreamView(self.model, replace(self.stream, residual=residual, notes=notes, **kw))
+        v.settled = True
+        return v
 
     def find_embed(self, x) -> str:
         """The module whose output is the very tensor block 0 consumes (outside residual needs it for l = 0)."""
@@ -321,6 +327,8 @@ class StreamView:
                 if out.shape == nxt.shape and torch.equal(out, nxt):
                     ev.add("inside")
                 continue
+            if not all(bool(torch.isfinite(t).all()) for t in (hin, out, nxt)):
+                continue  # NaN/Inf tell nothing here; (e) reports them
             scale = float(nxt.detach().abs().max()) or 1.0
             tol = 1e-5 * scale if nxt.dtype != torch.float64 else 1e-12 * scale
             ins = bool((out.detach() - nxt.detach()).abs().max() <= tol)
@@ -471,15 +479,30 @@ def full_pass(view: StreamView, x, y, *, reduction: str = "mean"):
     return logits.detach(), [h.detach() for h in hs], [g.detach() for g in grads], per.detach(), io
 
 
+def settled_pass(view: StreamView, x, y, *, reduction: str = "mean"):
+    """(view, full_pass results). An unsettled view is settled on this batch by the same pass (the residual
+    check reads the blocks' inputs and outputs it captured); only when that changes what is captured
+    (residual auto measured outside) does the batch run again."""
+    res = full_pass(view, x, y, reduction=reduction)
+    if view.settled:
+        return view, res
+    with torch.no_grad():
+        v = _settle(view, res[4], res[1], x)
+    if v.stream.residual == "outside" and view.stream.residual != "outside":
+        res = full_pass(v, x, y, reduction=reduction)
+    return v, res
+
+
 def stream_pass(view, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> StreamPass:
-    """One batch: logits, pooled h_l and g_l = d(mean loss)/dh_l (loss in float64)."""
+    """One batch: logits, pooled h_l and g_l = d(mean loss)/dh_l (loss in float64). ``pass.view`` is the view
+    settled on this batch (residual inside/outside checked): pass it on to the next batch."""
     if not isinstance(view, StreamView):
         from .presets import resolve_view
 
         view = resolve_view(view)
     with _Modes(view.model):
         x, y = x.to(device), y.to(device)
-        logits, hs, grads, per, _ = full_pass(view, x, y)
+        view, (logits, hs, grads, per, _) = settled_pass(view, x, y)
     return StreamPass(
         logits=logits.cpu(),
         hiddens=[view.pool(h).cpu() for h in hs],
@@ -487,13 +510,16 @@ def stream_pass(view, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> 
         loss=float(per.mean()), view=view, shapes=[tuple(h.shape) for h in hs])
 
 
-def first_batch_view(view: StreamView, x, device: str = "cpu") -> StreamView:
-    """Run the residual check on the first batch (no gradients) and return the view it settles."""
-    with _Modes(view.model), torch.no_grad():
-        _, hs, io = view.capture(x.to(device))
-        v = view.check_residual(io, hs)
-        if v.stream.residual == "outside" and v.embed is None:
-            e = v.find_embed(x.to(device))
-            v = v.with_residual("outside", f"embed {e!r}: its output is what block 0 consumes (first batch)", embed=e)
+def _settle(view: StreamView, io, hs, x) -> StreamView:
+    v = view.check_residual(io, hs)
+    if v.stream.residual == "outside" and v.embed is None:
+        e = v.find_embed(x)
+        v = v.with_residual("outside", f"embed {e!r}: its output is what block 0 consumes (first batch)", embed=e)
     return v
 
+
+def first_batch_view(view: StreamView, x, device: str = "cpu") -> StreamView:
+    """Settle a view on a batch without the audit (one extra forward; no gradients are used)."""
+    with _Modes(view.model), torch.no_grad():
+        _, hs, io = view.capture(x.to(device))
+        return _settle(view, io, hs, x.to(device))

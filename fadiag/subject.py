@@ -40,15 +40,12 @@ class Subject:
     @property
     def view(self):
         """The model's residual-stream view (fadiag.stream), resolved from the spec's stream: section or the
-        model's layout and settled on the first eval batch (residual inside/outside). Built on first use."""
+        model's layout on first use; the first pass over a batch settles it (residual inside/outside) and the
+        families store the settled view back here."""
         if self._view is None:
             from .presets import resolve_view
-            from .stream import first_batch_view
 
-            v = resolve_view(self.model, self.spec.stream, self.spec.loss)
-            if self.batches:
-                v = first_batch_view(v, self.batches[0][0], self.device)
-            self._view = v
+            self._view = resolve_view(self.model, self.spec.stream, self.spec.loss)
         return self._view
 
 
