@@ -190,3 +190,17 @@ class NetWrapped(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+
+class FALinear(nn.Linear):
+    """A BioTorch-style feedback-alignment layer: a fixed feedback matrix beside the weight."""
+
+    def __init__(self, i, o):
+        super().__init__(i, o)
+        self.weight_backward = nn.Parameter(torch.randn(o, i), requires_grad=False)
+
+
+class FANet(UserResMLP):
+    def __init__(self):
+        super().__init__()
+        self.fc_out = FALinear(6, 3)

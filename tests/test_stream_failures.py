@@ -139,3 +139,12 @@ def test_import_cli_imports_no_torch_timm_or_transformers():
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_learning_rule_layers_are_named_in_the_report(tmp_path, run_cli):
+    torch.manual_seed(0)
+    m = SM.FANet()
+    x, y = xy(5, 8)
+    ck, sp = write_case(tmp_path, m, "stream_models:FANet", {}, x, y, ST)
+    rep = run(run_cli, "audit", ck, sp)
+    assert any("weight_backward" in n and "not backprop" in n for n in rep["data"]["stream"]["notes"])
