@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from . import __version__
@@ -51,7 +52,7 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
     import torch
 
     from .diagnostics import protocol as P
-    from .stream import stream_pass
+    from .stream import accuracy as stream_accuracy, stream_pass
 
     sp = subject.spec
     a = sp.audit
@@ -71,8 +72,10 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
     first = None
     directions, logits, ys = [], [], []
     l_star = None
+    view = subject.view
     for i, (x, y) in enumerate(subject.batches):
-        sp_ = stream_pass(subject.model, x, y, subject.device)
+        sp_ = stream_pass(view, x, y, subject.device)
+        view = subject._view = sp_.view  # settled on the first batch
         if first is None:
             first = sp_
             n = len(sp_.hiddens)
@@ -91,15 +94,16 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
 
     residual_norms = P.norms_per_layer(first.hiddens, med)
     bp_grad_norms = P.norms_per_layer(first.grads, med)
-    update_norms = P.block_update_norms(first.hiddens, med)
-    growth, growth_layer = P.growth_ratio(residual_norms, mode)
+    update_norms = [u if first.shapes[l] == first.shapes[l + 1] else None
+                    for l, u in enumerate(P.block_update_norms(first.hiddens, med))]
+    growth, growth_layer, stages = stage_growth(residual_norms, first.shapes, mode)
     stability = P.cross_batch_stability(directions)
     given_acc = headline_acc is not None
     given_fb = frozen_baseline_acc is not None
     if headline_acc is None and a.headline_acc is not None:
         headline_acc, acc_source = a.headline_acc, "spec"
     elif headline_acc is None:
-        headline_acc, acc_source = P.accuracy(logits, ys), "computed"
+        headline_acc, acc_source = stream_accuracy(logits, ys, view.stream.loss), "computed"
     else:
         acc_source = "given"
     if frozen_baseline_acc is None and a.frozen_baseline_acc is not None:
@@ -116,16 +120,47 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
         growth_mode=mode, stability=stability, headline_acc=headline_acc,
         frozen_baseline_acc=frozen_baseline_acc, thresholds=th, nonfinite_count=nonfinite,
         update_norms=update_norms)
+    if len(stages) > 1:  # (a) per stage: a ratio across a width change compares different spaces
+        flags = [dataclasses.replace(f, detail=f"{f.detail} (per stage: {len(stages)} stages of equal shape, "
+                                     f"each against its first state)") if f.id == "a" else f for f in flags]
+    data = dict(subject.data_info)
+    data["stream"] = view.stream.describe()
     return AuditReport(
         method_name=a.method_name or _guess_method(subject.path), notes=a.notes,
         residual_norms=residual_norms, bp_grad_norms=bp_grad_norms, block_update_norms=update_norms,
         stability_layer=l_star,
         cross_batch_stability=stability, headline_acc=headline_acc, frozen_baseline_acc=frozen_baseline_acc,
         verdict=P.verdict(flags), thresholds=th, flags=flags, checkpoint=subject.checkpoint.describe(),
-        data=dict(subject.data_info), growth=growth, growth_mode=mode, headline_acc_source=acc_source,
+        data=data, growth=growth, growth_mode=mode, headline_acc_source=acc_source,
         frozen_baseline_source=frozen_baseline_source if frozen_baseline_acc is not None else None,
         weight_dtypes=subject.weight_dtypes, nonfinite_count=nonfinite, spec=sp.origin,
         fadiag_version=__version__, median=med)
+
+
+def stage_growth(residual_norms: list, shapes: list, mode: str) -> tuple:
+    """(a)'s statistic per stage: maximal runs of layers whose states have the same shape, each against its
+    own first state (ratio_to_h0) or its previous one (per_block); the max over stages and where it is.
+    One stage (every block keeps the shape) is the plain statistic. Returns (value, layer, stages)."""
+    from .diagnostics import protocol as P
+
+    stages, start = [], 0
+    for l in range(1, len(shapes) + 1):
+        if l == len(shapes) or shapes[l] != shapes[start]:
+            stages.append((start, l))
+            start = l
+    best = None
+    for a, b in stages:
+        if b - a < 2 and len(stages) > 1:
+            continue
+        v, where = P.growth_ratio(residual_norms[a:b], mode)
+        cand = (v, where + a)
+        if best is None or not math.isfinite(v) or (math.isfinite(best[0]) and v > best[0]):
+            best = cand
+            if not math.isfinite(v):
+                break
+    if best is None:
+        best = P.growth_ratio(residual_norms, mode)
+    return best[0], best[1], stages
 
 
 def _guess_method(path: str) -> str:
@@ -143,27 +178,32 @@ def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable
     import torch
 
     from .data import load_arrays
-    from .diagnostics.protocol import accuracy
     from .models import build_model
+    from .stream import StreamView, accuracy as stream_accuracy
     from .training import BP_RECIPE, train_frozen_baseline
 
     sp = subject.spec
     if not sp.data.train_path:
         raise InputError("--frozen-baseline train needs data.train_path in the spec (the training split)",
                          source=sp.origin)
-    if not hasattr(subject.model, "blocks"):
-        raise InputError("--frozen-baseline train needs a model with 'blocks'", source=sp.origin)
-    n_blocks = len(subject.model.blocks)
+    view = subject.view
+    n_blocks = len(view.blocks)
     if not 0 <= trainable_last <= n_blocks:
         raise InputError(f"must be in 0..{n_blocks} (the model has {n_blocks} blocks), got {trainable_last}",
                          source="--trainable-blocks")
-    x, y = load_arrays(sp.resolve(sp.data.train_path))
+    from .subject import _lm_labels, _takes_tokens
+
+    lm = _lm_labels(sp, subject.model)
+    x, y = load_arrays(sp.resolve(sp.data.train_path), integer_labels="tokens" if lm else True,
+                       keep_int=_takes_tokens(subject.model))
     torch.manual_seed(seed)
     model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
-    train_frozen_baseline(model, x, y, BP_RECIPE, seed=seed, progress=progress, trainable_last=trainable_last)
+    fview = StreamView(model, view.stream)  # the same paths on the fresh model
+    train_frozen_baseline(model, x, y, BP_RECIPE, seed=seed, progress=progress, trainable_last=trainable_last,
+                          view=fview)
     model.eval()
     with torch.no_grad():
-        logits = [model(xb) for xb, _ in subject.batches]
-    acc = accuracy(logits, [yb for _, yb in subject.batches])
+        logits = [fview.call(xb) for xb, _ in subject.batches]
+    acc = stream_accuracy(logits, [yb for _, yb in subject.batches], view.stream.loss)
     ladder = f", last {trainable_last} block(s) trainable" if trainable_last else ""
     return acc, f"trained: frozen blocks (seed {seed}){ladder}, BP recipe {BP_RECIPE}"

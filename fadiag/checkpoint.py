@@ -742,15 +742,17 @@ def _few(items, n: int = 3) -> str:
 
 
 def find_state_dict(content: Any, key: str = "auto", strip_prefix: str = "auto", *, source: str | None = None,
-                    dense: bool = True):
+                    dense: bool = True, model_keys=None):
     """Locate the model's state dict inside a checkpoint's content.
 
     key: "auto" (a flat dict of tensors, else the first of STATE_DICT_KEYS holding one) or an explicit
     key, dotted for nesting ("trainer.model"). strip_prefix: "auto" strips one wrapper prefix shared by
-    every key (AUTO_PREFIXES), "" strips nothing, anything else is stripped where present. A whole
-    nn.Module (``torch.save(model)``, only ever loaded under --trust-checkpoint) stands for its state_dict().
-    With ``dense`` (the default) every tensor must be a dense one with values (not meta, sparse, nested or
-    quantized); ``fadiag inspect`` passes False, to say where the state dict is whatever it holds.
+    every key (AUTO_PREFIXES), "" strips nothing, anything else is stripped where present. With
+    ``model_keys`` (the model's own state-dict keys), "auto" strips a prefix only when the stripped keys match
+    the model better than the unstripped ones (a model with ``self.net = Sequential(...)`` keeps its "net.").
+    A whole nn.Module (``torch.save(model)``, only ever loaded under --trust-checkpoint) stands for its
+    state_dict(). With ``dense`` (the default) every tensor must be a dense one with values (not meta, sparse,
+    nested or quantized); ``fadiag inspect`` passes False, to say where the state dict is whatever it holds.
     Returns (state_dict, key_used).
     """
     import torch
@@ -794,9 +796,12 @@ def find_state_dict(content: Any, key: str = "auto", strip_prefix: str = "auto",
     for k, v in sd.items() if dense else ():
         _check_dense(k, v, source)
     if strip_prefix == "auto":
+        want = set(model_keys) if model_keys is not None else None
         for pre in AUTO_PREFIXES:
             if all(k.startswith(pre) for k in sd):
-                sd = {k[len(pre):]: v for k, v in sd.items()}
+                stripped = {k[len(pre):]: v for k, v in sd.items()}
+                if want is None or len(want & set(stripped)) > len(want & set(sd)):
+                    sd = stripped
                 break
     elif strip_prefix:
         sd = {(k[len(strip_prefix):] if k.startswith(strip_prefix) else k): v for k, v in sd.items()}

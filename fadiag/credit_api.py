@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 
 from . import __version__
 from .errors import InputError, MissingInputError
@@ -47,45 +46,19 @@ def _thresholds(base: dict, overrides: dict | None, source: str) -> dict:
     return out
 
 
-_BLOCK_PARAM = re.compile(r"^blocks\.(\d+)\.")
+def layer_of(view):
+    """Parameter name -> layer index by the stream's paths: the embedding 0 (it produces h_0), block i -> i + 1
+    (it produces h_{i+1}); anything else (readout, norms) None."""
+    blocks = [(p + ".", i + 1) for i, p in enumerate(view.stream.blocks)]
+    embed = (view.stream.embed + ".") if view.stream.embed else None
 
+    def of(name: str):
+        for pre, l in blocks:
+            if name.startswith(pre):
+                return l
+        return 0 if embed and name.startswith(embed) else None
 
-def _layer_of(name: str):
-    """Parameter name -> layer index: embedding 0 (it produces h_0), block i -> i + 1 (produces h_{i+1})."""
-    m = _BLOCK_PARAM.match(name)
-    if m:
-        return int(m.group(1)) + 1
-    return 0 if name.startswith(("embed.", "patch_embed.")) else None
-
-
-def _rest_of_network(model, layer: int, y, base_tokens=None):
-    """forward_fn: (N, d) -> (N,) per-sample CE of the network from h_layer.
-
-    Token models: the (N, d) rows are the class token; the other tokens stay at their values in
-    ``base_tokens`` (B, T, d), so every credit quantity is about the class token, as the head reads it
-    (SCIENCE.md §1). N may be a multiple of B (the batched perturbations stack copies of the batch)."""
-    import torch
-    import torch.nn.functional as F
-
-    def run(h):
-        reps = h.shape[0] // y.shape[0]
-        if base_tokens is not None:
-            toks = base_tokens.repeat(reps, 1, 1)
-            hh = torch.cat([h.unsqueeze(1), toks[:, 1:]], dim=1)
-        else:
-            hh = h
-        if hasattr(model, "forward_from"):
-            logits = model.forward_from(hh, layer)
-        else:
-            for blk in model.blocks[layer:]:
-                hh = hh + blk(hh)
-            ln, head = (model.out_ln, model.out_head) if hasattr(model, "out_ln") else (model.norm, model.head)
-            z = ln(hh)
-            logits = head(z[:, 0] if z.dim() == 3 else z)
-        yy = y if reps == 1 else y.repeat(reps)
-        return F.cross_entropy(logits, yy, reduction="none")
-
-    return run
+    return of
 
 
 def _feedback_list(extras: dict, key: str, source: str):
@@ -145,7 +118,6 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
     import torch
 
     from .diagnostics import credit as C
-    from .stream import forward_hidden
 
     sp = subject.spec
     cs = sp.credit
@@ -163,30 +135,20 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
     if not etas or not all(isinstance(e, (int, float)) and math.isfinite(e) and e > 0 for e in etas):
         raise InputError(f"etas must be positive finite numbers, got {etas}", source="--eta")
     th = _thresholds(cs.thresholds, thresholds, f"{sp.origin}: credit.thresholds / --threshold")
-    model = subject.model
-    if not hasattr(model, "blocks"):
-        raise InputError("credit needs a residual model with 'blocks' (resmlp, vit_mini or the reference contract)",
-                         source=sp.origin)
     x, y = subject.batches[0]
     x, y = x.to(subject.device), y.to(subject.device)
     # Pitfall 3, and more: every credit quantity is computed on a float64 copy of the model. On an
     # exploded stream (||h|| ~ 1e6) an eps-sized perturbation is below float32 resolution and rounds away,
     # which would make even the exact BP gradient score rho ~ 0.
-    import copy
+    from .stream import settled_pass
 
-    model = copy.deepcopy(subject.model).double().eval()
-    with torch.enable_grad():
-        xin = x.detach().clone().double().requires_grad_(True) if x.dtype.is_floating_point else x
-        logits, hs = forward_hidden(model, xin)
-        per_sample = torch.nn.functional.cross_entropy(logits, y, reduction="none")
-        grads_sum = torch.autograd.grad(per_sample.sum(), hs, allow_unused=True)
+    view = subject.view.double()
+    x = x.double() if x.dtype.is_floating_point else x
+    # BP signal: per-sample loss SUMMED (samples not scaled by 1/B); g for the floor: d(mean loss)/dh.
+    view, (logits, hs, grads_sum, _, _) = settled_pass(view, x, y, reduction="sum")
     B = x.shape[0]
-    from .stream import per_sample as _cls
-
-    tokens = [h.detach() if h.dim() == 3 else None for h in hs]
-    hs_flat = [_cls(h.detach()) for h in hs]  # class token for token models, (B, d) otherwise
-    # BP signal: per-sample loss SUMMED (samples not scaled by 1/B); g for the floor: d(mean CE)/dh.
-    g_sum = [_cls(torch.zeros_like(h) if g is None else g.detach()) for h, g in zip(hs, grads_sum)]
+    hs_flat = [view.pool(h) for h in hs]  # the pooled token for token models, (B, d) otherwise
+    g_sum = [view.pool_grad(g) for g in grads_sum]
     g_mean = [g / B for g in g_sum]
     n = len(hs)
     na: dict = {}
@@ -254,7 +216,7 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
             if any(t.dim() < 2 or t.shape[0] != B for t in raw_signals):
                 raise InputError(f"each a_l must be ({B}, ...) like h_l, got {[tuple(t.shape) for t in raw_signals][:2]}",
                                  source=path)
-            signals = [_cls(t) for t in raw_signals]
+            signals = [view.pool(t.to(torch.float64)) for t in raw_signals]
             if len(signals) != n or any(s.shape != g.shape for s, g in zip(signals, g_sum)):
                 raise InputError(f"signals must be {n} tensors shaped like h_l "
                                  f"{[tuple(g.shape) for g in g_sum][:2]}...", source=path)
@@ -271,7 +233,8 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
         # key the main checkpoint uses (its checkpoint.state_dict key is used only when the init has it).
         key = sp.checkpoint.state_dict
         key = key if isinstance(raw.content, dict) and key in raw.content else "auto"
-        init_sd, _ = find_state_dict(raw.content, key, sp.checkpoint.strip_prefix, source=ipath)
+        init_sd, _ = find_state_dict(raw.content, key, sp.checkpoint.strip_prefix, source=ipath,
+                                     model_keys=subject.state_dict.keys())
         try:
             fd = C.feature_drift(subject.state_dict, init_sd)
         except ValueError as e:
@@ -280,7 +243,7 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
             raise InputError(f"init checkpoint does not match: {len(fd.only_in_final)} key(s) only in the "
                              f"checkpoint, {len(fd.only_in_init)} only in the init", source=ipath)
         drift_tensors = fd.drift
-        drift_layers = C.drift_per_layer(fd, _layer_of)
+        drift_layers = C.drift_per_layer(fd, layer_of(view))
     else:
         na["drift"] = "no init checkpoint (--init or credit.init_checkpoint)"
 
@@ -296,7 +259,7 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
     gen = torch.Generator().manual_seed(seed)
     for l in range(n):
         row = {"layer": l}
-        fn = _rest_of_network(model, l, y, tokens[l])
+        fn = view.rest_fn(l, x, y, hs[l])
         if signals and tuple(signals[l].shape) != tuple(hs_flat[l].shape):
             raise InputError(f"signal a_{l} has shape {tuple(signals[l].shape)}, h_{l} (per sample) "
                              f"{tuple(hs_flat[l].shape)}", source=src or signal)
@@ -358,9 +321,13 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
     if res_norms[0] == 0.0:
         flags.append(Flag("zero_stream", "residual stream is zero at layer 0 (the network ignores its input)", True,
                           0.0, 0.0, "median ||h_0|| = 0: every credit metric is about a constant input"))
-    all_dead, n_dead = dead_blocks(res_norms, block_update_norms(hs_flat))
-    flags.append(Flag("dead_blocks", "residual blocks contribute nothing", all_dead, float(n_dead), float(n - 1),
-                      f"{n_dead} of {n - 1} block(s) add (almost) nothing to the stream"))
+    upd = [u if hs[l].shape == hs[l + 1].shape else None for l, u in enumerate(block_update_norms(hs_flat))]
+    all_dead, n_dead = dead_blocks(res_norms, upd)
+    n_def = sum(u is not None for u in upd)
+    if n_def < n - 1:
+        na["dead_blocks"] = f"{n - 1 - n_def} block(s) change the stream's shape (no identity path to compare)"
+    flags.append(Flag("dead_blocks", "residual blocks contribute nothing", all_dead if n_def else None,
+                      float(n_dead), float(n_def), f"{n_dead} of {n_def} block(s) add (almost) nothing to the stream"))
     nonfinite = sum(int((~torch.isfinite(t)).sum()) for t in hs_flat + g_sum) + int((~torch.isfinite(logits)).sum())
     flags.append(Flag("nonfinite", "non-finite values in the forward/backward pass", nonfinite > 0,
                       float(nonfinite), 0.0, f"{nonfinite} NaN/Inf value(s)"))
@@ -376,6 +343,7 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
         "thresholds": th, "flags": [dataclasses.asdict(f) for f in flags],
         "verdict": "ok" if not names else "needs walk-back: " + "; ".join(names),
         "checkpoint": subject.checkpoint.describe(), "data": dict(subject.data_info), "spec": sp.origin,
+        "stream": view.stream.describe(),
     })
 
 

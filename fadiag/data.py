@@ -12,9 +12,10 @@ from pathlib import Path
 from .errors import DataError
 
 
-def load_arrays(path: str, source: str | None = None, *, integer_labels: bool = True):
-    """Return (x, y) tensors from an npz/pt file, validated: x float finite, y integer labels (or finite
-    regression targets with integer_labels=False)."""
+def load_arrays(path: str, source: str | None = None, *, integer_labels=True, keep_int: bool = False):
+    """Return (x, y) tensors from an npz/pt file, validated: x float finite (integer token ids stay int64 with
+    keep_int), y integer labels (1-D; (B, T) token labels with integer_labels="tokens"; finite regression
+    targets with integer_labels=False or "regression")."""
     import numpy as np
     import torch
 
@@ -43,10 +44,10 @@ def load_arrays(path: str, source: str | None = None, *, integer_labels: bool = 
     except Exception as e:
         raise DataError(f"cannot read data ({type(e).__name__}: {' '.join(str(e).split())[:120]})",
                         source=str(path)) from None
-    return validate_xy(x, y, source=str(path), integer_labels=integer_labels)
+    return validate_xy(x, y, source=str(path), integer_labels=integer_labels, keep_int=keep_int)
 
 
-def validate_xy(x, y, *, source: str, integer_labels: bool = True):
+def validate_xy(x, y, *, source: str, integer_labels=True, keep_int: bool = False):
     import torch
 
     if x.dim() < 2:
@@ -54,7 +55,10 @@ def validate_xy(x, y, *, source: str, integer_labels: bool = True):
     if x.dtype.is_complex or not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int8, torch.int16,
                                                                         torch.int32, torch.int64)):
         raise DataError(f"x has unsupported dtype {x.dtype}", source=source)
-    x = x.float()  # models are loaded in float32; numpy's default float64 would not multiply with them
+    if keep_int and not x.dtype.is_floating_point:
+        x = x.long()  # token ids: an embedding takes integers
+    else:
+        x = x.float()  # models are loaded in float32; numpy's default float64 would not multiply with them
     if y.shape[0] != x.shape[0]:
         raise DataError(f"x has {x.shape[0]} rows but y has {y.shape[0]}", source=source)
     bad = (~torch.isfinite(x)).sum().item()
@@ -62,12 +66,22 @@ def validate_xy(x, y, *, source: str, integer_labels: bool = True):
         raise DataError(f"x holds {bad} non-finite value(s)", source=source)
     if y.dtype.is_complex or y.dtype == torch.bool:
         raise DataError(f"y has unsupported dtype {y.dtype}", source=source)
+    tokens = integer_labels == "tokens"
+    if integer_labels == "regression":
+        integer_labels = False
     if integer_labels:
         if y.dtype.is_floating_point:
             if not torch.all(torch.isfinite(y)) or not torch.all(y == y.round()):
                 raise DataError("y must hold integer class labels (audit and credit judge classifiers; a regression "
                                 "model such as gsnn or multihead is for fadiag edges or fadiag relevance)",
                                 source=source)
+        if tokens:
+            if y.dim() != 2:
+                raise DataError(f"loss: lm needs (B, T) token labels, got shape {tuple(y.shape)}", source=source)
+            y = y.long()
+            if y.numel() and bool(((y < 0) & (y != -100)).any()):
+                raise DataError("token labels must be >= 0 (or -100: ignored)", source=source)
+            return x, y
         if y.dim() != 1:
             raise DataError(f"y must be 1-D class labels, got shape {tuple(y.shape)}", source=source)
         y = y.long()

@@ -129,6 +129,29 @@ class RelevanceSpec:
 
 
 @dataclass(frozen=True)
+class StreamSpec:
+    """Where the residual stream is (docs/models.md). Written as a mapping, or as a string: ``auto`` or a
+    preset left to detection. Keys left out come from the preset the model's layout matches."""
+
+    preset: str = ""
+    """"" (recognise the family from the model's layout) or "auto" (the single ModuleList of identical blocks)."""
+    embed: Optional[str] = None
+    """Module whose output is h_0 (required with residual: outside)."""
+    blocks: Any = None
+    """A ModuleList/Sequential path (its children are the blocks), or a list of such paths / block paths."""
+    residual: Optional[str] = None
+    """inside (block(h) returns h + f: timm, HF), outside (h + block(h): the reference contract) or auto."""
+    output_index: Optional[int] = None
+    """When a block returns a tuple, which element is the stream."""
+    readout: Any = None
+    """Module paths applied after the last block, in order, or "model" (the model's own forward)."""
+    pool: Optional[str] = None
+    """cls | mean | last | none: how a (B, T, d) state becomes one vector per sample."""
+    prefix_tokens: Optional[int] = None
+    """Tokens skipped by pool: mean (timm's num_prefix_tokens)."""
+
+
+@dataclass(frozen=True)
 class Spec:
     model: ModelSpec
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
@@ -137,6 +160,10 @@ class Spec:
     credit: CreditSpec = field(default_factory=CreditSpec)
     edges: EdgesSpec = field(default_factory=EdgesSpec)
     relevance: RelevanceSpec = field(default_factory=RelevanceSpec)
+    stream: Optional[StreamSpec] = None
+    """The residual stream's module paths (None: recognised from the model's layout)."""
+    loss: Optional[str] = None
+    """ce (classification) | lm (next-token CE on (B, T) labels) | mse; None: the family's default (ce)."""
     base_dir: str = "."
     """Folder that relative paths are resolved against (the spec file's folder)."""
     origin: str = "<spec>"
@@ -235,11 +262,16 @@ def parse_spec(raw: Any, *, origin: str = "<spec>", base_dir: str = ".") -> Spec
     if not isinstance(raw, dict):
         raise SpecError(f"top level must be a mapping, got {type(raw).__name__}", source=origin)
     for k in raw:
-        if k not in _SECTIONS:
-            raise _unknown(origin, "", k, list(_SECTIONS))
+        if k not in _SECTIONS and k not in ("stream", "loss"):
+            raise _unknown(origin, "", k, list(_SECTIONS) + ["stream", "loss"])
     if "model" not in raw:
         raise SpecError("missing required section 'model'", source=origin)
     parts = {name: _build(cls, raw.get(name), origin, name) for name, cls in _SECTIONS.items() if name in raw}
+    if raw.get("stream") is not None:
+        st = raw["stream"]
+        parts["stream"] = StreamSpec(preset=st) if isinstance(st, str) else _build(StreamSpec, st, origin, "stream")
+    if raw.get("loss") is not None:
+        parts["loss"] = _coerce(raw["loss"], str, origin, "loss")
     spec = Spec(**parts, base_dir=base_dir, origin=origin)
     ups = UPSTREAM_EDGE_DEFAULTS.get(spec.model.arch)
     if ups:
@@ -272,8 +304,30 @@ def _check_values(spec: Spec) -> None:
         raise _fail(o, "credit.signal", f"expected bp, dfa, fa, value, tensors or random; got {spec.credit.signal!r}")
     if spec.edges.ties not in ("average", "ordinal"):
         raise _fail(o, "edges.ties", f"expected average or ordinal, got {spec.edges.ties!r}")
+    _check_stream(spec)
     if spec.edges.method not in ("spearman", "pearson"):
         raise _fail(o, "edges.method", f"expected spearman or pearson, got {spec.edges.method!r}")
+
+
+def _check_stream(spec: Spec) -> None:
+    o, st = spec.origin, spec.stream
+    if spec.loss is not None and spec.loss not in ("ce", "lm", "mse"):
+        raise _fail(o, "loss", f"expected ce, lm or mse; got {spec.loss!r}")
+    if st is None:
+        return
+    if st.preset not in ("", "auto"):
+        raise _fail(o, "stream", f"expected a mapping or 'auto', got {st.preset!r}")
+    for key, v in (("blocks", st.blocks), ("readout", st.readout)):
+        if v is not None and not (isinstance(v, str) or (isinstance(v, list) and v and
+                                                         all(isinstance(p, str) for p in v))):
+            raise _fail(o, f"stream.{key}", f"expected a module path or a list of them, got {v!r}")
+    checks = (("residual", st.residual, ("inside", "outside", "auto")), ("pool", st.pool, ("cls", "mean", "last", "none")))
+    for key, v, ok in checks:
+        if v is not None and v not in ok:
+            raise _fail(o, f"stream.{key}", f"expected one of {', '.join(ok)}; got {v!r}")
+    for key, v in (("output_index", st.output_index), ("prefix_tokens", st.prefix_tokens)):
+        if v is not None and not 0 <= v <= 4096:
+            raise _fail(o, f"stream.{key}", f"must be in 0..4096, got {v}")
 
 
 def load_spec_file(path: str | Path) -> Spec:

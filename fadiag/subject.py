@@ -31,10 +31,22 @@ class Subject:
     data_info: dict = field(default_factory=dict)
     device: str = "cpu"
     weight_dtypes: list = field(default_factory=list)
+    _view: Any = field(default=None, repr=False)
 
     @property
     def path(self) -> str:
         return self.checkpoint.path
+
+    @property
+    def view(self):
+        """The model's residual-stream view (fadiag.stream), resolved from the spec's stream: section or the
+        model's layout on first use; the first pass over a batch settles it (residual inside/outside) and the
+        families store the settled view back here."""
+        if self._view is None:
+            from .presets import resolve_view
+
+            self._view = resolve_view(self.model, self.spec.stream, self.spec.loss)
+        return self._view
 
 
 def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False, trust_code: bool = False,
@@ -82,12 +94,12 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
         import dataclasses
 
         raw = dataclasses.replace(raw, trusted_code=True)
-    sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint)
-    extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
-
     from .models import build_model
 
     model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
+    sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint,
+                               model_keys=model.state_dict().keys())
+    extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
     from .models.multihead import MultiHeadLearner, split_state
 
     if isinstance(model, MultiHeadLearner):
@@ -116,6 +128,8 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
 
     if callable(labels):
         labels = labels(sp)
+    if labels == "class" and _lm_labels(sp, model):
+        labels = "tokens"
     bl, info = [], {}
     if need_data:
         bl, info = load_batches(sp, model, data=data, batches=batches, batch_size=batch_size, seed=seed,
@@ -125,14 +139,31 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
                    data_info=info, device=device, weight_dtypes=dtypes)
 
 
+def _lm_labels(sp: Spec, model) -> bool:
+    """(B, T) token labels: loss: lm, or a causal language model with no loss named."""
+    from .presets import _is_lm_class
+
+    return sp.loss == "lm" or (sp.loss is None and _is_lm_class(model))
+
+
+def _takes_tokens(model) -> bool:
+    """Integer inputs stay integer for models that embed token ids (an nn.Embedding anywhere)."""
+    import torch
+
+    return any(isinstance(m, torch.nn.Embedding) for m in model.modules())
+
+
 def _trial_forward(model, x, source: str) -> None:
     """Two rows through the model first: data the model cannot take is bad input (exit 2), not a crash."""
+    import contextlib
+    import sys
+
     import torch
 
     try:
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
             model(x)
-    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+    except Exception as e:
         msg = " ".join(str(e).split())[:160]
         raise DataError(f"the model cannot take rows of shape {tuple(x.shape[1:])} ({type(e).__name__}: {msg})",
                         source=source) from None
@@ -171,7 +202,7 @@ def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=No
         x, y = digits("test")  # held out: never the rows a digits model trained on (docs/science.md §5)
         src_name = "sklearn digits"
     else:
-        x, y = load_arrays(path, source, integer_labels=(labels == "class"))
+        x, y = load_arrays(path, source, integer_labels=labels, keep_int=model is not None and _takes_tokens(model))
         src_name = path
     n_classes = _n_classes(model)
     if labels == "class" and n_classes is not None and y.numel() and y.max().item() >= n_classes:

@@ -64,9 +64,16 @@ def _loop(model, x, y, recipe, seed, params, step_grads, progress):
     return model
 
 
-def train_bp(model, x, y, recipe=BP_RECIPE, seed: int = 0, params=None, progress=None):
+def train_bp(model, x, y, recipe=BP_RECIPE, seed: int = 0, params=None, progress=None, view=None):
+    """Backprop with the recipe. ``view`` (a fadiag.stream.StreamView of ``model``): its loss (ce, lm, mse, in
+    float64) on the model's logits for lm and mse; mean CE otherwise."""
     def step(xb, yb):
-        F.cross_entropy(model(xb), yb).backward()
+        if view is None or view.stream.loss == "ce":  # the recipe's float32 CE (the shipped baselines)
+            F.cross_entropy(model(xb) if view is None else view.call(xb), yb).backward()
+        else:
+            from .stream import per_sample_loss
+
+            per_sample_loss(view.call(xb), yb, view.stream.loss).mean().backward()
 
     return _loop(model, x, y, recipe, seed, params if params is not None else model.parameters(), step, progress)
 
@@ -97,19 +104,23 @@ def train_dfa(model, x, y, feedback: torch.Tensor, recipe=DFA_RECIPE, seed: int 
     return _loop(model, x, y, recipe, seed, model.parameters(), step, progress)
 
 
-def train_frozen_baseline(model, x, y, recipe=BP_RECIPE, seed: int = 0, progress=None, trainable_last: int = 0):
+def train_frozen_baseline(model, x, y, recipe=BP_RECIPE, seed: int = 0, progress=None, trainable_last: int = 0,
+                          view=None):
     """Freeze every block at its (fresh, seeded) init; train embedding, terminal norm and head with BP.
 
-    ``trainable_last = k`` is the depth-ladder generalisation (SCIENCE.md §1): the last k blocks train too.
+    ``view``: the model's residual-stream view (fadiag.stream); its blocks are the ones frozen and everything
+    else trains (embedding, readout). Without one, ``model.blocks``.
+    ``trainable_last = k`` is the depth-ladder generalisation (docs/science.md §1): the last k blocks train too.
     """
-    n = len(model.blocks)
+    blocks = view.blocks if view is not None else list(model.blocks)
+    n = len(blocks)
     if not 0 <= trainable_last <= n:
         raise ValueError(f"trainable_last must be in 0..{n}, got {trainable_last}")
-    for i, blk in enumerate(model.blocks):
+    for i, blk in enumerate(blocks):
         for p in blk.parameters():
             p.requires_grad_(i >= n - trainable_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    return train_bp(model, x, y, recipe, seed=seed, params=params, progress=progress)
+    return train_bp(model, x, y, recipe, seed=seed, params=params, progress=progress, view=view)
 
 
 @torch.no_grad()

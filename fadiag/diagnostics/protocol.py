@@ -46,16 +46,17 @@ DEFAULT_MEDIAN = "lower"
 
 
 def block_update_norms(hiddens: list, convention: str = DEFAULT_MEDIAN) -> list:
-    """median_b ||h_{l+1} - h_l|| for l = 0..L-1: what each residual block adds (fadiag's (f))."""
+    """median_b ||h_{l+1} - h_l|| for l = 0..L-1: what each residual block adds (fadiag's (f)).
+    None (N/A) for a block whose output shape differs from its input's (a width change: no identity path)."""
     return [median_row_norms(hiddens[l + 1].double() - hiddens[l].double(), convention)
-            for l in range(len(hiddens) - 1)]
+            if hiddens[l + 1].shape == hiddens[l].shape else None for l in range(len(hiddens) - 1)]
 
 
 def dead_blocks(residual_norms: list, update_norms: list) -> tuple:
     """(all_dead, n_dead): a block is dead when median ||h_{l+1} - h_l|| <= DEAD_BLOCK_RATIO * median ||h_l||
     (an exactly zero stream counts as dead too). NaN updates are not "dead": (e) reports them."""
-    dead = [u == 0.0 or (math.isfinite(u) and math.isfinite(r) and u <= DEAD_BLOCK_RATIO * r)
-            for u, r in zip(update_norms, residual_norms[:-1])]
+    pairs = [(u, r) for u, r in zip(update_norms, residual_norms[:-1]) if u is not None]  # None: N/A
+    dead = [u == 0.0 or (math.isfinite(u) and math.isfinite(r) and u <= DEAD_BLOCK_RATIO * r) for u, r in pairs]
     return (bool(dead) and all(dead)), sum(dead)
 
 
@@ -214,8 +215,11 @@ def evaluate_flags(*, residual_norms, bp_grad_norms, growth, growth_layer, growt
     # (f), beyond the reference: blocks that add nothing make (a)-(c) look healthy while depth is unused.
     if update_norms is not None:
         all_dead, n_dead = dead_blocks(residual_norms, update_norms)
-        flags.append(Flag("f", NAMES["f"], all_dead, float(n_dead), float(len(update_norms)),
-                          f"{n_dead} of {len(update_norms)} block(s) add less than {DEAD_BLOCK_RATIO:g} x ||h_l||"))
+        na = sum(u is None for u in update_norms)
+        n_def = len(update_norms) - na
+        why = f"; N/A for {na} block(s) that change the stream's shape" if na else ""
+        flags.append(Flag("f", NAMES["f"], all_dead if n_def else None, float(n_dead), float(n_def),
+                          f"{n_dead} of {n_def} block(s) add less than {DEAD_BLOCK_RATIO:g} x ||h_l||{why}"))
     return flags
 
 

@@ -1,0 +1,153 @@
+"""Where the residual stream is, for the families people train (docs/models.md).
+
+:func:`resolve_view` turns a model plus the spec's ``stream:`` section into a :class:`~fadiag.stream.StreamView`:
+
+- a ``stream:`` mapping with ``blocks`` describes the stream itself;
+- otherwise a preset is recognised from the model's layout (duck-typed, so no library is imported here):
+  fadiag's reference contract (``embed``/``patch_embed``, ``blocks``, ``out_ln``+``out_head`` or
+  ``norm``+``head``; residual outside), timm VisionTransformer (``blocks``; h_0 = output of ``norm_pre``;
+  cls token, or the mean after ``num_prefix_tokens`` when ``global_pool='avg'``), Hugging Face models
+  (the block class from ``_can_record_outputs`` / ``_no_split_modules``, never a hard-coded path;
+  decoders read the last token, or the token mean with ``loss: lm``; encoders the class token),
+  torchvision ResNet (``layer1..layer4``: the stream is per stage and changes width);
+- ``stream: auto`` finds a single ModuleList of identical blocks and says which it chose;
+- keys given beside a preset or auto (pool, residual, output_index, readout, embed) override it.
+"""
+
+from __future__ import annotations
+
+from .errors import SpecError
+from .stream import Stream, StreamView, expand_blocks
+
+_DECODER_TYPES = ("gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi",
+                  "phi3", "opt", "falcon", "olmo", "smollm3", "gpt_neox", "bloom")
+
+
+def _is_lm_class(model) -> bool:
+    n = type(model).__name__
+    return n.endswith(("LMHeadModel", "ForCausalLM"))
+
+
+def _list_of(model, cls_or_name) -> str | None:
+    """Path of the ModuleList holding the instances of a block class (given as class or class name)."""
+    import torch
+
+    def match(m):
+        return type(m).__name__ == cls_or_name if isinstance(cls_or_name, str) else isinstance(m, cls_or_name)
+
+    for path, m in model.named_modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) and all(match(c) for c in m):
+            return path
+    return None
+
+
+def _hf_blocks(model) -> str | None:
+    rec = getattr(type(model), "_can_record_outputs", None) or {}
+    target = rec.get("hidden_states") if isinstance(rec, dict) else None
+    target = getattr(target, "target_class", target)
+    cands = [target] if target is not None else []
+    cands += list(getattr(model, "_no_split_modules", None) or [])
+    for c in cands:
+        p = _list_of(model, c)
+        if p is not None:
+            return p
+    return None
+
+
+def preset_for(model, loss: str | None):
+    """(Stream, default loss) for a recognised family, or None."""
+    has = lambda *names: all(hasattr(model, n) for n in names)  # noqa: E731
+    cfg = getattr(model, "config", None)
+    if has("blocks", "norm_pre", "num_prefix_tokens", "global_pool"):  # timm VisionTransformer layout
+        gp = getattr(model, "global_pool", "token")
+        pool, k = ("cls", 0) if gp == "token" else ("mean", int(model.num_prefix_tokens))
+        note = f"timm global_pool={gp!r}: " + ("the head reads the class token" if pool == "cls" else
+                                              f"the head reads the token mean after {k} prefix token(s)")
+        return Stream(blocks=("blocks",), embed="norm_pre", residual="inside", readout="model", pool=pool,
+                      prefix_tokens=k, source="preset: timm VisionTransformer", notes=(note,)), "ce"
+    if cfg is not None and hasattr(type(model), "config_class"):  # Hugging Face PreTrainedModel
+        path = _hf_blocks(model)
+        if path is None:
+            return None
+        mt = str(getattr(cfg, "model_type", ""))
+        decoder = _is_lm_class(model) or mt in _DECODER_TYPES or bool(getattr(cfg, "is_decoder", False))
+        default_loss = "lm" if _is_lm_class(model) else "ce"
+        use = loss or default_loss
+        pool = ("mean" if use == "lm" else "last") if decoder else "cls"
+        note = (f"Hugging Face {mt or type(model).__name__}: blocks {path!r} (block class from the model); "
+                "h_L is the last block's output, before the final norm (never hidden_states[-1])")
+        return Stream(blocks=(path,), residual="inside", readout="model", pool=pool,
+                      source=f"preset: Hugging Face {type(model).__name__}", notes=(note,)), default_loss
+    if has("conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4", "fc"):  # torchvision ResNet
+        return Stream(blocks=("layer1", "layer2", "layer3", "layer4"), embed="maxpool", residual="inside",
+                      readout="model", pool="none", source="preset: torchvision ResNet",
+                      notes=("the stream is per stage: h_0 = output of maxpool, then every residual block of "
+                             "layer1..layer4; width changes between stages, so (a) is per stage and (f) is N/A "
+                             "across a width change",)), "ce"
+    if has("blocks") and (has("embed") or has("patch_embed")) and (has("out_ln", "out_head") or has("norm", "head")):
+        embed = "embed" if has("embed") else "patch_embed"
+        ro = ("out_ln", "out_head") if has("out_ln", "out_head") else ("norm", "head")
+        return Stream(blocks=("blocks",), embed=embed, residual="outside", readout=ro, pool="cls",
+                      source="reference contract"), "ce"
+    return None
+
+
+def auto_stream(model):
+    """The single ModuleList of >= 2 identical blocks (nested lists inside a block are ignored)."""
+    import torch
+
+    cands = []
+    for path, m in model.named_modules():
+        if isinstance(m, (torch.nn.ModuleList, torch.nn.Sequential)) and len(m) >= 2 and path:
+            kinds = {type(c).__name__ for c in m}
+            if len(kinds) == 1 and not any(path.startswith(c + ".") for c, _ in cands):
+                cands.append((path, kinds.pop()))
+    if len(cands) != 1:
+        names = ", ".join(f"{p} ({len(model.get_submodule(p))} x {k})" for p, k in cands) or "none"
+        raise SpecError(f"stream: auto found {len(cands)} candidate block lists ({names}); name one with "
+                        "stream.blocks", source="stream")
+    path, kind = cands[0]
+    return Stream(blocks=(path,), residual="auto", readout="model", pool="cls",
+                  source=f"auto: the only ModuleList of identical blocks, {path!r} ({kind})")
+
+
+def resolve_view(model, sspec=None, loss: str | None = None) -> StreamView:
+    """model + the spec's stream section (a fadiag.spec.StreamSpec or None) + loss -> StreamView."""
+    from dataclasses import replace
+
+    preset = getattr(sspec, "preset", "") if sspec is not None else ""
+    if sspec is not None and sspec.blocks is not None:
+        base, dloss = Stream(blocks=(), source="spec"), "ce"
+    elif preset == "auto":
+        base, dloss = auto_stream(model), "ce"
+    else:
+        found = preset_for(model, loss)
+        if found is None:
+            raise SpecError(f"cannot find the residual stream of {type(model).__name__}: add a stream: section "
+                            "(stream.blocks names the block list; see docs/models.md), write stream: auto, or "
+                            f"honour the reference contract {CONTRACT_HINT}", source="stream")
+        base, dloss = found
+    over = {}
+    if sspec is not None:
+        if sspec.blocks is not None:
+            over["blocks"] = expand_blocks(model, sspec.blocks)
+        for k in ("embed", "residual", "output_index", "pool", "prefix_tokens"):
+            v = getattr(sspec, k)
+            if v is not None:
+                over[k] = v
+        if sspec.readout is not None:
+            ro = sspec.readout
+            over["readout"] = ro if ro == "model" else ((ro,) if isinstance(ro, str) else tuple(ro))
+    fb = [k for k in model.state_dict() if k.endswith("weight_backward")]
+    if fb:  # BioTorch-style learning-rule layers (Linear/Conv2d with a feedback matrix)
+        over["notes"] = base.notes + (
+            f"learning-rule layers: {len(fb)} '*weight_backward' tensor(s) ({fb[0]}, ...): autograd through "
+            "them gives the library's FA/DFA signal, not backprop, so (b) and the bp signal are about that "
+            "signal (fadiag builds no BP twin yet)",)
+    st = replace(base, **over, loss=loss or dloss)
+    if "blocks" not in over:
+        st = replace(st, blocks=expand_blocks(model, list(st.blocks)))
+    return StreamView(model, st)
+
+
+CONTRACT_HINT = "(embed, blocks with h + block(h), out_ln/out_head, model(x, return_hidden=True))"

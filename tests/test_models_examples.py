@@ -1,0 +1,40 @@
+"""The shipped family examples (checkpoints_example/families/) keep their verdicts and numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import EXAMPLES
+
+pytest.importorskip("transformers")
+FAM = EXAMPLES / "families"
+
+EXPECT = {  # measured by the recipe's run (PROVENANCE.md); float32 forward, so rel 1e-5
+    "vit_digits": {"growth": 3.9011728173573537, "gL": 0.0005138972326590796, "stab": 0.3972013901978793,
+                   "acc": 0.936, "blocks": "vit.layers.0..1", "pool": "cls"},
+    "gpt2_count": {"growth": 4.783824574796005, "gL": 0.0005063748254128366, "stab": 0.585136410648496,
+                   "acc": 0.8966666666666666, "blocks": "transformer.h.0..1", "pool": "mean"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_family_example_audit(run_cli, name):
+    code, out, err = run_cli(["audit", str(FAM / f"{name}.pt"), "-f", "json", "-q"])
+    assert code == 1, err
+    r, e = json.loads(out), EXPECT[name]
+    assert r["verdict"] == "needs walk-back: BP grad direction is drift-dominated"
+    assert r["growth"] == pytest.approx(e["growth"], rel=1e-5)
+    assert r["bp_grad_norms"][-1] == pytest.approx(e["gL"], rel=1e-5)
+    assert r["cross_batch_stability"] == pytest.approx(e["stab"], rel=1e-4, abs=1e-6)
+    assert r["headline_acc"] == pytest.approx(e["acc"], abs=1e-9)
+    assert r["data"]["stream"]["blocks"] == e["blocks"] and r["data"]["stream"]["pool"] == e["pool"]
+
+
+def test_family_example_credit_bp_rho_is_one(run_cli):
+    code, out, err = run_cli(["credit", str(FAM / "gpt2_count.pt"), "--n-dirs", "4", "-f", "json", "-q"])
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["verdict"] == "ok" and r["means"]["rho"]["deep_only"] > 0.9999
+    assert r["stream"]["loss"] == "lm"

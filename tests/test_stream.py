@@ -1,0 +1,221 @@
+"""The one residual view (fadiag/stream.py, fadiag/presets.py) against direct float64 references.
+
+Every family runs ``fadiag audit`` and ``fadiag credit`` from a spec with no user glue; (a) and (b) are
+compared with a float64 computation on the same model and batch that does not use fadiag.stream (a manual
+loop, or Hugging Face's own ``output_hidden_states`` plus a hook for h_L, which HF only gives after the
+final norm).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import stream_models as SM  # noqa: E402
+
+B, NB = 8, 2
+
+
+def write_case(tmp_path, model, arch, args, x, y, stream=None, loss=None, name="m"):
+    torch.save({"model": model.state_dict()}, tmp_path / f"{name}.pt")
+    np.savez(tmp_path / f"{name}_data.npz", x=x.numpy(), y=y.numpy())
+    spec = {"model": {"arch": arch, "args": args},
+            "data": {"source": "npz", "path": f"{name}_data.npz", "batch_size": B, "batches": NB}}
+    if stream is not None:
+        spec["stream"] = stream
+    if loss is not None:
+        spec["loss"] = loss
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    return tmp_path / f"{name}.pt", tmp_path / f"{name}.yaml"
+
+
+def run(run_cli, cmd, ckpt, spec, *extra):
+    import shutil
+
+    shutil.copy(HERE / "stream_models.py", Path(spec).parent / "stream_models.py")
+    code, out, err = run_cli([cmd, str(ckpt), "--spec", str(spec), "-f", "json", "-q", *extra])
+    assert code in (0, 1), err
+    return json.loads(out)
+
+
+def xy(seed, *shape):
+    """Seeded (x, y): x standard normal (B * NB, *shape), y labels in 0..2."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B * NB, *shape, generator=g), torch.randint(0, 3, (B * NB,), generator=g)
+
+
+def med_norms(ts):
+    return [float(np.median(t.detach().reshape(t.shape[0], -1).double().norm(dim=1).numpy())) for t in ts]
+
+
+def grads64(loss, hs):
+    return list(torch.autograd.grad(loss, hs))
+
+
+def lm_loss(logits, ids):
+    z, t = logits[:, :-1].double(), ids[:, 1:]
+    ce = torch.nn.functional.cross_entropy(z.reshape(-1, z.shape[-1]), t.reshape(-1), reduction="none")
+    return ce.view(t.shape).mean(1).mean()
+
+
+def ce_loss(logits, y):
+    return torch.nn.functional.cross_entropy(logits.double(), y)
+
+
+def check_ab(rep, hs, gs, rtol=1e-6):
+    np.testing.assert_allclose(rep["residual_norms"], med_norms(hs), rtol=rtol)
+    np.testing.assert_allclose(rep["bp_grad_norms"], med_norms(gs), rtol=rtol)
+
+
+# -- a user ResMLP with non-contract names, both residual conventions -------------------------------
+
+def _resmlp_pair():
+    torch.manual_seed(0)
+    out = SM.UserResMLP(inside=False)
+    ins = SM.UserResMLP(inside=True)
+    ins.load_state_dict(out.state_dict())
+    x, y = xy(1, 8)
+    return out, ins, x, y
+
+
+def resmlp_ref(m, x, y, loss):
+    """The outside-residual UserResMLP by hand: h_0 = inp(x), h_{l+1} = h_l + block(h_l); grads of loss."""
+    m = m.eval()
+    h = m.inp(x)
+    hs = [h]
+    for blk in m.layers:
+        h = h + blk(h)
+        hs.append(h)
+    return hs, grads64(loss(m.fc_out(m.ln_f(h)), y), hs)
+
+
+def test_user_resmlp_by_stream_section_matches_a_float64_loop(tmp_path, run_cli):
+    out, _, x, y = _resmlp_pair()
+    st = {"embed": "inp", "blocks": "layers", "residual": "outside", "readout": ["ln_f", "fc_out"], "pool": "none"}
+    ck, sp = write_case(tmp_path, out, "stream_models:UserResMLP", {}, x, y, st)
+    rep = run(run_cli, "audit", ck, sp)
+    hs, gs = resmlp_ref(out.double(), x[:B].double(), y[:B], ce_loss)
+    check_ab(rep, hs, gs)
+    assert rep["data"]["stream"]["residual"] == "outside"
+    assert "confirmed" in rep["data"]["stream"]["notes"][0]
+
+
+def test_residual_inside_and_outside_give_identical_numbers(tmp_path, run_cli):
+    """The same network written both ways: never the residual twice, identical per-layer numbers."""
+    out, ins, x, y = _resmlp_pair()
+    ck1, sp1 = write_case(tmp_path, out, "stream_models:UserResMLP", {"inside": False}, x, y,
+                          {"embed": "inp", "blocks": "layers", "readout": ["ln_f", "fc_out"]}, name="o")
+    ck2, sp2 = write_case(tmp_path, ins, "stream_models:UserResMLP", {"inside": True}, x, y,
+                          {"embed": "inp", "blocks": "layers", "readout": ["ln_f", "fc_out"]}, name="i")
+    a1, a2 = run(run_cli, "audit", ck1, sp1), run(run_cli, "audit", ck2, sp2)
+    assert a1["data"]["stream"]["residual"] == "outside" and a2["data"]["stream"]["residual"] == "inside"
+    for k in ("residual_norms", "bp_grad_norms", "block_update_norms"):
+        np.testing.assert_allclose(a1[k], a2[k], rtol=1e-6)
+    c1, c2 = run(run_cli, "credit", ck1, sp1), run(run_cli, "credit", ck2, sp2)
+    for r1, r2 in zip(c1["layers"], c2["layers"]):
+        assert r1["gamma"] == pytest.approx(r2["gamma"], rel=1e-9)
+        assert r1["rho"] == pytest.approx(r2["rho"], rel=1e-6, abs=1e-9)
+        assert r1["g_norm_mean_ce"] == pytest.approx(r2["g_norm_mean_ce"], rel=1e-9)
+    assert c1["means"]["rho"]["deep_only"] > 0.99  # the BP signal predicts the loss: ρ ≈ 1
+
+
+def test_a_contradicted_residual_is_bad_input(tmp_path, run_cli):
+    """Declaring residual: outside for blocks that return h + f would count the residual twice: exit 2."""
+    _, ins, x, y = _resmlp_pair()
+    ck, sp = write_case(tmp_path, ins, "stream_models:UserResMLP", {"inside": True}, x, y,
+                        {"embed": "inp", "blocks": "layers", "residual": "outside", "readout": ["ln_f", "fc_out"]})
+    import shutil
+
+    shutil.copy(HERE / "stream_models.py", tmp_path / "stream_models.py")
+    code, out, err = run_cli(["audit", str(ck), "--spec", str(sp)])
+    assert code == 2 and "residual: inside" in err and len(err.strip().splitlines()) == 1
+
+
+def test_timm_layout_vit_preset_matches_float64(tmp_path, run_cli):
+    torch.manual_seed(0)
+    m = SM.TimmLayoutViT()
+    x, y = xy(2, 1, 8, 8)
+    ck, sp = write_case(tmp_path, m, "stream_models:TimmLayoutViT", {}, x, y)
+    rep = run(run_cli, "audit", ck, sp)
+    st = rep["data"]["stream"]
+    assert st["source"] == "preset: timm VisionTransformer" and st["residual"] == "inside" and st["pool"] == "cls"
+    m = m.double().eval()
+    xb = x[:B].double()
+    t = m.patch_embed(xb).flatten(2).transpose(1, 2)
+    h = torch.cat([m.cls_token.expand(B, -1, -1), t], 1) + m.pos_embed
+    hs = [h]
+    for blk in m.blocks:
+        h = blk(h)
+        hs.append(h)
+    gs = grads64(ce_loss(m.head(m.norm(h)[:, 0]), y[:B]), hs)
+    check_ab(rep, [t[:, 0] for t in hs], [g[:, 0] for g in gs])
+    cr = run(run_cli, "credit", ck, sp)
+    # The BP signal through the view: ρ ≈ 1 at every deep layer (not 0.82-0.97 as with h + blk(h)).
+    assert cr["means"]["rho"]["deep_only"] > 0.99, cr["means"]["rho"]
+
+
+def test_resnet_per_stage_is_na_where_width_changes(tmp_path, run_cli):
+    torch.manual_seed(0)
+    m = SM.TVLayoutResNet().eval()
+    x, y = xy(3, 1, 8, 8)
+    ck, sp = write_case(tmp_path, m, "stream_models:TVLayoutResNet", {}, x, y)
+    rep = run(run_cli, "audit", ck, sp)
+    assert rep["data"]["stream"]["source"] == "preset: torchvision ResNet"
+    assert rep["data"]["stream"]["n_blocks"] == 8
+    # layer3.0 (block 4) changes width: its update is N/A; (a) is per stage
+    assert rep["block_update_norms"][4] is None and rep["block_update_norms"][0] is not None
+    fa = next(f for f in rep["flags"] if f["id"] == "a")
+    assert "per stage" in fa["detail"]
+    m64 = m.double().eval()
+    hs = []
+    h = m64.maxpool(m64.relu(m64.bn1(m64.conv1(x[:B].double()))))
+    hs.append(h)
+    for i in range(4):
+        for blk in getattr(m64, f"layer{i + 1}"):
+            h = blk(h)
+            hs.append(h)
+    gs = grads64(ce_loss(m64.fc(torch.flatten(m64.avgpool(h), 1)), y[:B]), hs)
+    check_ab(rep, hs, gs)
+    cr = run(run_cli, "credit", ck, sp)
+    assert "dead_blocks" in cr["not_available"]
+    assert all(r["rho"] is not None for r in cr["layers"])
+
+
+def test_plain_mlp_with_changing_widths_is_na_not_exit_3(tmp_path, run_cli):
+    torch.manual_seed(0)
+    m = SM.PlainMLP()
+    x, y = xy(4, 8)
+    ck, sp = write_case(tmp_path, m, "stream_models:PlainMLP", {}, x, y,
+                        {"embed": "inp", "blocks": "layers", "residual": "inside", "readout": ["out"]})
+    rep = run(run_cli, "audit", ck, sp)
+    assert rep["block_update_norms"] == [None, None]
+    ff = next(f for f in rep["flags"] if f["id"] == "f")
+    assert ff["flagged"] is None and "N/A" in ff["detail"]
+    cr = run(run_cli, "credit", ck, sp)
+    assert "dead_blocks" in cr["not_available"]
+
+
+# -- stream: auto ------------------------------------------------------------------------------------
+
+def test_stream_auto_finds_the_block_list_or_names_candidates(tmp_path, run_cli):
+    out, _, x, y = _resmlp_pair()
+    ck, sp = write_case(tmp_path, out, "stream_models:UserResMLP", {}, x, y, "auto")
+    rep = run(run_cli, "audit", ck, sp)
+    st = rep["data"]["stream"]
+    assert st["source"].startswith("auto:") and "'layers'" in st["source"] and st["residual"] == "outside"
+    from fadiag.errors import SpecError
+    from fadiag.presets import auto_stream
+
+    two = torch.nn.Module()
+    two.a = torch.nn.ModuleList([torch.nn.Linear(2, 2) for _ in range(2)])
+    two.b = torch.nn.ModuleList([torch.nn.Tanh() for _ in range(3)])
+    with pytest.raises(SpecError, match=r"2 candidate block lists \(a \(2 x Linear\), b \(3 x Tanh\)\)"):
+        auto_stream(two)
