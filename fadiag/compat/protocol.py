@@ -23,20 +23,14 @@ __all__ = ["residual_norms", "bp_grad_norms", "cross_batch_direction_stability",
 
 
 def residual_norms(model, x, median: str = P.DEFAULT_MEDIAN) -> list:
-    """[median_b ||h_l||] for l = 0..L on batch ``x``, eval mode, no gradients (diagnostic (a))."""
+    """[median_b ||h_l||] for l = 0..L on batch ``x``, eval mode (diagnostic (a)). The hidden states are those
+    of the one residual-stream pass (fadiag.stream); the labels it needs for its backward do not touch them."""
     import torch
 
-    from ..stream import forward_hidden, per_sample
+    from ..stream import stream_pass
 
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            _, hs = forward_hidden(model, x)
-    finally:
-        for m, mode in modes:
-            m.training = mode
-    return P.norms_per_layer([per_sample(h.detach()) for h in hs], median)
+    y = torch.zeros(x.shape[0], dtype=torch.long)
+    return P.norms_per_layer(stream_pass(model, x, y, _device(model, x)).hiddens, median)
 
 
 def bp_grad_norms(model, x, y, median: str = P.DEFAULT_MEDIAN) -> list:
