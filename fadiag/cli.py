@@ -303,6 +303,8 @@ ExitZeroOpt = Annotated[bool, typer.Option("--exit-zero", envvar="FADIAG_EXIT_ZE
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling (runs code from "
                                         "the file!). Recorded in the report.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="FADIAG_QUIET", help="No progress or summaries on stderr.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, help="torch intra-op threads (default: "
+                                                   "OMP_NUM_THREADS, else 1; all cores for a large edge correlation).")]
 
 
 def _check_device(device: Device) -> str:
@@ -342,6 +344,13 @@ def audit(
         "--growth", help="(a) variant: ratio_to_h0 (published default) or per_block (ViT-safe).")] = None,
     stability_layer: Annotated[Optional[int], typer.Option(
         "--stability-layer", help="Layer l* for (c); default max(1, (L+1)//2).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=1024, help="Audit the checkpoints in N worker "
+                                      "processes (1 thread each); same output as --jobs 1.")] = 1,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Sweep journal FILE.jsonl: append each report "
+                                                   "as it finishes; skip checkpoints already in it.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", envvar="FADIAG_SCHEDULER", help="Run on a "
+                                                     "dask.distributed cluster, tcp://HOST:PORT (the 'dask' extra).")] = None,
+    threads: ThreadsOpt = None,
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Also draw per-layer ‖h_l‖/‖g_l‖ (log), stability and accuracy to FILE.png|svg|pdf "
                        "(needs the 'plot' extra).")] = None,
@@ -360,9 +369,6 @@ def audit(
 
     def body() -> int:
         preflight(ctx)
-        from .api import audit as run_audit, frozen_baseline as train_baseline
-        from .subject import load
-
         thr = parse_thresholds(threshold)
         if frozen_baseline is not None and frozen_baseline != "train":
             raise InputError(f"expected 'train', got {frozen_baseline!r}", source="--frozen-baseline")
@@ -371,34 +377,27 @@ def audit(
         if frozen_baseline is not None and frozen_baseline_acc is not None:
             raise InputError("give either --frozen-baseline-acc or --frozen-baseline train, not both",
                              source="--frozen-baseline")
-        dev = _check_device(device)
-        reports = []
-        for ck in checkpoints:
-            subject = load(str(ck), str(spec) if spec else None, trust=trust_checkpoint,
-                           data=str(data) if data else None, batches=batches, batch_size=batch_size, seed=seed,
-                           device=dev)
-            if subject.checkpoint.trusted and not quiet:
-                err(f"fadiag: warning: {ck}: loaded with --trust-checkpoint (arbitrary unpickling)")
-            warn_half(subject)
-            fb_acc, fb_src = frozen_baseline_acc, ("given" if frozen_baseline_acc is not None else None)
-            if frozen_baseline == "train":
-                with Progress(f"training frozen baseline for {ck.name}") as prog:
-                    fb_acc, fb_src = train_baseline(subject, seed=seed or 0, progress=prog,
-                                                    trainable_last=trainable_blocks)
-            with Progress(f"auditing {ck.name}") as prog:
-                rep = run_audit(subject, thresholds=thr, headline_acc=headline_acc, frozen_baseline_acc=fb_acc,
-                                frozen_baseline_source=fb_src, growth_mode=growth, stability_layer=stability_layer,
-                                progress=prog)
-            reports.append(rep)
-            if not quiet:
-                err(f"fadiag: {ck}: {rep.verdict}")
-        dicts = [with_settings(r.to_dict(), ctx) for r in reports]
+        from .sweep import run_sweep, without_backend  # per checkpoint: fadiag.sweep._audit
+
+        opts = dict(spec=str(spec) if spec else None, trust=trust_checkpoint, data=str(data) if data else None,
+                    batches=batches, batch_size=batch_size, seed=seed, device=_check_device(device), thresholds=thr,
+                    headline_acc=headline_acc, frozen_baseline_acc=frozen_baseline_acc,
+                    frozen_baseline=frozen_baseline, trainable_blocks=trainable_blocks, growth=growth,
+                    stability_layer=stability_layer, quiet=quiet, threads=threads)
+        fmt = default_format(format, output)
+        stream = fmt == Format.jsonl and not output  # each report as soon as it and those before it are in
+        dicts = run_sweep("audit", [str(c) for c in checkpoints], opts, jobs=jobs, scheduler=scheduler or None,
+                          resume=str(resume) if resume else None,
+                          on_report=(lambda i, r: emit([without_backend(with_settings(r, ctx))], fmt, None))
+                          if stream else None)
+        dicts = [without_backend(with_settings(d, ctx)) for d in dicts]
         if plot:
             from .render.plot import plot_reports
 
             plot_reports(dicts, plot)
-        emit(dicts, default_format(format, output), output)
-        return exit_code(any(r.flagged for r in reports), exit_zero)
+        if not stream:
+            emit(dicts, fmt, output)
+        return exit_code(any(f.get("flagged") for d in dicts for f in d["flags"]), exit_zero)
 
     run_guarded(body)
 
@@ -422,6 +421,7 @@ def credit(
                                          "linear-quadratic system (BP ≈ 1, DFA ≈ 0).")] = False,
     toy_d: Annotated[int, typer.Option("--toy-d", help="Toy LQ width.")] = 16,
     toy_depth: Annotated[int, typer.Option("--toy-depth", help="Toy LQ depth L.")] = 6,
+    threads: ThreadsOpt = None,
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Per-layer Γ_l, ρ_l and the norms to FILE.png|svg|pdf (needs the 'plot' extra).")] = None,
     threshold: Annotated[Optional[List[str]], typer.Option(
@@ -444,7 +444,9 @@ def credit(
     def body() -> int:
         preflight(ctx)
         from .credit_api import credit as run_credit, toy_lq as run_toy
+        from .sweep import apply_threads
 
+        runtime = apply_threads(threads)
         if toy_lq:
             rep = run_toy(d=toy_d, depth=toy_depth, batch=batch_size or 64, seed=seed or 0)
         else:
@@ -460,6 +462,7 @@ def credit(
                 rep = run_credit(subject, signal=signal, init_path=str(init) if init else None,
                                  tensors_path=str(tensors) if tensors else None, eps=eps, n_dirs=n_dirs,
                                  etas=eta, seed=seed, thresholds=parse_thresholds(threshold), progress=prog)
+        rep["runtime"] = runtime
         return finish(rep, ctx, format, output, exit_zero, plot=plot, label=str(checkpoint or "toy LQ"))
 
     run_guarded(body)
@@ -486,6 +489,12 @@ def edges(
     held_out: Annotated[Optional[Path], typer.Option(
         "--held-out", help="Score only these query edges (others in --truth are masked).")] = None,
     top: Annotated[int, typer.Option("--top", help="Show the K strongest edges.")] = 20,
+    spool: Annotated[Optional[Path], typer.Option("--spool", help="Out of core: spool the observations to this "
+                                                  "folder (removed on exit) and bound memory by --max-memory.")] = None,
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Memory bound, e.g. 4GiB: spool to "
+                                                      "disk (--spool, else the temp folder) if the in-memory path "
+                                                      "needs more (default: 80% of free RAM).")] = None,
+    threads: ThreadsOpt = None,
     where: Annotated[Optional[str], typer.Option("--where", help="pre | post: activations before or after the norm.")] = None,
     norm: Annotated[Optional[str], typer.Option("--norm", help="Per-channel transform: l1 | l2 | none.")] = None,
     agg: Annotated[Optional[str], typer.Option("--agg", help="Per-node reduction: sum | mean | max.")] = None,
@@ -526,7 +535,8 @@ def edges(
             rep, W = run_edges(subject, method=method, row_chunk=row_chunk, bootstrap=bootstrap, samples=samples,
                                penalty=penalty, scale_by_act_mean=scale_by_act_mean,
                                truth=str(truth) if truth else None, held_out=str(held_out) if held_out else None,
-                               top=top, where=where, norm=norm, agg=agg, loss=loss, seed=seed or 0, progress=prog)
+                               top=top, where=where, norm=norm, agg=agg, loss=loss, seed=seed or 0, progress=prog,
+                               spool=str(spool) if spool else None, max_memory=max_memory, threads=threads)
         rep = with_settings(rep, ctx)
         if matrix:
             write_matrix(W, matrix)
@@ -565,6 +575,7 @@ def relevance(
                              "optimizer state: lr/(sqrt(v_hat)+eps)) | step_size | none.")] = "auto",
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Bar chart of weight relevance per head to FILE.png|svg|pdf (needs the 'plot' extra).")] = None,
+    threads: ThreadsOpt = None,
     spec: SpecOpt = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
@@ -588,8 +599,12 @@ def relevance(
                        data=str(data) if data else None, device=_check_device(device), need_data=need,
                        labels="regression")
         split = lambda s: [v.strip() for v in s.split(",")] if s else None
+        from .sweep import apply_threads
+
+        runtime = apply_threads(threads)
         rep = run_relevance(subject, feature_names=split(feature_names), head_names=split(head_names),
                             sensitivity=sensitivity, observation=observation, step_size_kind=step_sizes)
+        rep["runtime"] = runtime
         return finish(rep, ctx, format, output, exit_zero, plot=plot, label=str(checkpoint))
 
     run_guarded(body)
@@ -763,8 +778,10 @@ def _on_signal(signum, frame) -> None:
     Exiting from the handler, instead of raising KeyboardInterrupt, means no library's broad ``except``
     can swallow the interrupt and let a half-finished run go on to write its report."""
     from .atomic import cleanup_temp_files
+    from .spool import cleanup_spools
 
     cleanup_temp_files()
+    cleanup_spools()
     try:
         sys.stderr.write("fadiag: interrupted\n")
         sys.stderr.flush()

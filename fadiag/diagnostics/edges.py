@@ -598,7 +598,8 @@ class ObservationSpool:
         """Column-block width, GEMM row chunk and the bytes they need under max_memory."""
         m, n = self.m, self.n
         w_bytes = 2 * n * n * 4  # W and one N x N temporary while it is scaled
-        read = 2 * _READ_CHUNK
+        self._read = min(_READ_CHUNK, max(1 << 16, self.max_memory // 16))
+        read = 2 * self._read
         left = self.max_memory - w_bytes - read
         col_block = min(n, left // (m * _RANK_BYTES_PER_ENTRY)) if left > 0 else 0
         if col_block < 1:
@@ -606,7 +607,7 @@ class ObservationSpool:
             raise ValueError(f"max_memory {self.max_memory:,} bytes is too small for N = {n}, M = {m}: "
                              f"needs at least {need:,}")
         # GEMM: two (rows, N) float32 chunks in flight
-        row_chunk = int(max(1, min(m, min(left, 8 * _READ_CHUNK) // (2 * n * 4))))
+        row_chunk = int(max(1, min(m, min(left, 8 * self._read) // (2 * n * 4))))
         return {"col_block": int(col_block), "gemm_rows": row_chunk, "working_bytes": int(
             w_bytes + read + col_block * m * _RANK_BYTES_PER_ENTRY)}
 
@@ -614,7 +615,7 @@ class ObservationSpool:
         m, n = mm.shape
         scale = torch.ones(n, dtype=torch.float64)
         const = torch.zeros(n, dtype=torch.bool)
-        rows_per_read = max(1, _READ_CHUNK // (n * 4))
+        rows_per_read = max(1, self._read // (n * 4))
         for c0 in range(0, n, col_block):
             c1 = min(n, c0 + col_block)
             blk = torch.empty(c1 - c0, m, dtype=torch.float32)
