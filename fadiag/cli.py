@@ -138,9 +138,10 @@ def check_output_path(path: str, option: str) -> Path:
     return p
 
 
-INPUT_PARAMS = ("checkpoints", "checkpoint", "spec", "data", "init", "tensors", "truth", "held_out", "report_file",
+INPUT_PARAMS = ("checkpoints", "checkpoint", "more", "spec", "data", "init", "tensors", "truth", "held_out", "report_file",
                 "reports", "baseline", "paths")
-OUTPUT_PARAMS = (("output", "--output"), ("plot", "--plot"), ("matrix", "--matrix"), ("edges_out", "--edges"))
+OUTPUT_PARAMS = (("output", "--output"), ("plot", "--plot"), ("matrix", "--matrix"), ("edges_out", "--edges"),
+                 ("resume", "--resume"))
 
 
 def preflight(ctx) -> None:
@@ -265,6 +266,39 @@ def finish(rep: dict, ctx, fmt: Optional[Format], output: Optional[str], exit_ze
     return exit_code(any(f.get("flagged") for f in rep.get("flags") or []), exit_zero)
 
 
+def run_sweep_cli(ctx, kind: str, paths, opts: dict, fmt, output, exit_zero: bool, jobs: int, resume, scheduler,
+                  plot: Optional[str] = None) -> int:
+    """A command over many checkpoints through fadiag.sweep (in-process, --jobs workers or --scheduler): the
+    reports in input order, JSONL streamed as soon as each report and those before it are in."""
+    from .sweep import run_sweep, without_backend
+
+    fmt = default_format(fmt, output)
+    stream = fmt == Format.jsonl and not output
+    dicts = run_sweep(kind, [str(c) for c in paths], opts, jobs=jobs, scheduler=scheduler or None,
+                      resume=str(resume) if resume else None,
+                      on_report=(lambda i, r: emit([without_backend(with_settings(r, ctx))], fmt, None))
+                      if stream else None)
+    dicts = [without_backend(with_settings(d, ctx)) for d in dicts]
+    if plot:
+        from .render.plot import plot_reports
+
+        plot_reports(dicts, plot)
+    if not stream:
+        emit(dicts, fmt, output)
+    return exit_code(any(f.get("flagged") for d in dicts for f in d["flags"]), exit_zero)
+
+
+def _is_sweep(more, jobs, resume, scheduler, single_outputs: dict) -> bool:
+    """A sweep was asked for; the outputs that only one checkpoint can have are refused."""
+    if not (more or jobs > 1 or resume or scheduler):
+        return False
+    for opt, v in single_outputs.items():
+        if v:
+            raise InputError("writes one checkpoint's result: not with a sweep (more checkpoints, --jobs, "
+                             "--resume, --scheduler)", source=opt)
+    return True
+
+
 def exit_code(flagged: bool, exit_zero: bool) -> int:
     return EXIT_FLAGGED if flagged and not exit_zero else EXIT_OK
 
@@ -305,6 +339,15 @@ TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitr
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="FADIAG_QUIET", help="No progress or summaries on stderr.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, help="torch intra-op threads (default: "
                                                    "OMP_NUM_THREADS, else 1; all cores for a large edge correlation).")]
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, max=1024, help="Run the checkpoints in N worker "
+                                      "processes (1 thread each); same output as --jobs 1.")]
+ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", help="Sweep journal FILE.jsonl: append each report "
+                                                   "as it finishes; skip checkpoints already in it.")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", envvar="FADIAG_SCHEDULER", help="Run the "
+                                                     "checkpoints on a dask.distributed cluster, tcp://HOST:PORT "
+                                                     "(the 'dask' extra).")]
+MoreOpt = Annotated[Optional[List[Path]], typer.Argument(help="More checkpoints: a sweep (--jobs, --resume, "
+                                                         "--scheduler).", show_default=False)]
 
 
 def _check_device(device: Device) -> str:
@@ -344,12 +387,9 @@ def audit(
         "--growth", help="(a) variant: ratio_to_h0 (published default) or per_block (ViT-safe).")] = None,
     stability_layer: Annotated[Optional[int], typer.Option(
         "--stability-layer", help="Layer l* for (c); default max(1, (L+1)//2).")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=1024, help="Audit the checkpoints in N worker "
-                                      "processes (1 thread each); same output as --jobs 1.")] = 1,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Sweep journal FILE.jsonl: append each report "
-                                                   "as it finishes; skip checkpoints already in it.")] = None,
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", envvar="FADIAG_SCHEDULER", help="Run on a "
-                                                     "dask.distributed cluster, tcp://HOST:PORT (the 'dask' extra).")] = None,
+    jobs: JobsOpt = 1,
+    resume: ResumeOpt = None,
+    scheduler: SchedulerOpt = None,
     threads: ThreadsOpt = None,
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Also draw per-layer ‖h_l‖/‖g_l‖ (log), stability and accuracy to FILE.png|svg|pdf "
@@ -377,27 +417,15 @@ def audit(
         if frozen_baseline is not None and frozen_baseline_acc is not None:
             raise InputError("give either --frozen-baseline-acc or --frozen-baseline train, not both",
                              source="--frozen-baseline")
-        from .sweep import run_sweep, without_backend  # per checkpoint: fadiag.sweep._audit
+        # per checkpoint: fadiag.sweep._audit
 
         opts = dict(spec=str(spec) if spec else None, trust=trust_checkpoint, data=str(data) if data else None,
                     batches=batches, batch_size=batch_size, seed=seed, device=_check_device(device), thresholds=thr,
                     headline_acc=headline_acc, frozen_baseline_acc=frozen_baseline_acc,
                     frozen_baseline=frozen_baseline, trainable_blocks=trainable_blocks, growth=growth,
                     stability_layer=stability_layer, quiet=quiet, threads=threads)
-        fmt = default_format(format, output)
-        stream = fmt == Format.jsonl and not output  # each report as soon as it and those before it are in
-        dicts = run_sweep("audit", [str(c) for c in checkpoints], opts, jobs=jobs, scheduler=scheduler or None,
-                          resume=str(resume) if resume else None,
-                          on_report=(lambda i, r: emit([without_backend(with_settings(r, ctx))], fmt, None))
-                          if stream else None)
-        dicts = [without_backend(with_settings(d, ctx)) for d in dicts]
-        if plot:
-            from .render.plot import plot_reports
-
-            plot_reports(dicts, plot)
-        if not stream:
-            emit(dicts, fmt, output)
-        return exit_code(any(f.get("flagged") for d in dicts for f in d["flags"]), exit_zero)
+        return run_sweep_cli(ctx, "audit", checkpoints, opts, format, output, exit_zero, jobs, resume, scheduler,
+                             plot=plot)
 
     run_guarded(body)
 
@@ -408,6 +436,7 @@ def audit(
 def credit(
     ctx: typer.Context,
     checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint file (not needed with --toy-lq).")] = None,
+    more: MoreOpt = None,
     signal: Annotated[Optional[str], typer.Option(
         "--signal", help="Credit signal a_l: bp | dfa (training-time feedback in the checkpoint) | fa | "
                          "value (dV/dh of a stored value net) | tensors | "
@@ -422,6 +451,9 @@ def credit(
     toy_d: Annotated[int, typer.Option("--toy-d", help="Toy LQ width.")] = 16,
     toy_depth: Annotated[int, typer.Option("--toy-depth", help="Toy LQ depth L.")] = 6,
     threads: ThreadsOpt = None,
+    jobs: JobsOpt = 1,
+    resume: ResumeOpt = None,
+    scheduler: SchedulerOpt = None,
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Per-layer Γ_l, ρ_l and the norms to FILE.png|svg|pdf (needs the 'plot' extra).")] = None,
     threshold: Annotated[Optional[List[str]], typer.Option(
@@ -446,6 +478,13 @@ def credit(
         from .credit_api import credit as run_credit, toy_lq as run_toy
         from .sweep import apply_threads
 
+        if _is_sweep(more, jobs, resume, scheduler, {"--plot": plot, "--toy-lq": toy_lq}):
+            opts = dict(spec=str(spec) if spec else None, trust=trust_checkpoint, data=str(data) if data else None,
+                        batch_size=batch_size, seed=seed, device=_check_device(device), signal=signal,
+                        init=str(init) if init else None, tensors=str(tensors) if tensors else None, eps=eps,
+                        n_dirs=n_dirs, eta=eta, thresholds=parse_thresholds(threshold), threads=threads)
+            return run_sweep_cli(ctx, "credit", [checkpoint, *(more or [])], opts, format, output, exit_zero, jobs, resume,
+                                 scheduler)
         runtime = apply_threads(threads)
         if toy_lq:
             rep = run_toy(d=toy_d, depth=toy_depth, batch=batch_size or 64, seed=seed or 0)
@@ -474,6 +513,7 @@ def credit(
 def edges(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="Graph-structured network checkpoint (arch gsnn).")],
+    more: MoreOpt = None,
     method: Annotated[Optional[str], typer.Option("--method", help="spearman (average-rank ties) | pearson.")] = None,
     row_chunk: Annotated[Optional[int], typer.Option(
         "--row-chunk", envvar="FADIAG_ROW_CHUNK",
@@ -495,6 +535,9 @@ def edges(
                                                       "disk (--spool, else the temp folder) if the in-memory path "
                                                       "needs more (default: 80% of free RAM).")] = None,
     threads: ThreadsOpt = None,
+    jobs: JobsOpt = 1,
+    resume: ResumeOpt = None,
+    scheduler: SchedulerOpt = None,
     where: Annotated[Optional[str], typer.Option("--where", help="pre | post: activations before or after the norm.")] = None,
     norm: Annotated[Optional[str], typer.Option("--norm", help="Per-channel transform: l1 | l2 | none.")] = None,
     agg: Annotated[Optional[str], typer.Option("--agg", help="Per-node reduction: sum | mean | max.")] = None,
@@ -527,6 +570,15 @@ def edges(
 
         if matrix and not matrix.endswith(".npy"):
             raise InputError("matrix file must end in .npy", source=f"--matrix {matrix}")
+        if _is_sweep(more, jobs, resume, scheduler, {"--matrix": matrix, "--edges": edges_out, "--plot": plot}):
+            opts = dict(spec=str(spec) if spec else None, trust=trust_checkpoint, data=str(data) if data else None,
+                        batches=batches, batch_size=batch_size, seed=seed, device=_check_device(device),
+                        method=method, row_chunk=row_chunk, bootstrap=bootstrap, samples=samples, penalty=penalty,
+                        scale_by_act_mean=scale_by_act_mean, truth=str(truth) if truth else None,
+                        held_out=str(held_out) if held_out else None, top=top, where=where, norm=norm, agg=agg,
+                        loss=loss, spool=str(spool) if spool else None, max_memory=max_memory, threads=threads)
+            return run_sweep_cli(ctx, "edges", [checkpoint, *(more or [])], opts, format, output, exit_zero, jobs, resume,
+                                 scheduler)
         subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
                        data=str(data) if data else None, batches=batches, batch_size=batch_size, seed=seed,
                        device=_check_device(device),
@@ -562,6 +614,7 @@ def edges(
 def relevance(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="Multi-head learner checkpoint (.pt, or .npz of plain arrays).")],
+    more: MoreOpt = None,
     sensitivity: Annotated[bool, typer.Option(
         "--sensitivity", help="Also the Jacobian tier: mean |d pred_h / d x_raw| over the eval rows.")] = False,
     observation: Annotated[Optional[str], typer.Option(
@@ -576,6 +629,9 @@ def relevance(
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Bar chart of weight relevance per head to FILE.png|svg|pdf (needs the 'plot' extra).")] = None,
     threads: ThreadsOpt = None,
+    jobs: JobsOpt = 1,
+    resume: ResumeOpt = None,
+    scheduler: SchedulerOpt = None,
     spec: SpecOpt = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
@@ -594,11 +650,18 @@ def relevance(
         from .relevance_api import relevance as run_relevance
         from .subject import load
 
+        split = lambda s: [v.strip() for v in s.split(",")] if s else None
+        if _is_sweep(more, jobs, resume, scheduler, {"--plot": plot}):
+            opts = dict(spec=str(spec) if spec else None, trust=trust_checkpoint, data=str(data) if data else None,
+                        device=_check_device(device), feature_names=split(feature_names),
+                        head_names=split(head_names), sensitivity=sensitivity, observation=observation,
+                        step_sizes=step_sizes, threads=threads)
+            return run_sweep_cli(ctx, "relevance", [checkpoint, *(more or [])], opts, format, output, exit_zero, jobs, resume,
+                                 scheduler)
         need = sensitivity or observation is not None
         subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint,
                        data=str(data) if data else None, device=_check_device(device), need_data=need,
                        labels="regression")
-        split = lambda s: [v.strip() for v in s.split(",")] if s else None
         from .sweep import apply_threads
 
         runtime = apply_threads(threads)
