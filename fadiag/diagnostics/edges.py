@@ -642,7 +642,7 @@ class ObservationSpool:
         return {"col_block": int(col_block), "gemm_rows": row_chunk, "working_bytes": int(
             w_bytes + read + col_block * m * _RANK_BYTES_PER_ENTRY)}
 
-    def _standardise_file(self, mm: np.memmap, method: str, col_block: int):
+    def _standardise_file(self, mm: np.memmap, method: str, col_block: int, progress=None, phase: str = ""):
         m, n = mm.shape
         scale = torch.ones(n, dtype=torch.float64)
         const = torch.zeros(n, dtype=torch.bool)
@@ -662,11 +662,15 @@ class ObservationSpool:
                 mm[r0:r1, c0:c1] = bnp[:, r0:r1].T
                 _drop_pages(mm, r0 * n * 4, r1 * n * 4)
             del blk, bnp
+            if progress:
+                progress(phase, c1, n)
         return scale, const
 
-    def evidence(self, method: str = "spearman"):
+    def evidence(self, method: str = "spearman", progress: Callable[[str, int, int], None] | None = None):
         """W (N, N) float32 and info {n_constant_act, n_constant_grad, col_block, gemm_rows, spool_bytes,
-        max_memory}. The spool's contents are replaced by the ranks (or standardised values): call once."""
+        max_memory}. The spool's contents are replaced by the ranks (or standardised values): call once.
+        ``progress(phase, done, total)`` is called after each column block ("acts", "grads") and each
+        GEMM chunk ("gemm")."""
         _check_method(method)
         if self.info.get("done"):
             raise ValueError("evidence() was already computed from this spool (its files now hold ranks)")
@@ -675,8 +679,8 @@ class ObservationSpool:
                              "of non-finite values are meaningless")
         maps = self._maps()
         plan = self.plan()
-        scale_a, const_a = self._standardise_file(maps["acts"], method, plan["col_block"])
-        scale_g, const_g = self._standardise_file(maps["grads"], method, plan["col_block"])
+        scale_a, const_a = self._standardise_file(maps["acts"], method, plan["col_block"], progress, "acts")
+        scale_g, const_g = self._standardise_file(maps["grads"], method, plan["col_block"], progress, "grads")
         m, n = self.m, self.n
         W = torch.zeros(n, n, dtype=torch.float32)
         step = plan["gemm_rows"]
@@ -687,6 +691,8 @@ class ObservationSpool:
             W.addmm_(za.T, zg)  # za.T is a view: BLAS reads it transposed, no copy
             for mm in maps.values():
                 _drop_pages(mm, r0 * n * 4, r1 * n * 4)
+            if progress:
+                progress("gemm", r1, m)
         if method == "spearman":
             W.mul_(scale_a.to(torch.float32)[:, None]).mul_(scale_g.to(torch.float32)[None, :])
         W.clamp_(-1.0, 1.0)
