@@ -240,10 +240,15 @@ def bench_sweep(args) -> None:
     print("| backend | wall s | vs --jobs 1 | output identical to --jobs 1 |")
     print("|---|---|---|---|")
     print(f"| --jobs 1 | {times['--jobs 1']:.1f} | 1.00x | - |")
-    print(f"| --jobs 2 | {times['--jobs 2']:.1f} | {times['--jobs 1'] / times['--jobs 2']:.2f}x faster | {same} |")
+    print(f"| --jobs 2 | {times['--jobs 2']:.1f} | {_ratio(times['--jobs 1'], times['--jobs 2'])} | {same} |")
     if dask_t is not None:
         print(f"| Dask LocalCluster, 2 workers (started in {start:.1f} s, not counted) | {dask_t:.1f} | "
-              f"{times['--jobs 1'] / dask_t:.2f}x faster ({times['--jobs 2'] / dask_t:.2f}x --jobs 2) | {same_dask} |")
+              f"{_ratio(times['--jobs 1'], dask_t)} ({_ratio(times['--jobs 2'], dask_t)} than --jobs 2) "
+              f"| {same_dask} |")
+
+
+def _ratio(base: float, t: float) -> str:
+    return f"{base / t:.2f}x faster" if t <= base else f"{t / base:.2f}x slower"
 
 
 def main() -> None:

@@ -270,24 +270,25 @@ def _tie_groups_sparse(eq: torch.Tensor):
 
 
 def _argsort_rows(a: np.ndarray, out: np.ndarray) -> None:
-    """out[r] = np.argsort(a[r]) for each row, the rows split over torch's intra-op thread count (numpy's
-    sort releases the GIL, so the threads run in parallel)."""
-    k = a.shape[0]
-    n_threads = max(1, min(torch.get_num_threads(), k))
+    """out[r] = np.argsort(a[r]) for each row. Rows go in chunks of ~2^20 entries (so numpy's own index
+    array stays small beside ``out``), the chunks split over torch's intra-op thread count (numpy's sort
+    releases the GIL, so the threads run in parallel)."""
+    k, m = a.shape
+    step = max(1, (1 << 20) // max(m, 1))
+    chunks = [(r0, min(k, r0 + step)) for r0 in range(0, k, step)]
+
+    def part(c):
+        out[c[0]:c[1]] = np.argsort(a[c[0]:c[1]], axis=1)
+
+    n_threads = max(1, min(torch.get_num_threads(), len(chunks)))
     if n_threads == 1:
-        out[...] = np.argsort(a, axis=1)
+        for c in chunks:
+            part(c)
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    bounds = np.linspace(0, k, n_threads + 1).astype(int)
-
-    def part(i):
-        r0, r1 = bounds[i], bounds[i + 1]
-        if r1 > r0:
-            out[r0:r1] = np.argsort(a[r0:r1], axis=1)
-
     with ThreadPoolExecutor(n_threads) as ex:
-        list(ex.map(part, range(n_threads)))
+        list(ex.map(part, chunks))
 
 
 def _standardise_into(
