@@ -231,3 +231,28 @@ def test_cli_records_threads(run_cli, monkeypatch, cmd):
         assert json.loads(out)["runtime"]["threads"] == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_torch_sort_fallback_equals_numpy_sort(monkeypatch, ties):
+    """numpy < 2 (and non-CPU devices) rank with torch.sort: the same W as the numpy argsort path."""
+    a, g = _data(m=2000, n=40, seed=9, ties=ties)
+    W_np = E.edge_evidence(a, g)
+    monkeypatch.setattr(E, "_NUMPY_2", False)
+    W_t = E.edge_evidence(a, g)
+    assert float((W_np - W_t).abs().max()) <= 1e-6
+    assert np.abs(W_t.double().numpy() - _scipy_W(a, g)).max() <= 2e-5
+
+
+def test_threaded_numpy_argsort_rows():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((37, 5000)).astype(np.float32)
+    a[5] = 0.0
+    out = np.empty(a.shape, dtype=np.int64)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        E._argsort_rows(a, out)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(np.take_along_axis(a, out, 1), np.sort(a, axis=1))
