@@ -275,7 +275,7 @@ def run_sweep_cli(ctx, kind: str, paths, opts: dict, fmt, output, exit_zero: boo
     fmt = default_format(fmt, output)
     stream = fmt == Format.jsonl and not output
     dicts = run_sweep(kind, [str(c) for c in paths], opts, jobs=jobs, scheduler=scheduler or None,
-                      resume=str(resume) if resume else None,
+                      resume=str(resume) if resume else None, progress=Progress,
                       on_report=(lambda i, r: emit([without_backend(with_settings(r, ctx))], fmt, None))
                       if stream else None)
     dicts = [without_backend(with_settings(d, ctx)) for d in dicts]

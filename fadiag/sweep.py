@@ -87,7 +87,13 @@ def _warn_half(subject) -> None:
     warn_half(subject)
 
 
-def _audit(path: str, o: dict) -> dict:
+def _bar(progress, label: str):
+    import contextlib
+
+    return progress(label) if progress else contextlib.nullcontext(None)
+
+
+def _audit(path: str, o: dict, progress=None) -> dict:
     from .api import audit as run_audit, frozen_baseline as train_baseline
     from .cli import err
 
@@ -98,27 +104,32 @@ def _audit(path: str, o: dict) -> dict:
     _warn_half(subject)
     fb_acc = o.get("frozen_baseline_acc")
     fb_src = "given" if fb_acc is not None else None
+    name = os.path.basename(path)
     if o.get("frozen_baseline") == "train":
-        fb_acc, fb_src = train_baseline(subject, seed=o.get("seed") or 0, trainable_last=o.get("trainable_blocks") or 0)
-    rep = run_audit(subject, thresholds=o.get("thresholds"), headline_acc=o.get("headline_acc"),
-                    frozen_baseline_acc=fb_acc, frozen_baseline_source=fb_src, growth_mode=o.get("growth"),
-                    stability_layer=o.get("stability_layer"))
+        with _bar(progress, f"training frozen baseline for {name}") as prog:
+            fb_acc, fb_src = train_baseline(subject, seed=o.get("seed") or 0, progress=prog,
+                                            trainable_last=o.get("trainable_blocks") or 0)
+    with _bar(progress, f"auditing {name}") as prog:
+        rep = run_audit(subject, thresholds=o.get("thresholds"), headline_acc=o.get("headline_acc"),
+                        frozen_baseline_acc=fb_acc, frozen_baseline_source=fb_src, growth_mode=o.get("growth"),
+                        stability_layer=o.get("stability_layer"), progress=prog)
     if not quiet:
         err(f"fadiag: {path}: {rep.verdict}")
     return rep.to_dict()
 
 
-def _credit(path: str, o: dict) -> dict:
+def _credit(path: str, o: dict, progress=None) -> dict:
     from .credit_api import credit as run_credit
 
     subject = _load(path, o, batches=1, batch_size=o.get("batch_size"))
     _warn_half(subject)
-    return run_credit(subject, signal=o.get("signal"), init_path=o.get("init"), tensors_path=o.get("tensors"),
-                      eps=o.get("eps"), n_dirs=o.get("n_dirs"), etas=o.get("eta"), seed=o.get("seed"),
-                      thresholds=o.get("thresholds") or {})
+    with _bar(progress, f"credit metrics for {os.path.basename(path)}") as prog:
+        return run_credit(subject, signal=o.get("signal"), init_path=o.get("init"), tensors_path=o.get("tensors"),
+                          eps=o.get("eps"), n_dirs=o.get("n_dirs"), etas=o.get("eta"), seed=o.get("seed"),
+                          thresholds=o.get("thresholds") or {}, progress=prog)
 
 
-def _edges(path: str, o: dict) -> dict:
+def _edges(path: str, o: dict, progress=None) -> dict:
     from .edges_api import edges as run_edges
 
     loss = o.get("loss")
@@ -126,12 +137,13 @@ def _edges(path: str, o: dict) -> dict:
                     labels=lambda sp: "class" if (loss or sp.edges.loss) == "ce" else "regression")
     keys = ("method", "row_chunk", "bootstrap", "samples", "penalty", "scale_by_act_mean", "truth", "held_out",
             "where", "norm", "agg", "loss", "spool", "max_memory", "threads")
-    rep, _W = run_edges(subject, top=o.get("top", 20), seed=o.get("seed") or 0,
-                        **{k: o.get(k) for k in keys if o.get(k) is not None})
+    with _bar(progress, f"edges for {os.path.basename(path)}") as prog:
+        rep, _W = run_edges(subject, top=o.get("top", 20), seed=o.get("seed") or 0, progress=prog,
+                            **{k: o.get(k) for k in keys if o.get(k) is not None})
     return rep
 
 
-def _relevance(path: str, o: dict) -> dict:
+def _relevance(path: str, o: dict, progress=None) -> dict:
     from .relevance_api import relevance as run_relevance
 
     need = bool(o.get("sensitivity")) or o.get("observation") is not None
@@ -141,7 +153,7 @@ def _relevance(path: str, o: dict) -> dict:
                          step_size_kind=o.get("step_sizes") or "auto")
 
 
-BODIES: dict[str, Callable[[str, dict], dict]] = {"audit": _audit, "credit": _credit, "edges": _edges,
+BODIES: dict[str, Callable[..., dict]] = {"audit": _audit, "credit": _credit, "edges": _edges,
                                                    "relevance": _relevance}
 
 
@@ -154,16 +166,18 @@ def apply_threads(requested: int | None = None) -> dict:
     return runtime_info(set_threads(choose_threads(requested)))
 
 
-def run_one(kind: str, path: str, opts: dict) -> dict:
+def run_one(kind: str, path: str, opts: dict, progress=None, capture: bool = True) -> dict:
     """One checkpoint: {"ok": True, "report": dict, "stderr": str} or {"ok": False, "exit_code", "error",
-    "stderr"}. What the command would write to stderr is captured, so a worker's lines come back with its
-    result. Threads: opts["threads"] (--threads) or 1 (OMP_NUM_THREADS when set)."""
+    "stderr"}. What the command would write to stderr is captured (``capture``), so a worker's lines come
+    back with its result; in-process, ``progress`` (label -> context manager giving a progress callback)
+    draws bars. Threads: opts["threads"] (--threads) or 1 (OMP_NUM_THREADS when set)."""
     body = BODIES[kind]
     buf, old = io.StringIO(), sys.stderr
-    sys.stderr = buf
+    if capture:
+        sys.stderr = buf
     try:
         n = set_threads(choose_threads(opts.get("threads")))
-        rep = body(path, opts)
+        rep = body(path, opts, progress)
         rep.setdefault("runtime", runtime_info(n))
         return {"ok": True, "report": rep, "stderr": buf.getvalue()}
     except FadiagError as e:
@@ -292,7 +306,8 @@ def dask_client(address: str):
 
 
 def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, scheduler=None,
-              resume: str | None = None, on_report: Callable[[int, dict], None] | None = None) -> list:
+              resume: str | None = None, on_report: Callable[[int, dict], None] | None = None,
+              progress=None) -> list:
     """Reports for ``paths``, in input order, whatever the backend. ``on_report(i, report)`` is called in
     input order as soon as reports 0..i are all in (for streaming output); each worker's stderr lines are
     written as its result arrives. ``scheduler``: a dask.distributed address or Client. The first failure
@@ -344,8 +359,8 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
         if scheduler is not None:
             _sweep_dask(kind, paths, opts, todo, scheduler, deliver)
         elif jobs == 1 or len(todo) <= 1:
-            for i in todo:
-                deliver(i, run_one(kind, paths[i], opts), True)
+            for i in todo:  # in-process: stderr live, with progress bars
+                deliver(i, run_one(kind, paths[i], opts, progress, capture=False), True)
         else:
             import concurrent.futures as cf
 

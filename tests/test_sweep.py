@@ -52,7 +52,7 @@ def test_resume_skips_finished_and_keeps_bytes(serial, run_cli, tmp_path, monkey
     assert len(lines) == 2 and all(json.loads(l)["sweep"]["sha256"] for l in lines)
     calls = []
     real = sweep.BODIES["audit"]
-    monkeypatch.setitem(sweep.BODIES, "audit", lambda p, o: calls.append(p) or real(p, o))
+    monkeypatch.setitem(sweep.BODIES, "audit", lambda p, o, *a: calls.append(p) or real(p, o, *a))
     code, out, errtext = _audit(run_cli, RESMLP, "--resume", journal)
     assert out == serial
     assert calls == RESMLP[2:]
