@@ -208,9 +208,10 @@ def check_output_path(path: str, option: str) -> Path:
     return p
 
 
-INPUT_PARAMS = ("checkpoints", "checkpoint", "spec", "data", "init", "tensors", "truth", "held_out", "report_file",
+INPUT_PARAMS = ("checkpoints", "checkpoint", "more", "spec", "data", "init", "tensors", "truth", "held_out", "report_file",
                 "reports", "baseline", "paths")
-OUTPUT_PARAMS = (("output", "--output"), ("plot", "--plot"), ("matrix", "--matrix"), ("edges_out", "--edges"))
+OUTPUT_PARAMS = (("output", "--output"), ("plot", "--plot"), ("matrix", "--matrix"), ("edges_out", "--edges"),
+                 ("resume", "--resume"))
 
 
 def _resolve(p: Path, where: str) -> Path:
@@ -379,6 +380,41 @@ def finish(rep: dict, ctx, fmt: Optional[Format], output: Optional[str], exit_ze
     return exit_code(any(f.get("flagged") for f in rep.get("flags") or []), exit_zero)
 
 
+def run_sweep_cli(ctx, kind: str, paths, opts: dict, fmt, output, exit_zero: bool, jobs: int, resume, scheduler,
+                  plot: Optional[str] = None) -> int:
+    """A command over many checkpoints through fadiag.sweep (in-process, --jobs workers or --scheduler): the
+    reports in input order, JSONL streamed as soon as each report and those before it are in."""
+    from .sweep import run_sweep, without_backend
+
+    fmt = default_format(fmt, output)
+    stream = fmt == Format.jsonl and not output
+    dicts = run_sweep(kind, [str(c) for c in paths], opts, jobs=jobs, scheduler=scheduler or None,
+                      resume=str(resume) if resume else None, progress=Progress,
+                      on_report=(lambda i, r: emit([without_backend(with_settings(r, ctx))], fmt, None))
+                      if stream else None)
+    dicts = [without_backend(with_settings(d, ctx)) for d in dicts]
+    if plot:
+        from .render.plot import plot_reports
+
+        plot_reports(dicts, plot)
+    if not stream:
+        emit(dicts, fmt, output)
+    if kind == "audit":
+        say_verdicts([(p, d["verdict"]) for p, d in zip(paths, dicts)], fmt, output)
+    return exit_code(any(f.get("flagged") for d in dicts for f in d["flags"]), exit_zero)
+
+
+def _is_sweep(more, jobs, resume, scheduler, single_outputs: dict) -> bool:
+    """A sweep was asked for; the outputs that only one checkpoint can have are refused."""
+    if not (more or jobs > 1 or resume or scheduler):
+        return False
+    for opt, v in single_outputs.items():
+        if v:
+            raise InputError("writes one checkpoint's result: not with a sweep (more checkpoints, --jobs, "
+                             "--resume, --scheduler)", source=opt)
+    return True
+
+
 def exit_code(flagged: bool, exit_zero: bool) -> int:
     return EXIT_FLAGGED if flagged and not exit_zero else EXIT_OK
 
@@ -420,6 +456,17 @@ TrustCodeOpt = Annotated[bool, typer.Option("--trust-code", help="Allow a spec f
                                             "(sidecar) to import the module:Class it names (runs that code!). "
                                             "Not needed with --spec. Recorded in the report.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="FADIAG_QUIET", help="No progress or summaries on stderr.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, help="torch intra-op threads (default: "
+                                                   "OMP_NUM_THREADS, else 1; all cores for a large edge correlation).")]
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, max=1024, help="Run the checkpoints in N worker "
+                                      "processes (1 thread each); same output as --jobs 1.")]
+ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", help="Sweep journal FILE.jsonl: append each report "
+                                                   "as it finishes; skip checkpoints already in it.")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", envvar="FADIAG_SCHEDULER", help="Run the "
+                                                     "checkpoints on a dask.distributed cluster, tcp://HOST:PORT "
+                                                     "(the 'dask' extra).")]
+MoreOpt = Annotated[Optional[List[Path]], typer.Argument(help="More checkpoints: a sweep (--jobs, --resume, "
+                                                         "--scheduler).", show_default=False)]
 
 
 def _check_device(device: Device) -> str:
@@ -459,6 +506,10 @@ def audit(
         "--growth", help="(a) variant: ratio_to_h0 (published default) or per_block (ViT-safe).")] = None,
     stability_layer: Annotated[Optional[int], typer.Option(
         "--stability-layer", help="Layer l* for (c); default max(1, (L+1)//2).")] = None,
+    jobs: JobsOpt = 1,
+    resume: ResumeOpt = None,
+    scheduler: SchedulerOpt = None,
+    threads: ThreadsOpt = None,
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Also draw per-layer ‖h_l‖/‖g_l‖ (log), stability and accuracy to FILE.png|svg|pdf "
                        "(needs the 'plot' extra).")] = None,
@@ -478,9 +529,6 @@ def audit(
 
     def body() -> int:
         preflight(ctx)
-        from .api import audit as run_audit, frozen_baseline as train_baseline
-        from .subject import load
-
         thr = parse_thresholds(threshold)
         if frozen_baseline is not None and frozen_baseline != "train":
             raise InputError(f"expected 'train', got {frozen_baseline!r}", source="--frozen-baseline")
@@ -489,35 +537,16 @@ def audit(
         if frozen_baseline is not None and frozen_baseline_acc is not None:
             raise InputError("give either --frozen-baseline-acc or --frozen-baseline train, not both",
                              source="--frozen-baseline")
-        dev = _check_device(device)
-        reports = []
-        for ck in checkpoints:
-            with Progress(f"loading {ck.name}"):  # checkpoint, spec, data, a trial forward pass
-                subject = load(str(ck), str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
-                               data=str(data) if data else None, batches=batches, batch_size=batch_size,
-                               seed=seed, device=dev)
-            if subject.checkpoint.trusted and not quiet:
-                err(f"fadiag: warning: {ck}: loaded with --trust-checkpoint (arbitrary unpickling)")
-            warn_half(subject)
-            fb_acc, fb_src = frozen_baseline_acc, ("given" if frozen_baseline_acc is not None else None)
-            if frozen_baseline == "train":
-                with Progress(f"training frozen baseline for {ck.name}") as prog:
-                    fb_acc, fb_src = train_baseline(subject, seed=seed or 0, progress=prog,
-                                                    trainable_last=trainable_blocks)
-            with Progress(f"auditing {ck.name}") as prog:
-                rep = run_audit(subject, thresholds=thr, headline_acc=headline_acc, frozen_baseline_acc=fb_acc,
-                                frozen_baseline_source=fb_src, growth_mode=growth, stability_layer=stability_layer,
-                                progress=prog)
-            reports.append(rep)
-        dicts = [with_settings(r.to_dict(), ctx) for r in reports]
-        if plot:
-            from .render.plot import plot_reports
+        # per checkpoint: fadiag.sweep._audit
 
-            plot_reports(dicts, plot)
-        fmt = default_format(format, output)
-        emit(dicts, fmt, output)
-        say_verdicts([(ck, r.verdict) for ck, r in zip(checkpoints, reports)], fmt, output)
-        return exit_code(any(r.flagged for r in reports), exit_zero)
+        opts = dict(spec=str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
+                    data=str(data) if data else None,
+                    batches=batches, batch_size=batch_size, seed=seed, device=_check_device(device), thresholds=thr,
+                    headline_acc=headline_acc, frozen_baseline_acc=frozen_baseline_acc,
+                    frozen_baseline=frozen_baseline, trainable_blocks=trainable_blocks, growth=growth,
+                    stability_layer=stability_layer, quiet=quiet, threads=threads)
+        return run_sweep_cli(ctx, "audit", checkpoints, opts, format, output, exit_zero, jobs, resume, scheduler,
+                             plot=plot)
 
     run_guarded(body)
 
@@ -528,6 +557,7 @@ def audit(
 def credit(
     ctx: typer.Context,
     checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint file (not needed with --toy-lq).")] = None,
+    more: MoreOpt = None,
     signal: Annotated[Optional[str], typer.Option(
         "--signal", help="Credit signal a_l: bp | dfa (training-time feedback in the checkpoint) | fa | "
                          "value (dV/dh of a stored value net) | tensors | "
@@ -541,6 +571,10 @@ def credit(
                                          "linear-quadratic system (BP ≈ 1, DFA ≈ 0).")] = False,
     toy_d: Annotated[int, typer.Option("--toy-d", help="Toy LQ width.")] = 16,
     toy_depth: Annotated[int, typer.Option("--toy-depth", help="Toy LQ depth L.")] = 6,
+    threads: ThreadsOpt = None,
+    jobs: JobsOpt = 1,
+    resume: ResumeOpt = None,
+    scheduler: SchedulerOpt = None,
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Per-layer Γ_l, ρ_l and the norms to FILE.png|svg|pdf (needs the 'plot' extra).")] = None,
     threshold: Annotated[Optional[List[str]], typer.Option(
@@ -564,7 +598,17 @@ def credit(
     def body() -> int:
         preflight(ctx)
         from .credit_api import credit as run_credit, toy_lq as run_toy
+        from .sweep import apply_threads
 
+        if _is_sweep(more, jobs, resume, scheduler, {"--plot": plot, "--toy-lq": toy_lq}):
+            opts = dict(spec=str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
+                        data=str(data) if data else None,
+                        batch_size=batch_size, seed=seed, device=_check_device(device), signal=signal,
+                        init=str(init) if init else None, tensors=str(tensors) if tensors else None, eps=eps,
+                        n_dirs=n_dirs, eta=eta, thresholds=parse_thresholds(threshold), threads=threads)
+            return run_sweep_cli(ctx, "credit", [checkpoint, *(more or [])], opts, format, output, exit_zero, jobs, resume,
+                                 scheduler)
+        runtime = apply_threads(threads)
         if toy_lq:
             rep = run_toy(d=toy_d, depth=toy_depth, batch=batch_size or 64, seed=seed or 0)
         else:
@@ -580,6 +624,7 @@ def credit(
                 rep = run_credit(subject, signal=signal, init_path=str(init) if init else None,
                                  tensors_path=str(tensors) if tensors else None, eps=eps, n_dirs=n_dirs,
                                  etas=eta, seed=seed, thresholds=parse_thresholds(threshold), progress=prog)
+        rep["runtime"] = runtime
         return finish(rep, ctx, format, output, exit_zero, plot=plot, label=str(checkpoint or "toy LQ"))
 
     run_guarded(body)
@@ -591,6 +636,7 @@ def credit(
 def edges(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="Graph-structured network checkpoint (arch gsnn).")],
+    more: MoreOpt = None,
     method: Annotated[Optional[str], typer.Option("--method", help="spearman (average-rank ties) | pearson.")] = None,
     row_chunk: Annotated[Optional[int], typer.Option(
         "--row-chunk", envvar="FADIAG_ROW_CHUNK",
@@ -606,6 +652,15 @@ def edges(
     held_out: Annotated[Optional[Path], typer.Option(
         "--held-out", help="Score only these query edges (others in --truth are masked).")] = None,
     top: Annotated[int, typer.Option("--top", help="Show the K strongest edges.")] = 20,
+    spool: Annotated[Optional[Path], typer.Option("--spool", help="Out of core: spool the observations to this "
+                                                  "folder (removed on exit) and bound memory by --max-memory.")] = None,
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Memory bound, e.g. 4GiB: spool to "
+                                                      "disk (--spool, else the temp folder) if the in-memory path "
+                                                      "needs more (default: 80% of free RAM).")] = None,
+    threads: ThreadsOpt = None,
+    jobs: JobsOpt = 1,
+    resume: ResumeOpt = None,
+    scheduler: SchedulerOpt = None,
     where: Annotated[Optional[str], typer.Option("--where", help="pre | post: activations before or after the norm.")] = None,
     norm: Annotated[Optional[str], typer.Option("--norm", help="Per-channel transform: l1 | l2 | none.")] = None,
     agg: Annotated[Optional[str], typer.Option("--agg", help="Per-node reduction: sum | mean | max.")] = None,
@@ -643,6 +698,17 @@ def edges(
 
         if matrix and not matrix.endswith(".npy"):
             raise InputError("matrix file must end in .npy", source=f"--matrix {matrix}")
+        if _is_sweep(more, jobs, resume, scheduler, {"--matrix": matrix, "--edges": edges_out, "--plot": plot}):
+            opts = dict(spec=str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
+                        data=str(data) if data else None,
+                        batches=batches, batch_size=batch_size, seed=seed, device=_check_device(device),
+                        method=method, row_chunk=row_chunk, bootstrap=bootstrap, samples=samples, penalty=penalty,
+                        scale_by_act_mean=scale_by_act_mean, truth=str(truth) if truth else None,
+                        held_out=str(held_out) if held_out else None, top=top, where=where, norm=norm, agg=agg,
+                        loss=loss, ties=ties, known=str(known) if known else None,
+                        spool=str(spool) if spool else None, max_memory=max_memory, threads=threads)
+            return run_sweep_cli(ctx, "edges", [checkpoint, *(more or [])], opts, format, output, exit_zero, jobs, resume,
+                                 scheduler)
         subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
                        data=str(data) if data else None, batches=batches, batch_size=batch_size, seed=seed,
                        device=_check_device(device),
@@ -652,7 +718,8 @@ def edges(
                                penalty=penalty, scale_by_act_mean=scale_by_act_mean,
                                truth=str(truth) if truth else None, held_out=str(held_out) if held_out else None,
                                top=top, where=where, norm=norm, agg=agg, loss=loss, seed=seed or 0, progress=prog,
-                               ties=ties, known=str(known) if known else None)
+                               ties=ties, known=str(known) if known else None,
+                               spool=str(spool) if spool else None, max_memory=max_memory, threads=threads)
         rep = with_settings(rep, ctx)
         if matrix:
             write_matrix(W, matrix)
@@ -678,6 +745,7 @@ def edges(
 def relevance(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="Multi-head learner checkpoint (.pt, or .npz of plain arrays).")],
+    more: MoreOpt = None,
     sensitivity: Annotated[bool, typer.Option(
         "--sensitivity", help="Also the Jacobian tier: mean |d pred_h / d x_raw| over the eval rows.")] = False,
     observation: Annotated[Optional[str], typer.Option(
@@ -691,6 +759,10 @@ def relevance(
                              "optimizer state: lr/(sqrt(v_hat)+eps)) | step_size | none.")] = "auto",
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Bar chart of weight relevance per head to FILE.png|svg|pdf (needs the 'plot' extra).")] = None,
+    threads: ThreadsOpt = None,
+    jobs: JobsOpt = 1,
+    resume: ResumeOpt = None,
+    scheduler: SchedulerOpt = None,
     spec: SpecOpt = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
@@ -710,13 +782,25 @@ def relevance(
         from .relevance_api import relevance as run_relevance
         from .subject import load
 
+        split = lambda s: [v.strip() for v in s.split(",")] if s else None
+        if _is_sweep(more, jobs, resume, scheduler, {"--plot": plot}):
+            opts = dict(spec=str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
+                        data=str(data) if data else None,
+                        device=_check_device(device), feature_names=split(feature_names),
+                        head_names=split(head_names), sensitivity=sensitivity, observation=observation,
+                        step_sizes=step_sizes, threads=threads)
+            return run_sweep_cli(ctx, "relevance", [checkpoint, *(more or [])], opts, format, output, exit_zero, jobs, resume,
+                                 scheduler)
         need = sensitivity or (observation is not None and "," not in observation)  # a point needs no data
         subject = load(str(checkpoint), str(spec) if spec else None, trust=trust_checkpoint, trust_code=trust_code,
                        data=str(data) if data else None, device=_check_device(device), need_data=need,
                        labels="regression")
-        split = lambda s: [v.strip() for v in s.split(",")] if s else None
+        from .sweep import apply_threads
+
+        runtime = apply_threads(threads)
         rep = run_relevance(subject, feature_names=split(feature_names), head_names=split(head_names),
                             sensitivity=sensitivity, observation=observation, step_size_kind=step_sizes)
+        rep["runtime"] = runtime
         return finish(rep, ctx, format, output, exit_zero, plot=plot, label=str(checkpoint))
 
     run_guarded(body)
@@ -890,8 +974,10 @@ def _on_signal(signum, frame) -> None:
     Exiting from the handler, instead of raising KeyboardInterrupt, means no library's broad ``except``
     can swallow the interrupt and let a half-finished run go on to write its report."""
     from .atomic import cleanup_temp_files
+    from .spool import cleanup_spools
 
     cleanup_temp_files()
+    cleanup_spools()
     try:
         sys.stderr.write("fadiag: interrupted\n")
         sys.stderr.flush()

@@ -82,8 +82,9 @@ def read_edge_list(path: str, n_nodes: int, names=None):
 
 
 def collect_observations(model, batches, *, where: str, norm: str, agg: str, loss: str, device: str,
-                         progress=None):
-    """Stream the eval batches: per batch one capture, reduced per node and paired -> (A, G), each (M, N)."""
+                         progress=None, spool=None):
+    """Stream the eval batches: per batch one capture, reduced per node and paired -> (A, G), each (M, N).
+    With ``spool`` (an ObservationSpool) the rows go to disk instead and (None, None, losses) is returned."""
     import torch
 
     from .diagnostics.edges import capture_block_signals, pair_observations, reduce_channels
@@ -104,11 +105,16 @@ def collect_observations(model, batches, *, where: str, norm: str, agg: str, los
                              source="model")
         a, g = pair_observations(reduce_channels(acts, groups, n_nodes, norm, agg),
                                  reduce_channels(grads, groups, n_nodes, norm, agg))
-        A.append(a)
-        G.append(g)
+        if spool is not None:
+            spool.append(a, g)
+        else:
+            A.append(a)
+            G.append(g)
         losses.append(lv)
         if progress:
             progress(i + 1, len(batches))
+    if spool is not None:
+        return None, None, losses
     return torch.cat(A), torch.cat(G), losses
 
 
@@ -116,12 +122,17 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
           samples: int | None = None, penalty: float | None = None, scale_by_act_mean: bool | None = None,
           truth: str | None = None, held_out: str | None = None, top: int = 20, where: str | None = None,
           norm: str | None = None, agg: str | None = None, loss: str | None = None, seed: int = 0,
-          progress=None, ties: str | None = None, known: str | None = None):
+          progress=None, ties: str | None = None, known: str | None = None, spool: str | None = None,
+          max_memory=None, threads: int | None = None):
     """Returns (report dict, W (N, N) tensor).
 
     ties: "average" (textbook Spearman, the default) or "ordinal" (upstream GSNN's ranks, opt-in).
     known: edge-list file of the known function -> function edges for the penalty (default: edges.known,
-    else the model's ``known_edges`` (gsnn-upstream), else its ``edge_index``)."""
+    else the model's ``known_edges`` (gsnn-upstream), else its ``edge_index``).
+    Out of core (docs/scale.md): with ``spool`` (a folder), or when the in-memory path would need more
+    than ``max_memory`` (default: 80% of the available RAM), the observations are spooled to disk and W
+    is computed within max_memory. ``threads``: torch threads (default: 1 for the model passes, every core
+    for a large correlation; OMP_NUM_THREADS when set), recorded under ``runtime``."""
     import torch
 
     from .diagnostics import edges as E
@@ -162,12 +173,46 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
 
     if getattr(model, "is_upstream_gsnn", False):
         model.where = where  # upstream's capture points: pre = lin_in's output, post = lin_out's input
-    A, G, losses = collect_observations(model, subject.batches, where=where, norm=norm, agg=agg, loss=loss,
-                                        device=subject.device, progress=progress)
-    m = A.shape[0]
-    nonfinite = int((~torch.isfinite(A)).sum() + (~torch.isfinite(G)).sum())
-    info = {"n_constant_act": 0, "n_constant_grad": 0}
-    if nonfinite:
+    from .sweep import choose_threads, set_threads
+
+    threads_before = torch.get_num_threads()
+    runtime = {"threads": set_threads(choose_threads(threads)), "observations": "in-memory"}
+    try:
+        budget = E.parse_memory(max_memory) if max_memory is not None else None
+    except ValueError as e:
+        raise InputError(str(e), source="--max-memory") from None
+    if spool is not None and not Path(spool).is_dir():
+        raise InputError("spool folder does not exist", source=f"--spool {spool}")
+    est_m = (len(model.blocks) - 1) * sum(len(x) for x, _ in subject.batches)
+    limit = budget if budget is not None else _available_memory() * 0.8
+    if spool is not None or (limit and E.in_memory_bytes(est_m, n) > limit):
+        if ties == "ordinal":
+            raise InputError("ordinal ties (upstream's ranks) run in memory only (drop --spool/--max-memory)",
+                             source="--ties")
+        if bootstrap:
+            raise InputError("--bootstrap resamples the observations in memory; it cannot run out of core "
+                             "(drop --spool/--max-memory, or lower --batches)", source="--bootstrap")
+        try:
+            W, info, m, nonfinite, losses, act_mean, ooc = _edges_out_of_core(
+                model, subject, n, where=where, norm=norm, agg=agg, loss=loss, method=method, folder=spool,
+                max_memory=budget, threads=threads, progress=progress)
+        except ValueError as e:
+            raise InputError(str(e), source="--max-memory") from None
+        finally:
+            runtime["correlation_threads"] = torch.get_num_threads()
+            set_threads(threads_before)
+        runtime.update(ooc)
+        A = None
+    else:
+        A, G, losses = collect_observations(model, subject.batches, where=where, norm=norm, agg=agg, loss=loss,
+                                            device=subject.device, progress=progress)
+        m = A.shape[0]
+        nonfinite = int((~torch.isfinite(A)).sum() + (~torch.isfinite(G)).sum())
+        info = {"n_constant_act": 0, "n_constant_grad": 0}
+        runtime["correlation_threads"] = set_threads(choose_threads(threads, entries=m * n))
+    if A is None:
+        pass  # out of core: W and info came from the spool
+    elif nonfinite:
         W = torch.full((n, n), float("nan"))
     elif bootstrap:
         ns = samples if samples is not None else m
@@ -183,8 +228,9 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
         W, info = ordinal_edge_evidence(A, G, method, row_chunk), _constant_info(A, G)
     else:
         W, info = E.edge_evidence(A, G, method=method, row_chunk=row_chunk, return_info=True)
+    set_threads(threads_before)
     if scale:
-        W = E.scale_by_act_mean(W, A)
+        W = E.scale_by_act_mean(W, A) if A is not None else W * act_mean.to(W.dtype)[:, None]
     known_path = known or sp.resolve(es.known)
     if known_path:
         known = read_edge_list(known_path, n, getattr(model, "node_names", None))
@@ -233,8 +279,59 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
         "flags": [dataclasses.asdict(f) for f in flags],
         "verdict": "ok" if not names else "needs attention: " + "; ".join(names),
         "checkpoint": subject.checkpoint.describe(), "data": dict(subject.data_info), "spec": sp.origin,
+        "runtime": runtime,
     })
     return rep, W
+
+
+def _available_memory() -> int:
+    """MemAvailable from /proc/meminfo (bytes), 0 where unknown (then nothing is spooled unasked)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _peak_rss() -> int | None:
+    try:
+        import resource
+        import sys
+
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(r if sys.platform == "darwin" else r * 1024)
+    except (ImportError, OSError):
+        return None
+
+
+def _edges_out_of_core(model, subject, n, *, where, norm, agg, loss, method, folder, max_memory, threads,
+                       progress):
+    """The observations spooled to disk, W within max_memory: (W, info, M, nonfinite, losses, act_mean, runtime)."""
+    import torch
+
+    from .diagnostics import edges as E
+    from .sweep import choose_threads, set_threads
+
+    with E.ObservationSpool(n, folder=folder, max_memory=max_memory) as sp:
+        _, _, losses = collect_observations(model, subject.batches, where=where, norm=norm, agg=agg, loss=loss,
+                                            device=subject.device, progress=progress, spool=sp)
+        set_threads(choose_threads(threads, entries=sp.m * n))
+        info = {"n_constant_act": 0, "n_constant_grad": 0}
+        plan = {}
+        if sp.n_nonfinite:
+            W = torch.full((n, n), float("nan"))
+        else:
+            W, full = sp.evidence(method)
+            info = {k: full[k] for k in info}
+            plan = {k: full[k] for k in ("col_block", "gemm_rows")}
+        runtime = {"observations": "out-of-core", "spool_bytes": sp.spool_bytes, "max_memory_bytes": sp.max_memory,
+                   **plan}
+        m, nonfinite, act_mean = sp.m, sp.n_nonfinite, sp.act_mean()
+    runtime["peak_rss_bytes"] = _peak_rss()
+    return W, info, m, nonfinite, losses, act_mean, runtime
 
 
 def _constant_info(A, G) -> dict:

@@ -1,0 +1,396 @@
+"""Threads, sweeps over many checkpoints, and the optional Dask backend (docs/scale.md).
+
+Threads: fadiag picks torch's intra-op thread count per workload (:func:`choose_threads`): ``--threads N``
+first, else ``OMP_NUM_THREADS`` when set, else 1 thread for the small-model commands (one forward and
+backward per batch gains nothing from a second thread and loses a lot under contention) and every core
+for an edge correlation large enough to pay (N x M >= ``LARGE_EDGE_ENTRIES``). The report records the
+choice under ``runtime``.
+
+Sweeps: :func:`run_sweep` maps one per-checkpoint function (:func:`run_one`: the same code the CLI runs
+for one checkpoint, returning its report dict and what it would have written to stderr) over the
+checkpoints: in-process (``jobs=1``), in ``jobs`` worker processes (torch imported once per worker,
+one intra-op thread each), or on a ``dask.distributed`` cluster. Reports come back in input order, so the
+output is byte-identical whatever the backend; a journal (``--resume FILE.jsonl``) gets each report the
+moment it finishes, so a killed sweep keeps what it finished and the next run skips checkpoints whose
+sha256 and settings are already in the journal.
+
+torch-free at import time (``import fadiag.cli`` must not import torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+from typing import Callable, Iterable
+
+from . import __version__
+from .errors import EXIT_INTERNAL, FadiagError, InputError
+
+KINDS = ("audit", "credit", "edges", "relevance")
+#: an edge correlation with at least this many (row, node) entries runs on every core
+LARGE_EDGE_ENTRIES = 1 << 24
+DASK_HINT = 'the Dask backend needs the "dask" extra: pip install "fadiag[dask]"'
+
+
+# ------------------------------------------------------------------------------------------- threads
+
+def cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def env_threads() -> int | None:
+    v = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(v) if v.isdigit() and int(v) > 0 else None
+
+
+def choose_threads(requested: int | None = None, *, entries: int | None = None) -> int:
+    """torch intra-op threads: ``requested`` (--threads), else OMP_NUM_THREADS, else 1, or every core for
+    an edge correlation of ``entries`` = M x N >= LARGE_EDGE_ENTRIES."""
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or not 1 <= requested <= 1024:
+            raise InputError(f"must be an integer in 1..1024, got {requested!r}", source="--threads")
+        return requested
+    env = env_threads()
+    if env is not None:
+        return env
+    if entries is not None and entries >= LARGE_EDGE_ENTRIES:
+        return cpu_count()
+    return 1
+
+
+def set_threads(n: int) -> int:
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+# ------------------------------------------------------------------------------- one checkpoint
+
+def _load(path: str, o: dict, progress=None, **kw):
+    """The subject; a spinner from the first second (checkpoint, spec, data, a trial forward pass)."""
+    from .subject import load
+
+    with _bar(progress, f"loading {os.path.basename(path)}"):
+        return load(path, o.get("spec"), trust=bool(o.get("trust")), trust_code=bool(o.get("trust_code")),
+                    data=o.get("data"), seed=o.get("seed"), device=o.get("device") or "cpu", **kw)
+
+
+def _warn_half(subject) -> None:
+    from .cli import warn_half
+
+    warn_half(subject)
+
+
+def _bar(progress, label: str):
+    import contextlib
+
+    return progress(label) if progress else contextlib.nullcontext(None)
+
+
+def _audit(path: str, o: dict, progress=None) -> dict:
+    from .api import audit as run_audit, frozen_baseline as train_baseline
+    from .cli import err
+
+    subject = _load(path, o, progress, batches=o.get("batches"), batch_size=o.get("batch_size"))
+    quiet = bool(o.get("quiet"))
+    if subject.checkpoint.trusted and not quiet:
+        err(f"fadiag: warning: {path}: loaded with --trust-checkpoint (arbitrary unpickling)")
+    _warn_half(subject)
+    fb_acc = o.get("frozen_baseline_acc")
+    fb_src = "given" if fb_acc is not None else None
+    name = os.path.basename(path)
+    if o.get("frozen_baseline") == "train":
+        with _bar(progress, f"training frozen baseline for {name}") as prog:
+            fb_acc, fb_src = train_baseline(subject, seed=o.get("seed") or 0, progress=prog,
+                                            trainable_last=o.get("trainable_blocks") or 0)
+    with _bar(progress, f"auditing {name}") as prog:
+        rep = run_audit(subject, thresholds=o.get("thresholds"), headline_acc=o.get("headline_acc"),
+                        frozen_baseline_acc=fb_acc, frozen_baseline_source=fb_src, growth_mode=o.get("growth"),
+                        stability_layer=o.get("stability_layer"), progress=prog)
+    return rep.to_dict()  # the one-line verdict goes to stderr after the report (cli.say_verdicts)
+
+
+def _credit(path: str, o: dict, progress=None) -> dict:
+    from .credit_api import credit as run_credit
+
+    subject = _load(path, o, batches=1, batch_size=o.get("batch_size"))
+    _warn_half(subject)
+    with _bar(progress, f"credit metrics for {os.path.basename(path)}") as prog:
+        return run_credit(subject, signal=o.get("signal"), init_path=o.get("init"), tensors_path=o.get("tensors"),
+                          eps=o.get("eps"), n_dirs=o.get("n_dirs"), etas=o.get("eta"), seed=o.get("seed"),
+                          thresholds=o.get("thresholds") or {}, progress=prog)
+
+
+def _edges(path: str, o: dict, progress=None) -> dict:
+    from .edges_api import edges as run_edges
+
+    loss = o.get("loss")
+    subject = _load(path, o, batches=o.get("batches"), batch_size=o.get("batch_size"),
+                    labels=lambda sp: "class" if (loss or sp.edges.loss) == "ce" else "regression")
+    keys = ("method", "row_chunk", "bootstrap", "samples", "penalty", "scale_by_act_mean", "truth", "held_out",
+            "where", "norm", "agg", "loss", "ties", "known", "spool", "max_memory", "threads")
+    with _bar(progress, f"edges for {os.path.basename(path)}") as prog:
+        rep, _W = run_edges(subject, top=o.get("top", 20), seed=o.get("seed") or 0, progress=prog,
+                            **{k: o.get(k) for k in keys if o.get(k) is not None})
+    return rep
+
+
+def _relevance(path: str, o: dict, progress=None) -> dict:
+    from .relevance_api import relevance as run_relevance
+
+    obs = o.get("observation")
+    need = bool(o.get("sensitivity")) or (obs is not None and "," not in obs)  # a point needs no data
+    subject = _load(path, o, need_data=need, labels="regression")
+    return run_relevance(subject, feature_names=o.get("feature_names"), head_names=o.get("head_names"),
+                         sensitivity=bool(o.get("sensitivity")), observation=o.get("observation"),
+                         step_size_kind=o.get("step_sizes") or "auto")
+
+
+BODIES: dict[str, Callable[..., dict]] = {"audit": _audit, "credit": _credit, "edges": _edges,
+                                                   "relevance": _relevance}
+
+
+def runtime_info(threads: int) -> dict:
+    return {"threads": int(threads)}
+
+
+def apply_threads(requested: int | None = None) -> dict:
+    """Set torch's threads for a small-model command; the report's ``runtime`` entry."""
+    return runtime_info(set_threads(choose_threads(requested)))
+
+
+def run_one(kind: str, path: str, opts: dict, progress=None, capture: bool = True) -> dict:
+    """One checkpoint: {"ok": True, "report": dict, "stderr": str} or {"ok": False, "exit_code", "error",
+    "stderr"}. What the command would write to stderr is captured (``capture``), so a worker's lines come
+    back with its result; in-process, ``progress`` (label -> context manager giving a progress callback)
+    draws bars. Threads: opts["threads"] (--threads) or 1 (OMP_NUM_THREADS when set)."""
+    body = BODIES[kind]
+    buf, old = io.StringIO(), sys.stderr
+    if capture:
+        sys.stderr = buf
+    try:
+        n = set_threads(choose_threads(opts.get("threads")))
+        rep = body(path, opts, progress)
+        rep.setdefault("runtime", runtime_info(n))
+        return {"ok": True, "report": rep, "stderr": buf.getvalue()}
+    except FadiagError as e:
+        return {"ok": False, "exit_code": e.exit_code, "error": str(e), "stderr": buf.getvalue()}
+    except MemoryError:
+        return {"ok": False, "exit_code": 2, "error": "out of memory; lower --batches/--batch-size/--row-chunk",
+                "stderr": buf.getvalue()}
+    except Exception as e:  # a bug: reported as exit 3 by the parent
+        return {"ok": False, "exit_code": EXIT_INTERNAL, "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                "stderr": buf.getvalue(), "internal": True}
+    finally:
+        sys.stderr = old
+
+
+BACKEND_OPTIONS = ("jobs", "resume", "scheduler")
+
+
+def without_backend(report: dict) -> dict:
+    """Drop where a sweep ran (--jobs, --resume, --scheduler) from the report's settings: it cannot change a
+    number, and the output must be the same bytes whatever the backend."""
+    st = report.get("settings")
+    if isinstance(st, dict):
+        for k in BACKEND_OPTIONS:
+            st.pop(k, None)
+    return report
+
+
+class SweepError(FadiagError):
+    """A checkpoint of a sweep failed: its message and exit code, as the one-checkpoint command gives them."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# ----------------------------------------------------------------------------------------- journal
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def settings_key(kind: str, opts: dict) -> str:
+    """What decides a report besides the checkpoint: the command, its options and fadiag's version.
+    Options that cannot change a report (quiet) are left out; files given as options enter by content."""
+    o = {k: v for k, v in sorted(opts.items()) if k not in ("quiet",)}
+    for k in ("spec", "data", "init", "tensors", "truth", "held_out"):
+        if o.get(k) and os.path.isfile(str(o[k])):
+            o[k] = file_sha256(str(o[k]))
+    text = json.dumps({"kind": kind, "opts": o, "fadiag": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_journal(path: str) -> dict:
+    """(sha256, settings key) -> report, from a journal written by a previous sweep. A torn last line (the
+    sweep was killed while writing it) is ignored; other garbage is an error."""
+    done = {}
+    if not os.path.exists(path):
+        return done
+    if not os.path.isfile(path):
+        raise InputError("is not a regular file", source=f"--resume {path}")
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            meta = obj.pop("sweep")
+            done[(meta["sha256"], meta["settings"])] = obj
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            if i >= len(lines) - 2:  # the last line, possibly torn
+                continue
+            raise InputError(f"line {i + 1} is not a fadiag sweep journal entry", source=f"--resume {path}") from None
+    return done
+
+
+class Journal:
+    def __init__(self, path: str):
+        self.path = path
+        self.f = open(path, "a", encoding="utf-8")
+
+    def write(self, report: dict, path: str, sha: str, key: str) -> None:
+        line = dict(report)
+        line["sweep"] = {"path": path, "sha256": sha, "settings": key}
+        self.f.write(json.dumps(line, allow_nan=False, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+# -------------------------------------------------------------------------------------------- sweep
+
+def _init_worker(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _executor(jobs: int, threads: int):
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    # forkserver/spawn: a worker never inherits a parent's OpenMP state (fork after torch can hang)
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+
+
+def dask_client(address: str):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError(DASK_HINT, source="--scheduler") from None
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as e:
+        raise InputError(f"cannot reach the Dask scheduler at {address} ({type(e).__name__})",
+                         source="--scheduler") from None
+
+
+def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, scheduler=None,
+              resume: str | None = None, on_report: Callable[[int, dict], None] | None = None,
+              progress=None) -> list:
+    """Reports for ``paths``, in input order, whatever the backend. ``on_report(i, report)`` is called in
+    input order as soon as reports 0..i are all in (for streaming output); each worker's stderr lines are
+    written as its result arrives. ``scheduler``: a dask.distributed address or Client. The first failure
+    in input order is raised as a SweepError (after the reports before it were delivered)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    paths = [str(p) for p in paths]
+    if resume and any(os.path.realpath(resume) == os.path.realpath(str(p)) for p in paths):
+        raise InputError("is also a checkpoint of this sweep; refusing to append to it", source=f"--resume {resume}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 1024:
+        raise InputError(f"must be an integer in 1..1024, got {jobs!r}", source="--jobs")
+    threads = choose_threads(opts.get("threads"))
+    opts = dict(opts, threads=threads)
+    results: list = [None] * len(paths)
+    shas, key, journal = [None] * len(paths), None, None
+    if resume:
+        done = read_journal(resume)
+        key = settings_key(kind, opts)
+        for i, p in enumerate(paths):
+            shas[i] = file_sha256(p) if os.path.isfile(p) else None  # a missing file fails in its loader
+            rep = done.get((shas[i], key))
+            if rep is not None:
+                results[i] = {"ok": True, "report": rep, "stderr": f"fadiag: {p}: already in {resume}; skipped\n"}
+        journal = Journal(resume)
+    nxt = 0
+
+    def deliver(i: int, res: dict, fresh: bool) -> None:
+        nonlocal nxt
+        results[i] = res
+        if res.get("stderr") and not opts.get("quiet_workers"):
+            sys.stderr.write(res["stderr"])
+            sys.stderr.flush()
+        if fresh and journal is not None and res["ok"]:
+            journal.write(res["report"], paths[i], shas[i], key)
+        while nxt < len(paths) and results[nxt] is not None:
+            r = results[nxt]
+            if not r["ok"]:
+                raise SweepError(r["error"], r["exit_code"])
+            if on_report:
+                on_report(nxt, r["report"])
+            nxt += 1
+
+    todo = [i for i in range(len(paths)) if results[i] is None]
+    for i in range(len(paths)):  # resumed reports before any fresh one go out at once
+        if results[i] is not None:
+            r, results[i] = results[i], None
+            deliver(i, r, False)
+    try:
+        if scheduler is not None:
+            _sweep_dask(kind, paths, opts, todo, scheduler, deliver)
+        elif jobs == 1 or len(todo) <= 1:
+            for i in todo:  # in-process: stderr live, with progress bars
+                deliver(i, run_one(kind, paths[i], opts, progress, capture=False), True)
+        else:
+            import concurrent.futures as cf
+
+            with _executor(min(jobs, len(todo)), threads) as ex:
+                futs = {ex.submit(run_one, kind, paths[i], opts): i for i in todo}
+                try:
+                    for fut in cf.as_completed(futs):
+                        deliver(futs[fut], fut.result(), True)
+                except BaseException:
+                    for f in futs:
+                        f.cancel()
+                    raise
+    finally:
+        if journal is not None:
+            journal.close()
+    return [r["report"] for r in results]
+
+
+def _sweep_dask(kind, paths, opts, todo, scheduler, deliver) -> None:
+    client = dask_client(scheduler) if isinstance(scheduler, str) else scheduler
+    try:
+        from distributed import as_completed
+    except ImportError:
+        raise InputError(DASK_HINT, source="--scheduler") from None
+    try:
+        futs = client.map(run_one, [kind] * len(todo), [paths[i] for i in todo], [opts] * len(todo), pure=False)
+        index = {f.key: i for f, i in zip(futs, todo)}
+        for fut, res in as_completed(futs, with_results=True):
+            deliver(index[fut.key], res, True)
+    finally:
+        if isinstance(scheduler, str):
+            client.close()
