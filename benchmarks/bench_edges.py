@@ -1,4 +1,4 @@
-"""Benchmark fadiag's edge_evidence (SCIENCE.md §3 item 4) against its peers, as ratios in one run.
+"""Benchmark fadiag's edge_evidence (docs/science.md §3 item 4) against its peers, as ratios in one run.
 
     python benchmarks/bench_edges.py [--quick]
 

@@ -1,4 +1,4 @@
-"""Cost of the state-only relevance report (SCIENCE.md §4: a daemon logs it every minute).
+"""Cost of the state-only relevance report (docs/science.md §4: a daemon logs it every minute).
 
     python benchmarks/bench_relevance.py [--calls 2000]
 

@@ -170,7 +170,7 @@ def _guess_method(path: str) -> str:
 
 
 def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable_last: int = 0) -> tuple:
-    """Train the architecture-matched frozen-blocks baseline (SCIENCE.md §1 (d)) and return (acc, source).
+    """Train the architecture-matched frozen-blocks baseline (docs/science.md §1 (d)) and return (acc, source).
 
     Blocks frozen at a fresh init drawn with ``seed``; embedding, terminal norm and head trained with the BP
     recipe (fadiag.training.BP_RECIPE) on the spec's ``data.train_path``; accuracy on the eval batches.

@@ -1,4 +1,4 @@
-"""``fadiag credit``: per-layer credit-assignment metrics of a checkpoint (SCIENCE.md §2).
+"""``fadiag credit``: per-layer credit-assignment metrics of a checkpoint (docs/science.md §2).
 
 One forward + backward on the first eval batch gives h_l and the BP gradients; the credit signal a_l
 comes from the learning rule (bp | dfa | fa | tensors | random); then, per layer l = 0..L:
@@ -20,7 +20,7 @@ from .report import Flag, clean
 
 CREDIT_SCHEMA = "fadiag.credit/1"
 DEFAULT_CREDIT_THRESHOLDS = {
-    # fadiag's own choice (SCIENCE.md gives the calibration, not a cut-off): BP reaches ≈ 0.9965 and a
+    # fadiag's own choice (docs/science.md gives the calibration, not a cut-off): BP reaches ≈ 0.9965 and a
     # random signal ≈ 0.006, so a deep-layer mean below 0.5 means the signal does not predict the loss.
     "rho_deep_floor": 0.5,
     # (b)'s floor: below it the BP gradient is numerical noise and Γ is uninterpretable.
@@ -247,7 +247,7 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
     else:
         na["drift"] = "no init checkpoint (--init or credit.init_checkpoint)"
 
-    # Bridge residual R_l: needs the value net and its EMA target (SCIENCE.md §2).
+    # Bridge residual R_l: needs the value net and its EMA target (docs/science.md §2).
     vnet = _value_net(subject, cs.value) if cs.value else None
     vtgt = _value_net(subject, cs.value_target) if cs.value_target else None
     if vnet is None or vtgt is None:

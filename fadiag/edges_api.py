@@ -1,4 +1,4 @@
-"""``fadiag edges``: function -> function edge evidence of a graph-structured network (SCIENCE.md §3).
+"""``fadiag edges``: function -> function edge evidence of a graph-structured network (docs/science.md §3).
 
 Observations are streamed batch by batch (one forward + backward each, in eval mode, model state
 restored), reduced per node, paired (activations of block l with gradients of block l+1), then

@@ -1,10 +1,10 @@
-"""``fadiag relevance``: per-feature, per-head relevance of a multi-head online learner (SCIENCE.md §4).
+"""``fadiag relevance``: per-feature, per-head relevance of a multi-head online learner (docs/science.md §4).
 
 State-only tier (no forward pass): path-norm weight relevance, step-size and trace activity, normaliser
 statistics, head reliance, head mean step size. Sensitivity tier (``sensitivity=True``): mean |Jacobian|
 of each head w.r.t. the raw input over the eval rows, and, with ``observation``, the Jacobian at one
 point. With ``relevance.truth`` in the spec, a check that each head's truly-used features rank above its
-unused ones. Report schema "fadiag.relevance/1"; the SCIENCE.md §4 layout sits under "trunk"/"per_head".
+unused ones. Report schema "fadiag.relevance/1"; the docs/science.md §4 layout sits under "trunk"/"per_head".
 
 For daemons, ``fadiag.diagnostics.relevance.relevance_report(LearnerState)`` is the tens-of-µs path.
 """

@@ -53,7 +53,7 @@ class AuditReport:
     method_name: str
     notes: str
     residual_norms: list
-    """median over the first eval batch of ||h_l||, l = 0..L (SCIENCE.md §1 (a))."""
+    """median over the first eval batch of ||h_l||, l = 0..L (docs/science.md §1 (a))."""
     bp_grad_norms: list
     """median over the first eval batch of ||d(mean CE)/dh_l||, l = 0..L ((b))."""
     block_update_norms: list

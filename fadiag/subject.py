@@ -119,7 +119,7 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
     check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values() if v.is_floating_point()})
     model.load_state_dict(sd, strict=True)
-    model = model.float()  # small-magnitude metrics are never computed in fp16 (SCIENCE.md §2, pitfall 3)
+    model = model.float()  # small-magnitude metrics are never computed in fp16 (docs/science.md §2, pitfall 3)
     try:
         model.to(device)
     except Exception as e:

@@ -6,9 +6,9 @@ All recipes are seeded and single-threaded-friendly; they are documented in chec
 - ``train_dfa``: direct feedback alignment on a residual model: the embedding output h_0 and every block
   output f_l receive e @ B_l (e = softmax - onehot, divided by the batch size like the mean loss), with
   fixed Gaussian B_l (n_classes, d) drawn from their own seed; each block sees a detached input; out_ln
-  and out_head get their true gradient (SCIENCE.md §5).
+  and out_head get their true gradient (docs/science.md §5).
 - ``train_frozen_baseline``: the blocks stay at a fresh seeded initialisation; only the embedding, the
-  terminal norm and the head are trained, with the BP recipe (SCIENCE.md §1 (d)).
+  terminal norm and the head are trained, with the BP recipe (docs/science.md §1 (d)).
 """
 
 from __future__ import annotations

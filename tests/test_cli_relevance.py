@@ -99,7 +99,7 @@ def test_relevance_plot(run_cli, tmp_path):
 
 
 def test_adam_state_in_the_checkpoint_gives_effective_step_sizes(tmp_path, run_cli):
-    """SCIENCE.md §4: per-weight step sizes from Adam state, lr / (sqrt(v_hat) + eps), v_hat = v / (1 - b2^t)."""
+    """docs/science.md §4: per-weight step sizes from Adam state, lr / (sqrt(v_hat) + eps), v_hat = v / (1 - b2^t)."""
     from fadiag.models.multihead import MultiHeadLearner
 
     torch.manual_seed(0)

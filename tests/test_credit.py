@@ -74,7 +74,7 @@ def make_forward_fn(model, l, y):
 
 
 def bp_grad(model, l, h, y):
-    """g_l = d(Σ_b CE_b)/dh_l via autograd (per-sample loss summed, SCIENCE.md §2)."""
+    """g_l = d(Σ_b CE_b)/dh_l via autograd (per-sample loss summed, docs/science.md §2)."""
     h = h.detach().clone().requires_grad_(True)
     loss = F.cross_entropy(model.forward_from(l, h), y, reduction="none").sum()
     (g,) = torch.autograd.grad(loss, h)

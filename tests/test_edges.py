@@ -1,4 +1,4 @@
-"""Edge inference (SCIENCE.md §3): slow references and degenerate inputs for fadiag.diagnostics.edges."""
+"""Edge inference (docs/science.md §3): slow references and degenerate inputs for fadiag.diagnostics.edges."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def heavy_ties(rng: np.random.Generator, m: int, n: int) -> tuple[np.ndarray, np
 
 
 def slow_mrr(S: np.ndarray, queries, truth) -> list[float]:
-    """Obviously correct loop: ranks per SCIENCE.md §3 item 6, NaN -> -inf."""
+    """Obviously correct loop: ranks per docs/science.md §3 item 6, NaN -> -inf."""
     S = np.where(np.isnan(S), -np.inf, S)
     truth = set(map(tuple, truth))
     ranks = []

@@ -1,4 +1,4 @@
-"""CHECKLIST item fp16 (SCIENCE.md §2 pitfall 3): half-precision checkpoints are detected, warned about,
+"""CHECKLIST item fp16 (docs/science.md §2 pitfall 3): half-precision checkpoints are detected, warned about,
 and computed in float32/float64, so a BP gradient of ~1e-9 is not flushed to zero."""
 
 from __future__ import annotations

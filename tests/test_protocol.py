@@ -1,4 +1,4 @@
-"""The four-diagnostic protocol (SCIENCE.md §1) against slow, obviously-correct references.
+"""The four-diagnostic protocol (docs/science.md §1) against slow, obviously-correct references.
 
 References run SEPARATE passes on a float64 copy of the model: per-sample Python loops for the norms
 (math.sqrt of a sum of squares, statistics.median_low: torch.median's lower median, the reference's), one autograd.grad pass per layer for g_l, and an
@@ -371,7 +371,7 @@ def test_zero_gradient_end_to_end(tiny_resmlp_ckpt):
 
 
 def test_half_precision_checkpoint_is_audited_in_float32(tiny_resmlp_ckpt):
-    """fp16 weights are upcast before the pass (SCIENCE.md §2 pitfall 3): same numbers as the fp32 copy of
+    """fp16 weights are upcast before the pass (docs/science.md §2 pitfall 3): same numbers as the fp32 copy of
     the rounded weights, and the stored dtype is recorded."""
     def to_half(sd):
         for k in sd:

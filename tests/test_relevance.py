@@ -1,4 +1,4 @@
-"""Feature relevance (SCIENCE.md §4): slow references, degenerate inputs, the learner and its state I/O."""
+"""Feature relevance (docs/science.md §4): slow references, degenerate inputs, the learner and its state I/O."""
 
 from __future__ import annotations
 

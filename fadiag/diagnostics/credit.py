@@ -1,11 +1,11 @@
 """Per-layer credit metrics: how well a learning rule's credit signal a_l matches backprop.
 
-Pure tensor math (SCIENCE.md §2): no printing, no file reading, no exits. Notation (SCIENCE.md §1):
+Pure tensor math (docs/science.md §2): no printing, no file reading, no exits. Notation (docs/science.md §1):
 h_l (B, d) is the residual stream after l blocks, g_l = dLoss/dh_l, a_l (B, d) the credit signal a
 learning rule delivers to layer l, B the batch size, d the width.
 
 Every small-magnitude quantity (norms, dot products, cosines, loss differences, correlations) is
-computed in float64 whatever the input dtype (SCIENCE.md §2 pitfall 3: fp16 flushes BP gradients of
+computed in float64 whatever the input dtype (docs/science.md §2 pitfall 3: fp16 flushes BP gradients of
 ~5e-10 to zero, and fp16 dot products overflow at |x| ~ 256). Functions that call the network
 (``forward_fn``) call it in the dtype of ``h`` (the model dtype) and upcast its output.
 
@@ -28,11 +28,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 F64 = torch.float64
 
-#: (b) reference-validity floor (SCIENCE.md §1): below it a BP gradient is numerical noise.
+#: (b) reference-validity floor (docs/science.md §1): below it a BP gradient is numerical noise.
 G_NORM_FLOOR = 1e-7
-#: Pearson correlation is defined as 0 when either side's std is below this (SCIENCE.md §2, ρ_l).
+#: Pearson correlation is defined as 0 when either side's std is below this (docs/science.md §2, ρ_l).
 STD_FLOOR = 1e-12
-#: Feature drift is skipped (None) when ‖W_init‖_F is at or below this (SCIENCE.md §2, M_l).
+#: Feature drift is skipped (None) when ‖W_init‖_F is at or below this (docs/science.md §2, M_l).
 INIT_NORM_FLOOR = 1e-8
 
 ForwardFn = Callable[["Tensor"], "Tensor"]
@@ -48,7 +48,7 @@ def row_norms(x: Tensor) -> Tensor:
 
     ‖x_b‖ = sqrt(Σ_i x_{b,i}²).  x: (B, d) (or (..., d)) -> (B,) (or (...)), float64.
 
-    SCIENCE.md §2 pitfall 1: ``x.norm(-1)`` is the p = -1 "norm" of the whole tensor, not this.
+    docs/science.md §2 pitfall 1: ``x.norm(-1)`` is the p = -1 "norm" of the whole tensor, not this.
     Non-finite entries give a non-finite norm (Inf or NaN), never a clean number.
     """
     if x.dim() == 0:
@@ -61,7 +61,7 @@ def per_sample_cosine(a: Tensor, g: Tensor) -> Tensor:
 
     a, g: (B, d) (or equal shapes (..., d)) -> (B,) float64.
 
-    No eps clamp (SCIENCE.md §2 pitfall 2: ``F.cosine_similarity`` clamps the divisor at 1e-8, which
+    No eps clamp (docs/science.md §2 pitfall 2: ``F.cosine_similarity`` clamps the divisor at 1e-8, which
     shrinks Γ ~100x when ‖g‖ ≈ 1e-10). Each row is divided by its own norm before the dot product, so
     magnitudes far from 1 neither underflow nor overflow. A zero-norm row has no direction: its cosine
     is NaN (undefined), not 0. A row with NaN or Inf gives NaN.
@@ -84,7 +84,7 @@ def _median(x: Tensor) -> float:
 
 
 def offline_bp_cosine(a: Tensor, g: Tensor, floor: float = G_NORM_FLOOR) -> dict:
-    """Offline BP cosine Γ_l (SCIENCE.md §2, first row) with the norms shown beside it (pitfall 2).
+    """Offline BP cosine Γ_l (docs/science.md §2, first row) with the norms shown beside it (pitfall 2).
 
     a: credit signal (B, d); g: BP gradient g_l (B, d), taken with the per-sample loss summed.
 
@@ -199,7 +199,7 @@ def perturbation_correlation(
     *,
     directions: Tensor | None = None,
 ) -> float:
-    """Perturbation correlation ρ_l (SCIENCE.md §2): does a_l predict how the loss responds to h_l?
+    """Perturbation correlation ρ_l (docs/science.md §2): does a_l predict how the loss responds to h_l?
 
     h: (B, d) hidden state; a: (B, d) credit signal; forward_fn: (N, d) -> (N,) per-sample loss of
     the rest of the network from layer l (CE with reduction "none"), called in h's dtype.
@@ -258,7 +258,7 @@ def perturbation_correlation_sequential(
 def nudging_delta(
     h: Tensor, a: Tensor, forward_fn: ForwardFn, eta: float | Sequence[float] = 0.01
 ) -> float | dict[float, float]:
-    """Nudging test Δ_l (SCIENCE.md §2): does a step against a_l lower the loss?
+    """Nudging test Δ_l (docs/science.md §2): does a step against a_l lower the loss?
 
     h, a: (B, d); forward_fn: (N, d) -> (N,) per-sample loss, called in h's dtype.
         rms(a_b) = sqrt(mean_i a_{b,i}²),   a_n = a_b / (rms(a_b) + 1e-6)
@@ -303,7 +303,7 @@ def bridge_residual(
     *,
     noise: Tensor | None = None,
 ) -> float:
-    """Bridge residual R_l (SCIENCE.md §2): is the value net consistent with its soft-min target?
+    """Bridge residual R_l (docs/science.md §2): is the value net consistent with its soft-min target?
 
     h_l: (B, d); h_next: (B, d') the next hidden state h_{l+1}; value_fn: (B, d) -> (B,) V(h_l)
     (bind layer index / time arguments in a closure); target_fn: (N, d') -> (N,) V̄, the EMA target
@@ -345,7 +345,7 @@ def bridge_residual(
 
 @dataclass(frozen=True)
 class FeatureDrift:
-    """Result of :func:`feature_drift` (SCIENCE.md §2, M_l).
+    """Result of :func:`feature_drift` (docs/science.md §2, M_l).
 
     drift: {name: ‖W_final − W_init‖_F / ‖W_init‖_F, or None when ‖W_init‖_F <= 1e-8}.
     delta_norm / init_norm: {name: ‖W_final − W_init‖_F} / {name: ‖W_init‖_F} (float64), for every
@@ -361,7 +361,7 @@ class FeatureDrift:
 
 
 def feature_drift(final: Mapping[str, Tensor], init: Mapping[str, Tensor]) -> FeatureDrift:
-    """Per-tensor feature drift M = ‖W_final − W_init‖_F / ‖W_init‖_F, in float64 (SCIENCE.md §2).
+    """Per-tensor feature drift M = ‖W_final − W_init‖_F / ‖W_init‖_F, in float64 (docs/science.md §2).
 
     final, init: {name: tensor} (state dicts). Tensors of any shape (a 0-d tensor's norm is |w|).
     None when ‖W_init‖_F <= 1e-8 (e.g. zero-initialised biases): the ratio is undefined.
@@ -428,7 +428,7 @@ def drift_per_layer(
 def output_error(logits: Tensor, y: Tensor) -> Tensor:
     """e = softmax(logits) − onehot(y), float64. logits (B, C), y (B,) integer labels -> (B, C).
 
-    This is d(per-sample CE)/d logits, the error DFA broadcasts (SCIENCE.md §2, "where a_l comes from").
+    This is d(per-sample CE)/d logits, the error DFA broadcasts (docs/science.md §2, "where a_l comes from").
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be (B, C), got {tuple(logits.shape)}")
@@ -474,7 +474,7 @@ def dfa_signals(
     feedback: Sequence[Tensor],
     layout: Literal["auto", "classes_first", "classes_last"] = "auto",
 ) -> list[Tensor]:
-    """Direct feedback alignment signals a_l = e B_l (SCIENCE.md §2), float64.
+    """Direct feedback alignment signals a_l = e B_l (docs/science.md §2), float64.
 
     logits (B, C), y (B,) labels; e = softmax(logits) − onehot(y) (B, C). feedback[l] is the
     training-time feedback matrix B_l of shape (C, d_l) (row-vector form a_l = e @ B_l) -> a_l (B, d_l).
@@ -494,7 +494,7 @@ def dfa_signals(
 
 
 def fa_signals(top: Tensor, feedback: Sequence[Tensor]) -> list[Tensor]:
-    """Feedback alignment signals on a stack of layers: a_L = top, a_l = B_l a_{l+1} (SCIENCE.md §2).
+    """Feedback alignment signals on a stack of layers: a_L = top, a_l = B_l a_{l+1} (docs/science.md §2).
 
     top: (B, d_L) the signal at the top of the stack (e.g. the true gradient at h_L, or e @ B_top
     from :func:`dfa_signals`). feedback = [B_0, ..., B_{L-1}], B_l of shape (d_l, d_{l+1}): it plays
@@ -557,7 +557,7 @@ def _batch_mean_cosine(a: Tensor, g: Tensor) -> float:
 
 
 # --------------------------------------------------------------------------------------------------
-# toy linear-quadratic system (SCIENCE.md §2, last row)
+# toy linear-quadratic system (docs/science.md §2, last row)
 # --------------------------------------------------------------------------------------------------
 
 

@@ -1,10 +1,10 @@
-"""Edge inference for graph-structured networks (SCIENCE.md §3).
+"""Edge inference for graph-structured networks (docs/science.md §3).
 
 Pure tensor math: every function takes tensors (or numpy arrays), returns tensors or plain dicts, and
 never prints, reads files or exits. Bad input raises ``ValueError`` with a one-line message; the CLI turns
 it into exit code 2.
 
-Pipeline (SCIENCE.md §3, items 1-6)::
+Pipeline (docs/science.md §3, items 1-6)::
 
     acts, grads, loss = capture_block_signals(model, x, y)          # (L, B, C) each      (item 1)
     a = reduce_channels(acts, model.channel_groups, n_nodes)         # (L, B, N)           (item 2)
@@ -57,7 +57,7 @@ NORMS = ("l1", "l2", "none")
 AGGS = ("sum", "mean", "max")
 METHODS = ("spearman", "pearson")
 
-#: a column with a standard deviation at or below this scores 0 (SCIENCE.md §3 item 4)
+#: a column with a standard deviation at or below this scores 0 (docs/science.md §3 item 4)
 CONSTANT_STD = 1e-12
 
 # Entries standardised per column block (block = _BLOCK_ELEMS // M columns): bounds the transient
@@ -170,7 +170,7 @@ def _edge_tensor(edges, n_nodes: int, name: str) -> torch.Tensor:
 def reduce_channels(
     x, channel_groups, n_nodes: int, norm: str = "l2", agg: str = "sum"
 ) -> torch.Tensor:
-    """Per-node signal from per-channel values (SCIENCE.md §3 item 2).
+    """Per-node signal from per-channel values (docs/science.md §3 item 2).
 
     out[l, b, n] = agg_{c : channel_groups[c] = n} t(x[l, b, c]),
     t = |x| (``l1``), x² (``l2``; squared, as the reference), x (``none``);
@@ -227,7 +227,7 @@ def reduce_channels(
 
 
 def pair_observations(acts_nodes, grads_nodes) -> tuple[torch.Tensor, torch.Tensor]:
-    """Observation matrices (SCIENCE.md §3 item 3).
+    """Observation matrices (docs/science.md §3 item 3).
 
     A = acts_nodes[0 .. L-2] and G = grads_nodes[1 .. L-1], each flattened to (M, N), M = (L-1)·B:
     row (l, b) of A is node activity in block l, the same row of G the gradient in block l+1.
@@ -437,7 +437,7 @@ def edge_evidence(
     dtype: torch.dtype = torch.float32,
     return_info: bool = False,
 ):
-    """Edge evidence W (N, N): W[i, j] = corr over rows of (acts[:, i], grads[:, j]) (SCIENCE.md §3 item 4).
+    """Edge evidence W (N, N): W[i, j] = corr over rows of (acts[:, i], grads[:, j]) (docs/science.md §3 item 4).
 
     spearman: Pearson correlation of the columns' average ranks (ties share the mean of their positions,
     as scipy.stats.rankdata 'average' / spearmanr; ReLU zeros then do not bias scores); pearson: plain.
@@ -729,7 +729,7 @@ class ObservationSpool:
 
 
 def scale_by_act_mean(W, acts) -> torch.Tensor:
-    """W'[i, j] = W[i, j] · mean_m acts[m, i] (SCIENCE.md §3 item 5, scale_by_act_mean).
+    """W'[i, j] = W[i, j] · mean_m acts[m, i] (docs/science.md §3 item 5, scale_by_act_mean).
 
     Args:
         W: (N, N) edge evidence; acts: (M, N) the activity matrix W was computed from.
@@ -747,7 +747,7 @@ def scale_by_act_mean(W, acts) -> torch.Tensor:
 
 
 def apply_known_edge_penalty(W, edge_index, alpha: float) -> torch.Tensor:
-    """W'[i, j] = W[i, j] · (1−α)^{indeg_known(j)} · (1+α)^{outdeg_known(i)} (SCIENCE.md §3 item 5).
+    """W'[i, j] = W[i, j] · (1−α)^{indeg_known(j)} · (1+α)^{outdeg_known(i)} (docs/science.md §3 item 5).
 
     indeg_known(j) / outdeg_known(i) count the rows of edge_index with dst = j / src = i, as given
     (a duplicated edge counts twice, like a degree computed from edge_index).
@@ -787,7 +787,7 @@ def bootstrap_evidence(
     *,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Bootstrap edge evidence (SCIENCE.md §3 item 5, ``estimate``).
+    """Bootstrap edge evidence (docs/science.md §3 item 5, ``estimate``).
 
     W = (1/iters) Σ_t edge_evidence(acts[I_t], grads[I_t]), I_t = n_samples row indices drawn uniformly
     with replacement from a torch.Generator seeded with ``seed`` (the same seed gives the same W;
@@ -822,7 +822,7 @@ def bootstrap_evidence(
 
 
 def mrr(scores, query_edges, true_edges=None, *, exclude_self: bool = False) -> dict:
-    """Mean reciprocal rank of query edges in their source's row (SCIENCE.md §3 item 6).
+    """Mean reciprocal rank of query edges in their source's row (docs/science.md §3 item 6).
 
     For query (s, d): candidates are the columns c of scores[s] except other true edges (s, c), c != d
     (``exclude_self`` also drops c = s when s != d; the reference keeps it). NaN scores become −inf
@@ -892,7 +892,7 @@ def mrr(scores, query_edges, true_edges=None, *, exclude_self: bool = False) -> 
 
 def capture_block_signals(model, x, y, where: str = "pre", loss: str = "ce"):
     """One forward + backward pass capturing every block's activations and their loss gradients
-    (SCIENCE.md §3 item 1).
+    (docs/science.md §3 item 1).
 
     For block l with normalisation module ``model.blocks[l].norm``: the activation is the norm's input
     (``where="pre"``, the residual stream h_l) or its output (``"post"``); the gradient is

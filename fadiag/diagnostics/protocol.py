@@ -1,4 +1,4 @@
-"""The four-diagnostic protocol (SCIENCE.md §1), as pure functions of stream tensors.
+"""The four-diagnostic protocol (docs/science.md §1), as pure functions of stream tensors.
 
 (a) residual stream scale    median_b ||h_l||, flag max_l ||h_l|| / ||h_0|| > ratio (or per-block growth)
 (b) reference validity       median_b ||g_l||, g = d(mean CE)/dh_l, flag ||g_L|| < floor

@@ -1,4 +1,4 @@
-"""Feature relevance of a multi-head MLP learner (SCIENCE.md §4). Pure math: no printing, no files.
+"""Feature relevance of a multi-head MLP learner (docs/science.md §4). Pure math: no printing, no files.
 
 Two tiers.
 
@@ -59,7 +59,7 @@ import numpy as np
 from fadiag.errors import CheckpointError, InputError, MissingInputError
 
 STD_EPS = 1e-8
-"""normalizer_std = sqrt(var + STD_EPS) (SCIENCE.md §4)."""
+"""normalizer_std = sqrt(var + STD_EPS) (docs/science.md §4)."""
 
 NORM_EPS = 1e-8
 """The normaliser's divisor is sqrt(var) + NORM_EPS (same constant as fadiag.models.multihead)."""
@@ -417,7 +417,7 @@ def _by_name(names: tuple[str, ...], values) -> dict[str, float]:
 
 def relevance_report(state: LearnerState, feature_names: Sequence[str] | None = None,
                      head_names: Sequence[str] | None = None) -> dict:
-    """The SCIENCE.md §4 JSON layout as plain dicts of Python floats::
+    """The docs/science.md §4 JSON layout as plain dicts of Python floats::
 
         {"trunk": {"step_size_activity": {feature: v}, "trace_activity": {...},
                    "normalizer_mean": {...}, "normalizer_std": {...}},

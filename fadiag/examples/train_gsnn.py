@@ -1,4 +1,4 @@
-"""Recipe for checkpoints_example/gsnn/: a GSNN trained on a synthetic DAG (SCIENCE.md §3).
+"""Recipe for checkpoints_example/gsnn/: a GSNN trained on a synthetic DAG (docs/science.md §3).
 
     python -m fadiag.examples.train_gsnn --out checkpoints_example/gsnn [--seed 0]
 
@@ -12,7 +12,7 @@ node j:
 
 The target is the vector of all N node values (regression, MSE). The noise on a node grows with its
 parents' activity, so the error (hence the gradient) at node j is larger when its parents are active:
-that is the dependence the act-vs-grad correlation of SCIENCE.md §3 can see. With noise independent of
+that is the dependence the act-vs-grad correlation of docs/science.md §3 can see. With noise independent of
 the parents (the control run, ``hetero = 0``) the MRR falls to about the random baseline.
 
 Model: GSNN(in_dim = #sources, out_dim = N, n_nodes = N, channels_per_node = 4, depth = 4,
@@ -237,7 +237,7 @@ def _run(args) -> None:
         + f"- Other settings, MRR: "
         + ", ".join(f"{k} {v:.3f}" for k, v in variants.items())
         + ".\n"
-        f"- Caveat (SCIENCE.md §3): the model is wired with the true graph, so this measures how well "
+        f"- Caveat (docs/science.md §3): the model is wired with the true graph, so this measures how well "
         f"evidence ranks wired edges, not discovery of held-out edges.\n"
     )
     prov = out / "PROVENANCE.md"

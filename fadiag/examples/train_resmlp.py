@@ -1,4 +1,4 @@
-"""Recipe for checkpoints_example/resmlp_{bp,dfa}.pt: pre-LN ResMLPs on MNIST-1D (SCIENCE.md §5).
+"""Recipe for checkpoints_example/resmlp_{bp,dfa}.pt: pre-LN ResMLPs on MNIST-1D (docs/science.md §5).
 
     python -m fadiag.examples.train_resmlp --out checkpoints_example [--seed 0]
 

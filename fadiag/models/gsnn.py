@@ -1,4 +1,4 @@
-"""GSNN: a graph-structured residual network (SCIENCE.md §3).
+"""GSNN: a graph-structured residual network (docs/science.md §3).
 
 N function nodes, each owning ``channels_per_node`` hidden channels (C = N · channels_per_node;
 ``channel_groups[c]`` is the node of channel c). The residual stream h (B, C) goes through ``depth``

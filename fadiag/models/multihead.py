@@ -1,4 +1,4 @@
-"""Multi-head MLP learner for online prediction (SCIENCE.md §4).
+"""Multi-head MLP learner for online prediction (docs/science.md §4).
 
 Architecture::
 

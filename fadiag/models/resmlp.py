@@ -1,4 +1,4 @@
-"""Pre-LayerNorm residual MLP (SCIENCE.md §5), honouring the reference protocol's duck-typed contract:
+"""Pre-LayerNorm residual MLP (docs/science.md §5), honouring the reference protocol's duck-typed contract:
 ``embed``, ``blocks`` (h_{l+1} = h_l + block(h_l)), ``out_ln`` + ``out_head``, and
 ``model(x, return_hidden=True) -> (logits, [h_0..h_L])``.
 """

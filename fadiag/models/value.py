@@ -1,4 +1,4 @@
-"""Value networks of value-based ("bridge") credit methods (SCIENCE.md §2, R_l and the ``value`` signal).
+"""Value networks of value-based ("bridge") credit methods (docs/science.md §2, R_l and the ``value`` signal).
 
 ``ValueMLP(width, hidden=64, depth=2, n_layers=None)`` computes V(h, t): an MLP on [h, t / n_layers]
 (the layer index as a scalar "time" input, scaled to [0, 1]) with GELU activations and a scalar output.
