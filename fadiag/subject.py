@@ -78,12 +78,7 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
                 raise missing_config_error(checkpoint) from None
             raise
     else:
-        raw = read_checkpoint(checkpoint, trust=trust)
-        if raw.trusted and isinstance(raw.content, torch.nn.Module):
-            # A whole pickled model (gsnn-lib's torch.save(model)), admitted by --trust-checkpoint: its weights.
-            import dataclasses
-
-            raw = dataclasses.replace(raw, content={"model": raw.content.state_dict()})
+        raw = read_checkpoint(checkpoint, trust=trust)  # a whole pickled model (trusted): find_state_dict takes its state_dict()
         sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
     if not spec:  # found beside the checkpoint, not named by the user: no user code without --trust-code
         from .models import require_trusted_code
