@@ -23,29 +23,7 @@ AUDIT_KEYS = (
 )
 
 
-def clean(v: Any) -> Any:
-    """JSON-safe copy: non-finite floats -> None, tuples -> lists, dataclasses -> dicts."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [clean(x) for x in v]
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return clean(dataclasses.asdict(v))
-    return v
-
-
-@dataclass(frozen=True)
-class Flag:
-    """One diagnostic's outcome. flagged: True/False, or None when skipped (see detail)."""
-
-    id: str
-    name: str
-    flagged: bool | None
-    value: float | None
-    threshold: float | None
-    detail: str = ""
+from .reports.base import Flag, clean  # noqa: E402  (one Flag class for every family)
 
 
 @dataclass(frozen=True)
