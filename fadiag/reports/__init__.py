@@ -12,7 +12,7 @@ from .base import (FLAGGED_PREFIX, NOTHING_FLAGGED, REGISTRY, Flag, Report, Thre
                    merge_thresholds, register, verdict_of)
 
 #: The family modules under fadiag/reports/ (each defines and registers its Report subclasses).
-FAMILIES = ()
+FAMILIES = ("audit", "credit", "edges", "relevance", "inspect", "lint", "compare")
 
 
 def _load_families() -> None:

@@ -1,0 +1,29 @@
+"""The credit family's report, schema "fadiag.credit/2" (docs/json.md; /1 is read and upgraded)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .base import Report, register
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class CreditReport(Report):
+    SCHEMA = "fadiag.credit/2"
+    READS = ("fadiag.credit/1",)
+    KEYS = ("schema", "fadiag_version", "method_name", "signal", "signal_source", "layers", "means",
+            "drift_per_tensor", "not_available", "params", "thresholds", "flags", "verdict", "checkpoint", "data",
+            "spec", "stream")
+
+    method_name: str
+    signal: str
+    signal_source: Any
+    layers: list
+    means: dict
+    drift_per_tensor: Any = None
+    not_available: Any = None
+    params: Any = None
+    thresholds: Any = None
+    stream: Any = None
