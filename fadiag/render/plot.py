@@ -136,6 +136,9 @@ def plot_reports(reports: list, path: str) -> None:
         raise InputError(f"plot file must end in {', '.join(SUFFIXES)}", source=str(path))
     if not (p.parent if str(p.parent) else Path(".")).is_dir():
         raise InputError("plot folder does not exist", source=str(path))
+    from . import _bridge
+
+    reports = _bridge(reports)
     schema = reports[0].get("schema")
     fn = FIGURES.get(schema)
     if fn is None:
