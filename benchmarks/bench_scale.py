@@ -127,6 +127,7 @@ def bench_big(args) -> None:
     import torch
 
     from fadiag.diagnostics import edges as E
+    from fadiag.diagnostics.edges import out_of_core as OOC, ranks
     from fadiag.sweep import choose_threads, set_threads
 
     threads = set_threads(choose_threads(args.threads, entries=args.n * args.m))
@@ -163,9 +164,9 @@ def bench_big(args) -> None:
         c0 = time.process_time()
         for c in (0, min(k, args.n - k)) if args.floor else ():
             blk = np.ascontiguousarray(maps["acts"][:, c:c + k].T)
-            E._drop_pages(maps["acts"], 0, sp.spool_bytes // 2)  # mapped pages are not part of the floor's RSS
+            OOC._drop_pages(maps["acts"], 0, sp.spool_bytes // 2)  # mapped pages are not part of the floor's RSS
             idx = np.empty(blk.shape, dtype=np.int64)
-            E._argsort_rows(blk, idx)
+            ranks._argsort_rows(blk, idx)
             del blk, idx
         if args.floor:
             t_sort = (time.perf_counter() - f0) / 2 * (2 * -(-args.n // k))
@@ -179,7 +180,7 @@ def bench_big(args) -> None:
             r1 = min(rows, r0 + step)
             W.addmm_(torch.from_numpy(np.asarray(maps["acts"][r0:r1])).T, torch.from_numpy(np.asarray(maps["grads"][r0:r1])))
             for mm in maps.values():
-                E._drop_pages(mm, r0 * args.n * 4, r1 * args.n * 4)
+                OOC._drop_pages(mm, r0 * args.n * 4, r1 * args.n * 4)
         if args.floor:
             t_gemm = (time.perf_counter() - f0) * args.m / rows
             c_gemm = (time.process_time() - c0) * args.m / rows

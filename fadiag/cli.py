@@ -720,7 +720,7 @@ def edges(
                                top=top, where=where, norm=norm, agg=agg, loss=loss, seed=seed or 0, progress=prog,
                                ties=ties, known=str(known) if known else None,
                                spool=str(spool) if spool else None, max_memory=max_memory, threads=threads)
-        rep = with_settings(rep, ctx)
+        rep = with_settings(rep.to_dict(), ctx)
         if matrix:
             write_matrix(W, matrix)
         if edges_out:
@@ -799,7 +799,7 @@ def relevance(
 
         runtime = apply_threads(threads)
         rep = run_relevance(subject, feature_names=split(feature_names), head_names=split(head_names),
-                            sensitivity=sensitivity, observation=observation, step_size_kind=step_sizes)
+                            sensitivity=sensitivity, observation=observation, step_size_kind=step_sizes).to_dict()
         rep["runtime"] = runtime
         return finish(rep, ctx, format, output, exit_zero, plot=plot, label=str(checkpoint))
 
@@ -934,7 +934,7 @@ def load_reports(path: Path) -> list:
         except json.JSONDecodeError as e:
             raise IE(f"not a JSON or JSONL report ({e.msg} at line {e.lineno})", source=str(path)) from None
     known = ("fadiag.audit/1", "fadiag.credit/1", "fadiag.edges/1", "fadiag.relevance/1", "fadiag.inspect/1",
-             "fadiag.lint/1", "fadiag.compare/1")
+             "fadiag.lint/1", "fadiag.compare/1", "fadiag.edges/2", "fadiag.relevance/2")
     if not reports or not all(isinstance(r, dict) and str(r.get("schema", "")).startswith("fadiag.") for r in reports):
         raise IE("not a fadiag report (no 'schema' key starting with 'fadiag.')", source=str(path))
     for r in reports:

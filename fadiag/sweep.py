@@ -140,7 +140,7 @@ def _edges(path: str, o: dict, progress=None) -> dict:
     with _bar(progress, f"edges for {os.path.basename(path)}") as prog:
         rep, _W = run_edges(subject, top=o.get("top", 20), seed=o.get("seed") or 0, progress=prog,
                             **{k: o.get(k) for k in keys if o.get(k) is not None})
-    return rep
+    return rep.to_dict()
 
 
 def _relevance(path: str, o: dict, progress=None) -> dict:
@@ -151,7 +151,7 @@ def _relevance(path: str, o: dict, progress=None) -> dict:
     subject = _load(path, o, need_data=need, labels="regression")
     return run_relevance(subject, feature_names=o.get("feature_names"), head_names=o.get("head_names"),
                          sensitivity=bool(o.get("sensitivity")), observation=o.get("observation"),
-                         step_size_kind=o.get("step_sizes") or "auto")
+                         step_size_kind=o.get("step_sizes") or "auto").to_dict()
 
 
 BODIES: dict[str, Callable[..., dict]] = {"audit": _audit, "credit": _credit, "edges": _edges,

@@ -27,7 +27,7 @@ def example_report():
 def test_layout_names_and_schema(example_report):
     r = example_report
     spec = yaml.safe_load((EXAMPLES / "multihead" / "multihead.yaml").read_text())
-    assert r["schema"] == "fadiag.relevance/1"
+    assert r["schema"] == "fadiag.relevance/2"
     assert r["feature_names"] == spec["relevance"]["feature_names"]
     assert list(r["per_head"]) == spec["relevance"]["head_names"]
     for head in r["per_head"].values():

@@ -190,7 +190,7 @@ def test_nonfinite_multihead_flags_relevance(run_cli, multihead, key, value, sen
     code, out, err = run_cli(["relevance", ck, "-f", "json", *(["--sensitivity"] if sens else [])])
     assert code == 1, err
     rep = strict_json(out)
-    assert rep["verdict"] != "ok" and flags_of(rep)["nonfinite"]["flagged"] is True
+    assert rep["verdict"].startswith("needs walk-back: ") and flags_of(rep)["nonfinite"]["flagged"] is True
     assert _nulls(rep["per_head"]) > 0
 
 
@@ -198,14 +198,14 @@ def test_nonfinite_multihead_flags_relevance(run_cli, multihead, key, value, sen
 def test_nonfinite_multihead_bias_flags_relevance(run_cli, multihead, key):
     ck = multihead(_set(key, 0, float("nan")))
     code, out, _ = run_cli(["relevance", ck, "-f", "json", "--sensitivity"])
-    assert code == 1 and strict_json(out)["verdict"] != "ok"
+    assert code == 1 and strict_json(out)["verdict"].startswith("needs walk-back: ")
 
 
 def test_clean_multihead_is_ok(run_cli, multihead):
     """The control: the same learner without edits passes (so the flags above are caused by the edits)."""
     code, out, err = run_cli(["relevance", multihead(), "-f", "json", "--sensitivity"])
     assert code == 0, err
-    assert strict_json(out)["verdict"] == "ok"
+    assert strict_json(out)["verdict"] == "trustworthy"
 
 
 def test_clean_tiny_resmlp_passes(run_cli, tiny_resmlp_ckpt):

@@ -182,7 +182,7 @@ def relevance_figure(plt, reports: list):
     return fig
 
 
-FIGURES["fadiag.relevance/1"] = relevance_figure
+FIGURES["fadiag.relevance/1"] = FIGURES["fadiag.relevance/2"] = relevance_figure
 
 
 def plot_matrix(W, report: dict, path: str) -> None:

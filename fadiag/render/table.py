@@ -197,7 +197,8 @@ def _lazy_register(schema: str) -> None:
 
     mod = {"fadiag.credit/1": "fadiag.render.table_credit", "fadiag.edges/1": "fadiag.render.table_edges",
            "fadiag.relevance/1": "fadiag.render.table_relevance", "fadiag.compare/1": "fadiag.render.table_compare",
-           "fadiag.inspect/1": "fadiag.render.table_inspect", "fadiag.lint/1": "fadiag.render.table_lint"}.get(schema)
+           "fadiag.inspect/1": "fadiag.render.table_inspect", "fadiag.lint/1": "fadiag.render.table_lint",
+           "fadiag.edges/2": "fadiag.render.table_edges", "fadiag.relevance/2": "fadiag.render.table_relevance"}.get(schema)
     if mod:
         try:
             importlib.import_module(mod)

@@ -38,3 +38,4 @@ def edges_tables(r: dict) -> list:
 
 
 register("fadiag.edges/1", edges_tables)
+register("fadiag.edges/2", edges_tables)

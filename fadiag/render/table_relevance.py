@@ -53,3 +53,4 @@ def relevance_tables(r: dict, top: int = 12) -> list:
 
 
 register("fadiag.relevance/1", relevance_tables)
+register("fadiag.relevance/2", relevance_tables)
