@@ -30,9 +30,9 @@ def test_family_functions_on_the_examples():
     assert fadiag.credit(s, signal="bp")["schema"] == "fadiag.credit/1"
     g = fadiag.load(str(EXAMPLES / "gsnn" / "gsnn.pt"), labels="regression")
     rep, W = fadiag.edges(g)
-    assert W.shape == (24, 24) and rep["scoring"]["mrr"] > rep["scoring"]["random_mrr"]
+    assert W.shape == (24, 24) and rep.scoring["mrr"] > rep.scoring["random_mrr"] and rep.verdict == "trustworthy"
     m = fadiag.load(str(EXAMPLES / "multihead" / "multihead.pt"), need_data=False)
-    assert set(fadiag.relevance(m)["per_head"]) == set(m.spec.relevance.head_names)
+    assert set(fadiag.relevance(m).per_head) == set(m.spec.relevance.head_names)
     assert fadiag.inspect_checkpoint(str(EXAMPLES / "resmlp_bp.pt"))["state_dict_key"] == "model"
 
 

@@ -43,6 +43,17 @@ def test_truth_features_rank_first_by_relevance_and_sensitivity(example_report):
         assert all(v["ranked_first"] and v["ratio"] > 1 for v in checks[kind].values()), checks[kind]
 
 
+def test_report_is_typed_and_round_trips(example_report):
+    from fadiag.reports import from_dict
+    from fadiag.reports.relevance import RelevanceReport
+
+    d = example_report
+    assert d["verdict"] == "trustworthy" and [f["id"] for f in d["flags"]][:2] == ["nonfinite", "nonfinite_state"]
+    rep = from_dict(d)
+    assert isinstance(rep, RelevanceReport) and rep.to_dict() == d and rep.verdict == "trustworthy"
+    assert from_dict({**d, "schema": "fadiag.relevance/1", "verdict": "ok"}).to_dict() == d
+
+
 def test_observation_jacobian_matches_autograd(example_report):
     import fadiag
     from fadiag.relevance_api import relevance
