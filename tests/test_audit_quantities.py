@@ -22,14 +22,17 @@ from fadiag.reports.base import Flag, Threshold
 
 
 def test_defaults_and_names_derive_from_the_definitions():
-    # the values fadiag.audit/1 has always had, in its order
-    assert list(Q.DEFAULT_THRESHOLDS.items()) == [("g_norm_floor", 1e-7), ("h_norm_explosion_ratio", 50.0),
-                                                  ("stability_drift_ceiling", 0.3), ("frozen_acc_margin_pp", 2.0)]
+    # the values fadiag.audit/1 has always had, first and in its order (a new quantity's come after)
+    assert list(Q.DEFAULT_THRESHOLDS.items())[:4] == [
+        ("g_norm_floor", 1e-7), ("h_norm_explosion_ratio", 50.0), ("stability_drift_ceiling", 0.3),
+        ("frozen_acc_margin_pp", 2.0)]
+    assert list(Q.DEFAULT_THRESHOLDS) == [t.name for q in Q.QUANTITIES for t in q.thresholds]
     assert P.DEFAULT_THRESHOLDS is Q.DEFAULT_THRESHOLDS and P.NAMES is Q.NAMES
-    assert list(Q.NAMES) == ["a", "b", "c", "d", "e", "f"]
+    assert list(Q.NAMES)[:6] == ["a", "b", "c", "d", "e", "f"] and list(Q.NAMES) == sorted(Q.NAMES)
     assert Q.NAMES["e"] == "non-finite values in the forward/backward pass"
     assert validate_thresholds(None) == Q.DEFAULT_THRESHOLDS
-    assert Q.threshold_help() == "g_norm_floor, h_norm_explosion_ratio, stability_drift_ceiling, frozen_acc_margin_pp"
+    assert Q.threshold_help().startswith("g_norm_floor, h_norm_explosion_ratio, stability_drift_ceiling, "
+                                         "frozen_acc_margin_pp")
 
 
 @pytest.mark.parametrize("name, value, needle", [
@@ -114,11 +117,11 @@ def test_a_new_definition_joins_flags_thresholds_and_verdict(tiny_resmlp_ckpt, m
     (given,) = calls
     assert set(given) == {"logits", "labels", "per_batch"}  # exactly its needs, and its per-batch reductions
     assert len(given["logits"]) == len(subject.batches) == len(given["per_batch"])
-    assert [f.id for f in rep.flags] == ["a", "b", "c", "d", "e", "f", "z"]
+    assert [f.id for f in rep.flags] == sorted(Q.NAMES) + ["z"]
     assert rep.thresholds["toy_logit_ceiling"] == 1e6 and rep.flag("z").flagged is False
     assert rep.to_dict()["flags"][-1]["name"] == "logits are huge"
-    # the six others are untouched
-    assert rep.to_dict()["flags"][:6] == before.to_dict()["flags"]
+    # the others are untouched
+    assert rep.to_dict()["flags"][:-1] == before.to_dict()["flags"]
     low = audit(subject, thresholds={"toy_logit_ceiling": 1e-9})
     assert low.verdict.endswith("logits are huge") and low.flag("z").threshold == 1e-9
     with pytest.raises(ThresholdError, match="toy_logit_ceiling must be positive"):
