@@ -3,107 +3,130 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from . import __version__
-from .errors import InputError, ThresholdError
-from .report import AuditReport
+from .errors import InputError
+from .reports.audit import AuditReport
+from .reports.base import merge_thresholds
 from .subject import Subject
 
 
 def validate_thresholds(overrides: dict | None, base: dict | None = None, *, source: str = "--threshold") -> dict:
-    """Merge threshold overrides onto the defaults; every value must be a finite number in range."""
-    from .diagnostics.protocol import DEFAULT_THRESHOLDS
+    """Merge threshold overrides onto the defaults; every value must be a finite number in its declared range
+    (the audit quantities' ``Threshold`` objects, fadiag.diagnostics.audit_quantities)."""
+    from .diagnostics.audit_quantities import THRESHOLDS
 
-    out = dict(DEFAULT_THRESHOLDS)
-    for layer in (base or {}), (overrides or {}):
-        for k, v in layer.items():
-            if not isinstance(k, str):
-                raise ThresholdError(f"threshold names must be strings, got {k!r}", source=source)
-            if k not in DEFAULT_THRESHOLDS:
-                import difflib
+    return merge_thresholds(THRESHOLDS, base, overrides, source=source)
 
-                near = difflib.get_close_matches(k, list(DEFAULT_THRESHOLDS), n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(DEFAULT_THRESHOLDS)})"
-                raise ThresholdError(f"unknown threshold {k!r}{hint}", source=source)
-            try:
-                fv = float(v)
-            except (TypeError, ValueError):
-                raise ThresholdError(f"{k} must be a number, got {v!r}", source=source) from None
-            if isinstance(v, bool) or not math.isfinite(fv):
-                raise ThresholdError(f"{k} must be a finite number, got {v!r}", source=source)
-            if k in ("g_norm_floor", "h_norm_explosion_ratio") and fv <= 0:
-                raise ThresholdError(f"{k} must be positive, got {v!r}", source=source)
-            if k == "stability_drift_ceiling" and not -1.0 <= fv <= 1.0:
-                raise ThresholdError(f"{k} is a cosine ceiling in [-1, 1], got {v!r}", source=source)
-            if k == "frozen_acc_margin_pp" and not -100.0 <= fv <= 100.0:
-                raise ThresholdError(f"{k} is in percentage points, [-100, 100], got {v!r}", source=source)
-            out[k] = fv
-    return out
+
+#: AuditReport fields a quantity's compute step may fill (its values of the same name).
+_FIELDS = frozenset(f.name for f in dataclasses.fields(AuditReport))
 
 
 def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: float | None = None,
           frozen_baseline_acc: float | None = None, frozen_baseline_source: str | None = None,
           growth_mode: str | None = None, stability_layer: int | None = None, progress=None,
           median: str | None = None) -> AuditReport:
-    """Run the four-diagnostic protocol (docs/science.md §1) with ONE forward+backward per eval batch.
+    """Run the audit's declared quantities (docs/science.md §1) with ONE forward+backward per eval batch.
 
+    Each quantity of fadiag.diagnostics.audit_quantities.QUANTITIES says what it needs; the pass provides the
+    union, each quantity computes its values from its needs and flags them; the report collects both.
     median: "lower" (torch.median, the reference's; the default) or "midpoint"; None takes audit.median."""
-    import torch
-
-    from .diagnostics import protocol as P
-    from .stream import accuracy as stream_accuracy, stream_pass
+    from .diagnostics.audit_quantities import QUANTITIES
 
     sp = subject.spec
     a = sp.audit
     th = validate_thresholds(thresholds, a.thresholds, source=f"{sp.origin}: audit.thresholds / --threshold")
-    mode = growth_mode or a.growth
+    mode, med = _modes(sp, growth_mode, median)
+    need = max(QUANTITIES, key=lambda q: q.min_batches)
+    if len(subject.batches) < need.min_batches:
+        raise InputError(f"the audit needs at least {need.min_batches} disjoint eval batches for diagnostic "
+                         f"({need.id}); raise --batches or data.batches",
+                         source=f"{sp.origin}: data.batches / --batches")
+    computed = headline_acc is None and a.headline_acc is None
+    keep = set().union(*(q.needs for q in QUANTITIES)) | ({"logits", "labels"} if computed else set())
+    inputs, per_batch, l_star = _stream(subject, QUANTITIES, keep, stability_layer, progress)
+    acc = _accuracies(subject, inputs, headline_acc, frozen_baseline_acc, frozen_baseline_source)
+    inputs.update(weights=subject.state_dict, growth_mode=mode, median=med, headline_acc=acc["headline_acc"],
+                  frozen_baseline_acc=acc["frozen_baseline_acc"])
+    fields, flags = {}, {}
+    for q in QUANTITIES:
+        given = {k: inputs[k] for k in q.needs}
+        if q.per_batch is not None:
+            given["per_batch"] = per_batch[q.id]
+        values = q.compute(given)
+        flags[q.id] = q.flag({**given, **values}, th)
+        fields.update((k, v) for k, v in values.items() if k in _FIELDS)
+    data = dict(subject.data_info)
+    data["stream"] = subject.view.stream.describe()
+    fields.update(acc, flags=tuple(flags[k] for k in sorted(flags)), stability_layer=l_star, thresholds=th,
+                  method_name=a.method_name or _guess_method(subject.path), notes=a.notes, growth_mode=mode,
+                  checkpoint=subject.checkpoint.describe(), data=data, weight_dtypes=subject.weight_dtypes,
+                  spec=sp.origin, fadiag_version=__version__, median=med)
+    return AuditReport(**fields)
+
+
+def _modes(sp, growth_mode: str | None, median: str | None) -> tuple:
+    """(growth mode, median convention): the arguments, else the spec's audit section; checked."""
+    from .diagnostics.protocol import MEDIANS
+
+    mode = growth_mode or sp.audit.growth
     if mode not in ("ratio_to_h0", "per_block"):
         raise InputError(f"growth mode must be ratio_to_h0 or per_block, got {mode!r}", source="--growth")
-    med = median or a.median
-    if med not in P.MEDIANS:
-        raise InputError(f"median must be one of {', '.join(P.MEDIANS)}, got {med!r}", source="median")
-    if len(subject.batches) < 2:
-        raise InputError("the audit needs at least 2 disjoint eval batches for diagnostic (c); raise --batches "
-                         "or data.batches", source=f"{sp.origin}: data.batches / --batches")
+    med = median or sp.audit.median
+    if med not in MEDIANS:
+        raise InputError(f"median must be one of {', '.join(MEDIANS)}, got {med!r}", source="median")
+    return mode, med
 
-    # Non-finite weights are counted up front: they make every downstream number meaningless.
-    nonfinite = sum(int((~torch.isfinite(v)).sum()) for v in subject.state_dict.values() if v.is_floating_point())
-    first = None
-    directions, logits, ys = [], [], []
-    l_star = None
-    view = subject.view
+
+def _stream(subject: Subject, quantities, keep: set, stability_layer: int | None, progress) -> tuple:
+    """ONE stream pass (fadiag.stream.stream_pass) per eval batch. Returns (inputs, per_batch, l*): the first
+    batch's hiddens, grads and shapes, and of every batch what ``keep`` names (logits, labels, g_{l*});
+    per_batch[q.id] holds quantity q's own per-batch reductions."""
+    from .stream import stream_pass
+
+    lists = {k: [] for k in ("logits", "labels", "stability_grads") if k in keep}
+    per_batch = {q.id: [] for q in quantities if q.per_batch is not None}
+    first = l_star = None
     for i, (x, y) in enumerate(subject.batches):
-        sp_ = stream_pass(view, x, y, subject.device)
-        view = subject._view = sp_.view  # settled on the first batch
+        p = stream_pass(subject.view, x, y, subject.device)
+        subject._view = p.view  # settled on the first batch
         if first is None:
-            first = sp_
-            n = len(sp_.hiddens)
-            l_star = stability_layer if stability_layer is not None else (
-                a.stability_layer if a.stability_layer is not None else P.default_stability_layer(n))
-            if not 0 <= l_star < n:
-                where = "--stability-layer" if stability_layer is not None else f"{sp.origin}: audit.stability_layer"
-                raise InputError(f"stability layer {l_star} out of range 0..{n - 1}", source=where)
-        nonfinite += int((~torch.isfinite(sp_.logits)).sum())
-        nonfinite += sum(int((~torch.isfinite(t)).sum()) for t in sp_.hiddens + sp_.grads)
-        directions.append(P.batch_mean_direction(sp_.grads[l_star]))
-        logits.append(sp_.logits)
-        ys.append(y)
+            first, l_star = p, _stability_layer(subject.spec, len(p.hiddens), stability_layer)
+        for k, v in (("logits", p.logits), ("labels", y), ("stability_grads", p.grads[l_star])):
+            if k in lists:
+                lists[k].append(v.clone())  # not a view that keeps the batch's whole tensor alive
+        for q in quantities:
+            if q.per_batch is not None:
+                per_batch[q.id].append(q.per_batch(p))
         if progress:
             progress(i + 1, len(subject.batches))
+    return {"hiddens": first.hiddens, "grads": first.grads, "shapes": first.shapes, **lists}, per_batch, l_star
 
-    residual_norms = P.norms_per_layer(first.hiddens, med)
-    bp_grad_norms = P.norms_per_layer(first.grads, med)
-    update_norms = [u if first.shapes[l] == first.shapes[l + 1] else None
-                    for l, u in enumerate(P.block_update_norms(first.hiddens, med))]
-    growth, growth_layer, stages = stage_growth(residual_norms, first.shapes, mode)
-    stability = P.cross_batch_stability(directions)
-    given_acc = headline_acc is not None
-    given_fb = frozen_baseline_acc is not None
+
+def _stability_layer(sp, n: int, given: int | None) -> int:
+    """l* for (c): the argument, else audit.stability_layer, else max(1, (L+1)//2); in 0..L."""
+    from .diagnostics.protocol import default_stability_layer
+
+    l_star = given if given is not None else (
+        sp.audit.stability_layer if sp.audit.stability_layer is not None else default_stability_layer(n))
+    if not 0 <= l_star < n:
+        where = "--stability-layer" if given is not None else f"{sp.origin}: audit.stability_layer"
+        raise InputError(f"stability layer {l_star} out of range 0..{n - 1}", source=where)
+    return l_star
+
+
+def _accuracies(subject: Subject, inputs: dict, headline_acc, frozen_baseline_acc, frozen_baseline_source) -> dict:
+    """The headline and frozen-baseline accuracies and where each came from (given, spec, computed), checked."""
+    from .stream import accuracy as stream_accuracy
+
+    sp, a = subject.spec, subject.spec.audit
+    given_acc, given_fb = headline_acc is not None, frozen_baseline_acc is not None
     if headline_acc is None and a.headline_acc is not None:
         headline_acc, acc_source = a.headline_acc, "spec"
     elif headline_acc is None:
-        headline_acc, acc_source = stream_accuracy(logits, ys, view.stream.loss), "computed"
+        headline_acc = stream_accuracy(inputs["logits"], inputs["labels"], subject.view.stream.loss)
+        acc_source = "computed"
     else:
         acc_source = "given"
     if frozen_baseline_acc is None and a.frozen_baseline_acc is not None:
@@ -115,52 +138,9 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
         if v is not None and not (0.0 <= v <= 1.0):
             raise InputError(f"{name} must be a fraction in [0, 1], got {v!r}",
                              source=flag if given else f"{sp.origin}: {key}")
-    flags = P.evaluate_flags(
-        residual_norms=residual_norms, bp_grad_norms=bp_grad_norms, growth=growth, growth_layer=growth_layer,
-        growth_mode=mode, stability=stability, headline_acc=headline_acc,
-        frozen_baseline_acc=frozen_baseline_acc, thresholds=th, nonfinite_count=nonfinite,
-        update_norms=update_norms)
-    if len(stages) > 1:  # (a) per stage: a ratio across a width change compares different spaces
-        flags = [dataclasses.replace(f, detail=f"{f.detail} (per stage: {len(stages)} stages of equal shape, "
-                                     f"each against its first state)") if f.id == "a" else f for f in flags]
-    data = dict(subject.data_info)
-    data["stream"] = view.stream.describe()
-    return AuditReport(
-        method_name=a.method_name or _guess_method(subject.path), notes=a.notes,
-        residual_norms=residual_norms, bp_grad_norms=bp_grad_norms, block_update_norms=update_norms,
-        stability_layer=l_star,
-        cross_batch_stability=stability, headline_acc=headline_acc, frozen_baseline_acc=frozen_baseline_acc,
-        verdict=P.verdict(flags), thresholds=th, flags=flags, checkpoint=subject.checkpoint.describe(),
-        data=data, growth=growth, growth_mode=mode, headline_acc_source=acc_source,
-        frozen_baseline_source=frozen_baseline_source if frozen_baseline_acc is not None else None,
-        weight_dtypes=subject.weight_dtypes, nonfinite_count=nonfinite, spec=sp.origin,
-        fadiag_version=__version__, median=med)
-
-
-def stage_growth(residual_norms: list, shapes: list, mode: str) -> tuple:
-    """(a)'s statistic per stage: maximal runs of layers whose states have the same shape, each against its
-    own first state (ratio_to_h0) or its previous one (per_block); the max over stages and where it is.
-    One stage (every block keeps the shape) is the plain statistic. Returns (value, layer, stages)."""
-    from .diagnostics import protocol as P
-
-    stages, start = [], 0
-    for l in range(1, len(shapes) + 1):
-        if l == len(shapes) or shapes[l] != shapes[start]:
-            stages.append((start, l))
-            start = l
-    best = None
-    for a, b in stages:
-        if b - a < 2 and len(stages) > 1:
-            continue
-        v, where = P.growth_ratio(residual_norms[a:b], mode)
-        cand = (v, where + a)
-        if best is None or not math.isfinite(v) or (math.isfinite(best[0]) and v > best[0]):
-            best = cand
-            if not math.isfinite(v):
-                break
-    if best is None:
-        best = P.growth_ratio(residual_norms, mode)
-    return best[0], best[1], stages
+    return {"headline_acc": headline_acc, "headline_acc_source": acc_source, "frozen_baseline_acc":
+            frozen_baseline_acc, "frozen_baseline_source":
+            frozen_baseline_source if frozen_baseline_acc is not None else None}
 
 
 def _guess_method(path: str) -> str:

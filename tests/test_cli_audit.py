@@ -19,7 +19,7 @@ import pytest
 from _budget import HANG_GUARD_S
 import torch
 
-from fadiag.report import AUDIT_KEYS
+from fadiag.reports.audit import AUDIT_KEYS
 
 from _payloads import CheckpointBox, RunsShellOnLoad
 from conftest import EXAMPLES, REPO, invoke_cli
@@ -90,8 +90,8 @@ def test_json_contract(dfa_json):
     assert d["schema"] == "fadiag.audit/1"
     assert len(d["residual_norms"]) == 7 and len(d["bp_grad_norms"]) == 7
     assert d["stability_layer"] == 3
-    assert set(d["thresholds"]) == {"g_norm_floor", "h_norm_explosion_ratio", "stability_drift_ceiling",
-                                    "frozen_acc_margin_pp"}
+    assert list(d["thresholds"])[:4] == ["g_norm_floor", "h_norm_explosion_ratio", "stability_drift_ceiling",
+                                         "frozen_acc_margin_pp"]  # first: a declared quantity may add more
     assert [f["id"] for f in d["flags"]][:4] == ["a", "b", "c", "d"]
     assert d["checkpoint"] == {"path": str(DFA), "sha256": hashlib.sha256(DFA.read_bytes()).hexdigest(),
                                "format": "torch", "trusted": False}

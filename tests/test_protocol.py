@@ -423,13 +423,13 @@ def test_depth_utility_baseline_from_spec(tiny_resmlp_ckpt):
 
 
 def test_verdict_order_and_names():
-    from fadiag.report import Flag
+    from fadiag.reports.base import Flag, verdict_of
 
     fl = [Flag(i, P.NAMES[i], True, 1.0, 1.0) for i in "dcba"]
     fl.sort(key=lambda f: f.id)
-    assert P.verdict(fl) == ("needs walk-back: residual stream exploded; BP grad at numerical floor; "
-                             "BP grad direction is drift-dominated; deep blocks fail to beat frozen-random baseline")
-    assert P.verdict([Flag("a", P.NAMES["a"], False, 1.0, 1.0), Flag("d", P.NAMES["d"], None, None, 2.0)]) \
+    assert verdict_of(fl) == ("needs walk-back: residual stream exploded; BP grad at numerical floor; "
+                              "BP grad direction is drift-dominated; deep blocks fail to beat frozen-random baseline")
+    assert verdict_of([Flag("a", P.NAMES["a"], False, 1.0, 1.0), Flag("d", P.NAMES["d"], None, None, 2.0)]) \
         == "trustworthy"
 
 

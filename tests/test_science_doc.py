@@ -54,7 +54,7 @@ def _named(key: str, text: str) -> bool:
 
 
 def test_every_json_key_is_named_in_science_doc():
-    from fadiag.report import AUDIT_KEYS
+    from fadiag.reports.audit import AUDIT_KEYS
 
     text = DOC.read_text(encoding="utf-8")
     reports = shipped_reports()

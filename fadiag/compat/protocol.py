@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..diagnostics import protocol as P
+from ..diagnostics.audit_quantities import in_id_order
+from ..reports.base import clean, verdict_of
 
 __all__ = ["residual_norms", "bp_grad_norms", "cross_batch_direction_stability", "DiagnosticThresholds",
            "DiagnosticReport"]
@@ -62,6 +64,10 @@ def _device(model, x) -> str:
         return str(x.device)
 
 
+#: The reference protocol's diagnostics (fadiag's (e) and (f) need the pass itself, not a report's numbers).
+REFERENCE_IDS = ("a", "b", "c", "d")
+
+
 @dataclass
 class DiagnosticThresholds:
     """The protocol's four thresholds, with the reference's defaults."""
@@ -93,31 +99,30 @@ class DiagnosticReport:
 
     @property
     def flags(self) -> list:
+        """(a)-(d) by fadiag's declared quantities' flag rules (fadiag.diagnostics.audit_quantities), from the
+        numbers this report holds."""
         growth, layer = P.growth_ratio([float(v) for v in self.residual_norms], self.growth_mode)
-        fl = P.evaluate_flags(
-            residual_norms=list(self.residual_norms), bp_grad_norms=list(self.bp_grad_norms), growth=growth,
-            growth_layer=layer, growth_mode=self.growth_mode, stability=self.cross_batch_stability,
-            headline_acc=self.headline_acc, frozen_baseline_acc=self.frozen_baseline_acc,
-            thresholds=asdict(self.thresholds), nonfinite_count=0)
-        return [f for f in fl if f.id in "abcd"]
+        seen = {"growth": growth, "growth_layer": layer, "growth_mode": self.growth_mode,
+                "bp_grad_norms": list(self.bp_grad_norms), "cross_batch_stability": self.cross_batch_stability,
+                "headline_acc": self.headline_acc, "frozen_baseline_acc": self.frozen_baseline_acc}
+        th = asdict(self.thresholds)
+        return [q.flag(seen, th) for q in in_id_order() if q.id in REFERENCE_IDS]
 
     @property
     def verdict(self) -> str:
-        return P.verdict(self.flags)
+        return verdict_of(self.flags)
 
     @property
     def flagged(self) -> bool:
         return any(f.flagged for f in self.flags)
 
     def to_dict(self) -> dict:
-        from ..report import clean
-
         flags = self.flags
         return clean({
             "method_name": self.method_name, "notes": self.notes, "residual_norms": list(self.residual_norms),
             "bp_grad_norms": list(self.bp_grad_norms), "stability_layer": self.stability_layer,
             "cross_batch_stability": self.cross_batch_stability, "headline_acc": self.headline_acc,
-            "frozen_baseline_acc": self.frozen_baseline_acc, "verdict": P.verdict(flags),
+            "frozen_baseline_acc": self.frozen_baseline_acc, "verdict": verdict_of(flags),
             "thresholds": asdict(self.thresholds),
             "flags": [{"id": f.id, "name": f.name, "flagged": f.flagged, "value": f.value,
                        "threshold": f.threshold} for f in flags],

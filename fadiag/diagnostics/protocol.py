@@ -1,12 +1,14 @@
-"""The four-diagnostic protocol (docs/science.md §1), as pure functions of stream tensors.
+"""The audit protocol's tensor math (docs/science.md §1), as pure functions of stream tensors.
 
 (a) residual stream scale    median_b ||h_l||, flag max_l ||h_l|| / ||h_0|| > ratio (or per-block growth)
 (b) reference validity       median_b ||g_l||, g = d(mean CE)/dh_l, flag ||g_L|| < floor
 (c) direction stability      per batch gbar = unit(mean_b g_{l*}); mean pairwise dot over batch pairs > ceiling
 (d) depth utility            (headline acc - frozen-blocks baseline acc) in pp < margin
 
-Defects of the reference fixed here: a non-finite norm flags (never passes); ||h_0|| = 0 flags; one
-forward+backward per batch serves all four diagnostics. All reductions are in float64.
+Each diagnostic is declared once, with its thresholds and flag rule, in ``fadiag.diagnostics.audit_quantities``
+(``DEFAULT_THRESHOLDS`` and ``NAMES`` here come from there). Defects of the reference fixed here: a non-finite
+norm flags (never passes); ||h_0|| = 0 flags; one forward+backward per batch serves every diagnostic. All
+reductions are in float64.
 
 "median" is the reference's by default: ``torch.median``, the LOWER of the two middle values of an even
 batch (convention "lower"); the textbook midpoint is available as convention "midpoint" (docs/science.md).
@@ -17,23 +19,7 @@ from __future__ import annotations
 import math
 import torch
 
-from ..report import Flag
-
-DEFAULT_THRESHOLDS = {
-    "g_norm_floor": 1e-7,
-    "h_norm_explosion_ratio": 50.0,
-    "stability_drift_ceiling": 0.30,
-    "frozen_acc_margin_pp": 2.0,
-}
-
-NAMES = {
-    "a": "residual stream exploded",
-    "b": "BP grad at numerical floor",
-    "c": "BP grad direction is drift-dominated",
-    "d": "deep blocks fail to beat frozen-random baseline",
-    "e": "non-finite values in the forward/backward pass",
-    "f": "residual blocks contribute nothing",
-}
+from .audit_quantities import DEFAULT_THRESHOLDS, NAMES, stability_detail  # noqa: F401  (importable here)
 
 #: (f): a block is dead when its update is this small relative to the stream it adds to.
 DEAD_BLOCK_RATIO = 1e-7
@@ -150,79 +136,25 @@ def default_stability_layer(n_layers_plus_one: int) -> int:
     return max(1, n_layers_plus_one // 2)
 
 
-def _finite(v) -> bool:
-    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def stability_detail(stability: float, ceiling: float) -> str:
-    """(c)'s detail: what the number is, and when flagged, what it means and what to check next."""
-    what = f"mean pairwise cosine of the batch-mean BP gradients = {stability:.4g}"
-    if not stability > ceiling:
-        return what
-    return (f"{what} > {ceiling:g}: every batch pushes the same way (a shared drift direction). A healthy net "
-            "trips this when it is not trained to convergence (its mean gradient is not yet zero), with few "
-            "classes, or at a batch size far from the calibrated 128. Check whether (a), (b) or (d) also fire, "
-            "whether the loss was still falling, and rerun with --batch-size 128 (docs/science.md §1)")
-
-
-def evaluate_flags(*, residual_norms, bp_grad_norms, growth, growth_layer, growth_mode, stability,
-                   headline_acc, frozen_baseline_acc, thresholds, nonfinite_count: int,
-                   update_norms: list | None = None) -> list:
-    """Turn the protocol's numbers into flags. A non-finite value always flags; a skipped one is None."""
-    t = thresholds
-    flags = []
-    # (a)
-    if not _finite(growth) and not (growth == math.inf):
-        flags.append(Flag("a", NAMES["a"], True, None, t["h_norm_explosion_ratio"],
-                                "non-finite residual norm"))
-    elif growth == math.inf:
-        detail = ("||h_0|| = 0: the ratio is undefined (zero embedding)" if growth_mode == "ratio_to_h0" else
-                  f"||h_{growth_layer - 1}|| = 0: the per-block ratio into layer {growth_layer} is undefined "
-                  "(a zero residual stream)")
-        flags.append(Flag("a", NAMES["a"], True, None, t["h_norm_explosion_ratio"], detail))
-    else:
-        what = "max_l |h_l|/|h_0|" if growth_mode == "ratio_to_h0" else "max_l |h_{l+1}|/|h_l|"
-        flags.append(Flag("a", NAMES["a"], growth > t["h_norm_explosion_ratio"], growth,
-                                t["h_norm_explosion_ratio"], f"{what} = {growth:.4g} at layer {growth_layer}"))
-    # (b)
-    gL = bp_grad_norms[-1] if bp_grad_norms else float("nan")
-    if not _finite(gL):
-        flags.append(Flag("b", NAMES["b"], True, None, t["g_norm_floor"], "non-finite ||g_L||"))
-    else:
-        flags.append(Flag("b", NAMES["b"], gL < t["g_norm_floor"], gL, t["g_norm_floor"],
-                                f"||g_L|| = {gL:.3g}"))
-    # (c)
-    if not _finite(stability):
-        flags.append(Flag("c", NAMES["c"], True, None, t["stability_drift_ceiling"],
-                                "non-finite stability"))
-    else:
-        flags.append(Flag("c", NAMES["c"], stability > t["stability_drift_ceiling"], stability,
-                                t["stability_drift_ceiling"], stability_detail(stability, t["stability_drift_ceiling"])))
-    # (d)
-    if frozen_baseline_acc is None:
-        flags.append(Flag("d", NAMES["d"], None, None, t["frozen_acc_margin_pp"],
-                                "skipped: no frozen-blocks baseline (--frozen-baseline-acc or --frozen-baseline train)"))
-    elif not (_finite(headline_acc) and _finite(frozen_baseline_acc)):
-        flags.append(Flag("d", NAMES["d"], True, None, t["frozen_acc_margin_pp"], "non-finite accuracy"))
-    else:
-        margin = (headline_acc - frozen_baseline_acc) * 100.0
-        flags.append(Flag("d", NAMES["d"], margin < t["frozen_acc_margin_pp"], margin,
-                                t["frozen_acc_margin_pp"],
-                                f"{headline_acc:.4f} vs frozen {frozen_baseline_acc:.4f}: {margin:+.2f} pp"))
-    # (e): beyond the reference: any NaN/Inf anywhere in the pass never passes silently.
-    flags.append(Flag("e", NAMES["e"], nonfinite_count > 0, float(nonfinite_count), 0.0,
-                            f"{nonfinite_count} non-finite value(s) in logits, hiddens, gradients or weights"))
-    # (f), beyond the reference: blocks that add nothing make (a)-(c) look healthy while depth is unused.
-    if update_norms is not None:
-        all_dead, n_dead = dead_blocks(residual_norms, update_norms)
-        na = sum(u is None for u in update_norms)
-        n_def = len(update_norms) - na
-        why = f"; N/A for {na} block(s) that change the stream's shape" if na else ""
-        flags.append(Flag("f", NAMES["f"], all_dead if n_def else None, float(n_dead), float(n_def),
-                          f"{n_dead} of {n_def} block(s) add less than {DEAD_BLOCK_RATIO:g} x ||h_l||{why}"))
-    return flags
-
-
-def verdict(flags: list) -> str:
-    names = [f.name for f in flags if f.flagged]
-    return "trustworthy" if not names else "needs walk-back: " + "; ".join(names)
+def stage_growth(residual_norms: list, shapes: list, mode: str) -> tuple:
+    """(a)'s statistic per stage: maximal runs of layers whose states have the same shape, each against its
+    own first state (ratio_to_h0) or its previous one (per_block); the max over stages and where it is.
+    One stage (every block keeps the shape) is the plain statistic. Returns (value, layer, stages)."""
+    stages, start = [], 0
+    for l in range(1, len(shapes) + 1):
+        if l == len(shapes) or shapes[l] != shapes[start]:
+            stages.append((start, l))
+            start = l
+    best = None
+    for a, b in stages:
+        if b - a < 2 and len(stages) > 1:
+            continue
+        v, where = growth_ratio(residual_norms[a:b], mode)
+        cand = (v, where + a)
+        if best is None or not math.isfinite(v) or (math.isfinite(best[0]) and v > best[0]):
+            best = cand
+            if not math.isfinite(v):
+                break
+    if best is None:
+        best = growth_ratio(residual_norms, mode)
+    return best[0], best[1], stages
