@@ -14,8 +14,9 @@ class RawCheckpoint:
 
     Attributes:
         path: the file, as given.
-        format: torch, torch-legacy, torchscript, safetensors, npz, alberta-orbax or hf-folder.
-        sha256: hex digest of the file's bytes (of a folder: over the files read, fadiag.alberta.folder_sha256).
+        format: torch, torch-legacy, torchscript, safetensors, npz; for folders alberta-orbax (fadiag.alberta),
+            hf-safetensors or hf-torch (fadiag.checkpoint.hf).
+        sha256: hex digest of the file's bytes (of a folder: a digest over the files read).
         trusted: True only when arbitrary unpickling was allowed (``--trust-checkpoint``).
         content: the top-level object: a dict of tensors for safetensors/npz, anything
             ``weights_only`` admits for torch files (dicts, lists, tensors, numbers, strings).
