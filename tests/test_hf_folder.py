@@ -155,3 +155,20 @@ def _safetensors_keys(path):
 
     with safe_open(str(path), "pt") as f:
         return list(f.keys())
+
+
+def test_spec_defaults_fill_only_missing_sections(tmp_path):
+    """A spec given for a folder may leave out model: (config.json's is used); a model: it names wins."""
+    from fadiag.spec import discover_spec
+
+    default = {"model": {"arch": "transformers:GPT2LMHeadModel", "args": {"n_layer": 1}}}
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump({"data": {"path": "x.npz"}}))
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"model": {"arch": "resmlp"}, "data": {"path": "x.npz"}}))
+    sp = discover_spec(str(tmp_path / "f"), None, str(tmp_path / "d.yaml"), defaults=default)
+    assert sp.model.arch == "transformers:GPT2LMHeadModel" and sp.data.path == "x.npz"
+    assert discover_spec(str(tmp_path / "f"), None, str(tmp_path / "m.yaml"), defaults=default).model.arch == "resmlp"
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump({"data": {"path": "side.npz"}}))  # the sidecar beside folder f
+    sp = discover_spec(str(tmp_path / "f"), None, None, defaults=default)
+    assert sp.origin == str(tmp_path / "f.yaml") and sp.model.args == {"n_layer": 1}
+    sp = discover_spec(str(tmp_path / "g"), None, None, defaults=default, defaults_origin="g/config.json")
+    assert sp.origin == "g/config.json" and sp.data.path is None
