@@ -8,20 +8,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "load": ("fadiag.subject", "load"),
-    "Subject": ("fadiag.subject", "Subject"),
-    "audit": ("fadiag.api", "audit"),
-    "credit": ("fadiag.credit_api", "credit"),
-    "edges": ("fadiag.edges_api", "edges"),
-    "relevance": ("fadiag.relevance_api", "relevance"),
-    "relevance_report": ("fadiag.diagnostics.relevance", "relevance_report"),
-    "LearnerState": ("fadiag.diagnostics.relevance", "LearnerState"),
-    "inspect_checkpoint": ("fadiag.inspect", "inspect_checkpoint"),
-    "edge_evidence": ("fadiag.diagnostics.edges", "edge_evidence"),
-    "mrr": ("fadiag.diagnostics.edges", "mrr"),
-    "FadiagError": ("fadiag.errors", "FadiagError"),
+#: module -> the public names it provides (each imported on first use).
+_PROVIDERS = {
+    "fadiag.subject": ("load", "Subject"),
+    "fadiag.api": ("audit",),
+    "fadiag.credit_api": ("credit",),
+    "fadiag.edges_api": ("edges",),
+    "fadiag.relevance_api": ("relevance",),
+    "fadiag.diagnostics.relevance": ("relevance_report", "LearnerState"),
+    "fadiag.inspect": ("inspect_checkpoint",),
+    "fadiag.diagnostics.edges": ("edge_evidence", "mrr"),
+    "fadiag.errors": ("FadiagError",),
 }
+_LAZY = {name: (mod, name) for mod, names in _PROVIDERS.items() for name in names}
 
 __all__ = ["__version__", *_LAZY]
 

@@ -50,6 +50,8 @@ def load_arrays(path: str, source: str | None = None, *, integer_labels=True, ke
 def validate_xy(x, y, *, source: str, integer_labels=True, keep_int: bool = False):
     import torch
 
+    from .diagnostics.common import count_nonfinite
+
     if x.dim() < 2:
         raise DataError(f"x must have a row dimension and features, got shape {tuple(x.shape)}", source=source)
     if x.dtype.is_complex or not (x.dtype.is_floating_point or x.dtype in (torch.uint8, torch.int8, torch.int16,
@@ -61,7 +63,7 @@ def validate_xy(x, y, *, source: str, integer_labels=True, keep_int: bool = Fals
         x = x.float()  # models are loaded in float32; numpy's default float64 would not multiply with them
     if y.shape[0] != x.shape[0]:
         raise DataError(f"x has {x.shape[0]} rows but y has {y.shape[0]}", source=source)
-    bad = (~torch.isfinite(x)).sum().item()
+    bad = count_nonfinite(x)
     if bad:
         raise DataError(f"x holds {bad} non-finite value(s)", source=source)
     if y.dtype.is_complex or y.dtype == torch.bool:
@@ -88,7 +90,7 @@ def validate_xy(x, y, *, source: str, integer_labels=True, keep_int: bool = Fals
         if y.numel() and y.min().item() < 0:
             raise DataError(f"y holds a negative label ({y.min().item()})", source=source)
     else:
-        if not torch.all(torch.isfinite(y.float())):
+        if count_nonfinite(y.float()):
             raise DataError("y holds non-finite values", source=source)
         y = y.float()
     return x, y

@@ -6,7 +6,8 @@ Exit codes (DESIGN.md, CLI contract):
     2  bad usage or bad input (checkpoint, spec, data, threshold): one line on stderr
     3  internal error (one line; ``--debug`` shows the traceback)
 
-Library code raises these; only the CLI turns them into exit codes.
+Library code raises these; only the CLI turns them into exit codes. An internal error (exit 3) is any
+other exception: the CLI catches it (there is no error class for a bug).
 """
 
 from __future__ import annotations
@@ -65,9 +66,3 @@ class ThresholdError(InputError):
 
 class MissingInputError(InputError):
     """An auxiliary input that a metric needs (feedback matrices, value net, init checkpoint) is absent."""
-
-
-class InternalError(FadiagError):
-    """A bug in fadiag. Exit code 3."""
-
-    exit_code = EXIT_INTERNAL

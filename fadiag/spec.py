@@ -58,6 +58,20 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class AuditSpec:
+    """The audit: section.
+
+    method_name: the learning rule's name in the report (default: the checkpoint's name).
+    notes: free text carried into the report.
+    headline_acc: the accuracy the paper reports (default: measured on the eval batches).
+    frozen_baseline_acc: accuracy with the blocks frozen at init (else --frozen-baseline, or unknown).
+    thresholds: {name: value} over the defaults; --threshold overrides these.
+    stability_layer: the layer of the cross-batch stability check (d) (default: the last).
+    growth: the (a) variant: ratio_to_h0 (max_l |h_l|/|h_0|, the published report) or per_block
+        (max_l |h_{l+1}|/|h_l|).
+    median: the per-layer median convention: lower (torch.median, the reference protocol's) or midpoint
+        (numpy's).
+    """
+
     method_name: str = ""
     notes: str = ""
     headline_acc: Optional[float] = None
@@ -65,9 +79,7 @@ class AuditSpec:
     thresholds: dict = field(default_factory=dict)
     stability_layer: Optional[int] = None
     growth: str = "ratio_to_h0"
-    """(a) variant: ratio_to_h0 (max_l |h_l|/|h_0|, the published report) or per_block (max_l |h_{l+1}|/|h_l|)."""
     median: str = "lower"
-    """Per-layer median convention: lower (torch.median, the reference protocol's) or midpoint (numpy's)."""
 
 
 @dataclass(frozen=True)
@@ -330,7 +342,9 @@ def _check_stream(spec: Spec) -> None:
             raise _fail(o, f"stream.{key}", f"must be in 0..4096, got {v}")
 
 
-def load_spec_file(path: str | Path) -> Spec:
+def load_spec_file(path: str | Path, defaults: dict | None = None) -> Spec:
+    """A YAML spec file -> Spec. ``defaults``: top-level sections taken where the file has none (a Hugging
+    Face model folder supplies ``model`` from its config.json)."""
     import yaml
 
     p = Path(path)
@@ -351,6 +365,8 @@ def load_spec_file(path: str | Path) -> Spec:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(f"invalid YAML{where}: {problem}", source=str(path)) from None
+    if defaults and isinstance(raw, dict):
+        raw = {**{k: v for k, v in defaults.items() if k not in raw}, **raw}
     return parse_spec(raw, origin=str(path), base_dir=str(p.parent))
 
 
@@ -367,15 +383,20 @@ except ImportError:  # pragma: no cover - pyyaml is a hard dependency
     _NoAliasLoader = None  # type: ignore
 
 
-def discover_spec(ckpt_path: str, content: Any = None, spec_path: str | None = None) -> Spec:
-    """Spec discovery, first hit wins: explicit path, sidecar <stem>.yaml/.yml, embedded ``fadiag_spec``."""
+def discover_spec(ckpt_path: str, content: Any = None, spec_path: str | None = None, *,
+                  defaults: dict | None = None, defaults_origin: str | None = None) -> Spec:
+    """Spec discovery, first hit wins: explicit path, sidecar <stem>.yaml/.yml, embedded ``fadiag_spec``, then
+    ``defaults`` alone (a Hugging Face model folder's model section, with origin ``defaults_origin``).
+    ``defaults`` also fills the sections a spec file leaves out."""
     if spec_path:
-        return load_spec_file(spec_path)
+        return load_spec_file(spec_path, defaults)
     p = Path(ckpt_path)
-    for suffix in (".yaml", ".yml"):
+    for suffix in (".yaml", ".yml") if p.name else ():  # "." has no name to put a suffix on
         side = p.with_suffix(suffix)
         if side.is_file():
-            return load_spec_file(side)
+            return load_spec_file(side, defaults)
+    if defaults:
+        return parse_spec(dict(defaults), origin=defaults_origin or str(ckpt_path), base_dir=str(p))
     if isinstance(content, dict) and isinstance(content.get("fadiag_spec"), dict):
         sp = parse_spec(content["fadiag_spec"], origin=f"{ckpt_path}:fadiag_spec", base_dir=str(p.parent))
         # A spec stored inside the checkpoint is data from whoever made the file, not the user's word:

@@ -56,30 +56,12 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
          labels="class") -> Subject:
     """Read ``checkpoint`` safely, find its spec, build the model, load weights, load eval batches.
 
+    checkpoint: a file (.pt/.pth/.bin, .safetensors, .npz), a Hugging Face model folder (config.json: the
+    spec's model section comes from it, fadiag.checkpoint.hf) or an alberta-framework folder.
     labels: "class" (integer class labels) or "regression" (float targets), or a function of the Spec
     returning one of them (e.g. from edges.loss), decided once the spec is known.
     trust_code: let a spec that was found (not given) import the ``module:Class`` it names (--trust-code)."""
-    import torch
-
-    from pathlib import Path
-
-    if Path(checkpoint).is_dir():
-        # An alberta-framework checkpoint folder (orbax): read without JAX (fadiag.alberta).
-        from .alberta import is_alberta_folder, missing_config_error, read_folder
-
-        if not is_alberta_folder(checkpoint):
-            raise CheckpointError("a folder, but not an alberta-framework checkpoint (no state/_METADATA)",
-                                  source=str(checkpoint))
-        raw = read_folder(checkpoint)
-        try:
-            sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
-        except SpecError:
-            if spec is None and "fadiag_spec" not in raw.content:
-                raise missing_config_error(checkpoint) from None
-            raise
-    else:
-        raw = read_checkpoint(checkpoint, trust=trust)  # a whole pickled model (trusted): find_state_dict takes its state_dict()
-        sp = spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
+    raw, sp = read_input(checkpoint, spec, trust=trust)
     if not spec:  # found beside the checkpoint, not named by the user: no user code without --trust-code
         from .models import require_trusted_code
 
@@ -89,38 +71,8 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
         import dataclasses
 
         raw = dataclasses.replace(raw, trusted_code=True)
-    from .models import build_model
-
-    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
-    sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint,
-                               model_keys=model.state_dict().keys())
-    extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
-    from .models.multihead import MultiHeadLearner, split_state
-
-    if isinstance(model, MultiHeadLearner):
-        # A flat multihead state may carry learner extras (step sizes, traces): they are not module state.
-        sd, learner = split_state(sd)
-        if "norm_mean" in sd and "norm_count" not in sd:
-            # Exports from other frameworks often omit the count; auditing never needs it.
-            sd["norm_count"] = torch.zeros((), dtype=torch.int64)
-        if learner:
-            extras = {**extras, "learner": {**extras.get("learner", {}), **learner}}
-    if hasattr(model, "build_from_state_dict"):
-        # Models whose structure lives in the checkpoint (gsnn-upstream) take their shapes from it.
-        try:
-            model.build_from_state_dict(sd)
-        except ValueError as e:
-            raise SpecError(str(e), source=checkpoint) from None
-    check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)
+    model, sd, extras = _build_loaded(raw, sp, checkpoint, device)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values() if v.is_floating_point()})
-    model.load_state_dict(sd, strict=True)
-    model = model.float()  # small-magnitude metrics are never computed in fp16 (docs/science.md §2, pitfall 3)
-    try:
-        model.to(device)
-    except Exception as e:
-        raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
-    model.eval()
-
     if callable(labels):
         labels = labels(sp)
     if labels == "class" and _lm_labels(sp, model):
@@ -132,6 +84,85 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
         _trial_forward(model, bl[0][0][:2].to(device), info.get("source", "data"))
     return Subject(model=model, batches=bl, spec=sp, checkpoint=raw, state_dict=sd, extras=extras,
                    data_info=info, device=device, weight_dtypes=dtypes)
+
+
+def read_input(checkpoint: str, spec: str | Spec | None, *, trust: bool) -> tuple:
+    """(RawCheckpoint, Spec): the checkpoint read safely and its spec discovered (fadiag.spec.discover_spec)."""
+    from pathlib import Path
+
+    if not Path(checkpoint).is_dir():
+        raw = read_checkpoint(checkpoint, trust=trust)  # a whole pickled model (trusted): find_state_dict takes its state_dict()
+        return raw, spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
+    from .checkpoint.hf import is_hf_folder, model_section, read_config, read_hf_folder
+
+    if is_hf_folder(checkpoint):
+        raw = read_hf_folder(checkpoint, trust=trust)
+        if isinstance(spec, Spec):
+            return raw, spec
+        model = model_section(read_config(checkpoint), checkpoint)
+        return raw, discover_spec(checkpoint, None, spec, defaults={"model": model},
+                                  defaults_origin=str(Path(checkpoint) / "config.json"))
+    # An alberta-framework checkpoint folder (orbax): read without JAX (fadiag.alberta).
+    from .alberta import is_alberta_folder, missing_config_error, read_folder
+
+    if not is_alberta_folder(checkpoint):
+        raise CheckpointError("a folder, but neither a Hugging Face model folder (no config.json) nor an "
+                              "alberta-framework checkpoint (no state/_METADATA)", source=str(checkpoint))
+    raw = read_folder(checkpoint)
+    try:
+        return raw, spec if isinstance(spec, Spec) else discover_spec(checkpoint, raw.content, spec)
+    except SpecError:
+        if spec is None and "fadiag_spec" not in raw.content:
+            raise missing_config_error(checkpoint) from None
+        raise
+
+
+def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) -> tuple:
+    """(model with the checkpoint's weights in float32 eval mode on ``device``, state dict, extras)."""
+    from .models import build_model
+
+    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
+    sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint,
+                               model_keys=model.state_dict().keys())
+    extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
+    sd, extras = _fit_state(model, sd, extras, raw, checkpoint)
+    check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)
+    model.load_state_dict(sd, strict=True)
+    model = model.float()  # small-magnitude metrics are never computed in fp16 (docs/science.md §2, pitfall 3)
+    try:
+        model.to(device)
+    except Exception as e:
+        raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
+    model.eval()
+    return model, sd, extras
+
+
+def _fit_state(model, sd: dict, extras: dict, raw: RawCheckpoint, checkpoint: str) -> tuple:
+    """The layout fixes a model needs before its state dict is checked: multihead learner extras split off,
+    tied weights a Hugging Face folder leaves out filled in, shapes of checkpoint-built models taken."""
+    import torch
+
+    from .models.multihead import MultiHeadLearner, split_state
+
+    if isinstance(model, MultiHeadLearner):
+        # A flat multihead state may carry learner extras (step sizes, traces): they are not module state.
+        sd, learner = split_state(sd)
+        if "norm_mean" in sd and "norm_count" not in sd:
+            # Exports from other frameworks often omit the count; auditing never needs it.
+            sd["norm_count"] = torch.zeros((), dtype=torch.int64)
+        if learner:
+            extras = {**extras, "learner": {**extras.get("learner", {}), **learner}}
+    if raw.format.startswith("hf-"):
+        from .checkpoint.hf import fill_tied
+
+        fill_tied(model, sd)
+    if hasattr(model, "build_from_state_dict"):
+        # Models whose structure lives in the checkpoint (gsnn-upstream) take their shapes from it.
+        try:
+            model.build_from_state_dict(sd)
+        except ValueError as e:
+            raise SpecError(str(e), source=checkpoint) from None
+    return sd, extras
 
 
 def _lm_labels(sp: Spec, model) -> bool:
@@ -183,6 +214,9 @@ def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=No
         path, source = None, d.source
     else:
         if not d.path:
+            if sp.origin.endswith("config.json"):  # a Hugging Face folder with no spec: the model only
+                raise DataError("no eval data: a model folder holds no data; pass --data (an .npz or .pt with x, "
+                                "y) or --spec with a data: section", source=sp.origin)
             raise DataError(f"no eval data: set data.path in the spec (data.source is {d.source}) or pass --data",
                             source=sp.origin)
         path, source = sp.resolve(d.path), d.source

@@ -154,6 +154,28 @@ def main(argv=None) -> None:
 
 
 def _run(args) -> None:
+    r = _experiment(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().clone().contiguous() for k, v in r["model"].state_dict().items()}
+    torch.save(state, out / "gsnn.pt")
+    with open(out / "gsnn_truth.tsv", "w") as f:
+        f.write("source\ttarget\n")
+        for s, d in r["edges"]:
+            f.write(f"{s}\t{d}\n")
+    np.savez(out / "gsnn_data.npz", x=r["eval_xy"][0], y=r["eval_xy"][1])
+    (out / "gsnn.yaml").write_text(_spec_text(r["model_args"]))
+    section = _section(args, r)
+    prov = out / "PROVENANCE.md"
+    if not prov.exists():
+        prov.write_text("# Provenance of the GSNN example checkpoint\n")
+    with open(prov, "a") as f:
+        f.write(section)
+    print(section)
+
+
+def _experiment(args) -> dict:
+    """Train on the seeded DAG (and the control), measure the MRRs: everything the files and the section say."""
     t_start = time.perf_counter()
     n = N_NODES
     edges, sources, train_xy, eval_xy = make_data(
@@ -174,8 +196,8 @@ def _run(args) -> None:
     variants = {}
     for where in ("pre", "post"):
         for method in ("spearman", "pearson"):
-            r, _, _ = edge_mrr(model, xe, ye, edges, where=where, method=method)
-            variants[f"{where}/{method}"] = r["mrr"]
+            rv, _, _ = edge_mrr(model, xe, ye, edges, where=where, method=method)
+            variants[f"{where}/{method}"] = rv["mrr"]
     control = None
     if not args.no_control:
         # same DAG and seed, noise independent of the parents: what the heuristic sees without it
@@ -184,18 +206,13 @@ def _run(args) -> None:
         c_model = train(model_args, c_train, args.seed, args.epochs, args.lr)
         cx, cy = (torch.from_numpy(a) for a in c_eval)
         control, _, _ = edge_mrr(c_model, cx, cy, edges)
-    wall = time.perf_counter() - t_start
+    return {"model": model, "edges": edges, "sources": sources, "model_args": model_args, "eval_xy": eval_xy,
+            "train_loss": train_loss, "eval_loss": eval_loss, "res": res, "info": info, "variants": variants,
+            "control": control, "mrr_init": mrr_init, "wall": time.perf_counter() - t_start}
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    torch.save(state, out / "gsnn.pt")
-    with open(out / "gsnn_truth.tsv", "w") as f:
-        f.write("source\ttarget\n")
-        for s, d in edges:
-            f.write(f"{s}\t{d}\n")
-    np.savez(out / "gsnn_data.npz", x=eval_xy[0], y=eval_xy[1])
-    spec = (
+
+def _spec_text(model_args: dict) -> str:
+    return (
         "# Sidecar spec for gsnn.pt; written by python -m fadiag.examples.train_gsnn\n"
         "model:\n"
         "  arch: gsnn\n"
@@ -210,21 +227,25 @@ def _run(args) -> None:
         "  method: spearman\n"
         "  loss: mse\n"
     )
-    (out / "gsnn.yaml").write_text(spec)
+
+
+def _section(args, r: dict) -> str:
+    """The PROVENANCE.md section for this run."""
+    n, res, info, control, mrr_init = N_NODES, r["res"], r["info"], r["control"], r["mrr_init"]
     cmd = "python -m fadiag.examples.train_gsnn --out " + str(args.out)
     if args.seed != 0:
         cmd += f" --seed {args.seed}"
-    section = (
+    return (
         f"\n## gsnn.pt — {_dt.date.today().isoformat()}\n\n"
         f"- Recipe: `{cmd}` (seed {args.seed}; edge_prob {args.edge_prob}, {n} nodes, "
-        f"{len(edges)} edges, {len(sources)} source nodes = inputs, target = all {n} node values).\n"
+        f"{len(r['edges'])} edges, {len(r['sources'])} source nodes = inputs, target = all {n} node values).\n"
         f"- Data noise: sd {args.noise} + {args.hetero}·mean|parents| (see the recipe's docstring).\n"
         f"- Model: GSNN(channels_per_node={args.channels_per_node}, depth={args.depth}), graph = the "
         f"true DAG, inputs -> source nodes, output k <- node k; Adam lr {args.lr}, batch 128, "
         f"{args.epochs} epochs, {args.n_train} train / {args.n_eval} eval rows; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"wall time {wall:.1f} s (both trainings + the MRR checks).\n"
-        f"- Final MSE: train {train_loss:.4f}, eval {eval_loss:.4f}.\n"
+        f"wall time {r['wall']:.1f} s (both trainings + the MRR checks).\n"
+        f"- Final MSE: train {r['train_loss']:.4f}, eval {r['eval_loss']:.4f}.\n"
         f"- Edge inference on the eval split in one pass (capture pre-norm -> reduce l2/sum -> pair -> "
         f"spearman -> MRR over the {res['n_queries']} true edges, other true edges masked): "
         f"MRR {res['mrr']:.3f}, hits@1 {res['hits@1']:.3f}, hits@3 {res['hits@3']:.3f}, "
@@ -234,18 +255,12 @@ def _run(args) -> None:
         + (f"- Control: the same DAG with homoscedastic noise (sd {args.noise + args.hetero * 0.8:.2f}, "
            f"independent of the parents): MRR {control['mrr']:.3f} vs random "
            f"{control['random_mrr']:.3f}.\n" if control else "")
-        + f"- Other settings, MRR: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in variants.items())
+        + "- Other settings, MRR: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in r["variants"].items())
         + ".\n"
-        f"- Caveat (docs/science.md §3): the model is wired with the true graph, so this measures how well "
-        f"evidence ranks wired edges, not discovery of held-out edges.\n"
+        "- Caveat (docs/science.md §3): the model is wired with the true graph, so this measures how well "
+        "evidence ranks wired edges, not discovery of held-out edges.\n"
     )
-    prov = out / "PROVENANCE.md"
-    if not prov.exists():
-        prov.write_text("# Provenance of the GSNN example checkpoint\n")
-    with open(prov, "a") as f:
-        f.write(section)
-    print(section)
 
 
 if __name__ == "__main__":

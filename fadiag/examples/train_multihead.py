@@ -124,7 +124,7 @@ def _fmt_checks(title: str, checks: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="checkpoints_example")
     ap.add_argument("--seed", type=int, default=0)
@@ -135,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--eval-rows", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,9 +158,20 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.save(checkpoint_content(model, opt), out / "multihead.pt")
     np.savez(out / "multihead_data.npz", x=x_eval, y=y_eval)
+    checks, trunk = _checks(model, X, out / "multihead.pt")
+    (out / "multihead.yaml").write_text(_spec_text(args.eval_rows))
+    cmd = "python -m fadiag.examples.train_multihead " + " ".join(argv if argv is not None else sys.argv[1:])
+    (out / "PROVENANCE.md").write_text(_provenance(args, cmd, wall, per_head_mse, y_var, checks, trunk))
 
-    # The check, with fadiag's own functions on the saved state.
-    saved = torch.load(out / "multihead.pt", weights_only=True)
+    print(f"wrote {out}/multihead.pt etc. in {wall:.1f} s", file=sys.stderr)
+    for title, c in checks.items():
+        print(f"{title}: " + ", ".join(f"{x['head']} {x['ratio']:.2f}" for x in c), file=sys.stderr)
+    return 0
+
+
+def _checks(model: MultiHeadLearner, X: torch.Tensor, saved_path: Path) -> tuple[dict, dict]:
+    """The ranking checks and the trunk fields, with fadiag's own functions on the saved state."""
+    saved = torch.load(saved_path, weights_only=True)
     state = learner_state_from_state_dict({**saved["model"], **saved["learner"]})
     std = np.sqrt(state.norm_var.double().numpy() + 1e-8)
     rel = path_norm_relevance(state.trunk_weights, state.head_weights).numpy()
@@ -166,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         "mean |sensitivity| x feature std (per standard deviation of raw input)": rank_check(sens * std),
         "mean |sensitivity| per raw unit (not comparable across scales; shown for contrast)": rank_check(sens),
     }
+    return checks, relevance_report(state, FEATURES, list(HEADS))["trunk"]
 
-    trunk = relevance_report(state, FEATURES, list(HEADS))["trunk"]
+
+def _spec_text(eval_rows: int) -> str:
+    """The sidecar multihead.yaml, with relevance.truth."""
     truth = {h: used for h, (used, _) in HEADS.items()}
     spec = [
         "model:",
@@ -178,16 +196,17 @@ def main(argv: list[str] | None = None) -> int:
         "  source: npz",
         "  path: multihead_data.npz",
         "  batch_size: 256",
-        f"  batches: {args.eval_rows // 256}",
+        f"  batches: {eval_rows // 256}",
         "relevance:",
         f"  feature_names: [{', '.join(FEATURES)}]",
         f"  head_names: [{', '.join(HEADS)}]",
         "  truth:",
         *[f"    {h}: [{', '.join(u)}]" for h, u in truth.items()],
     ]
-    (out / "multihead.yaml").write_text("\n".join(spec) + "\n")
+    return "\n".join(spec) + "\n"
 
-    cmd = "python -m fadiag.examples.train_multihead " + " ".join(argv if argv is not None else sys.argv[1:])
+
+def _provenance(args, cmd: str, wall: float, per_head_mse: list, y_var: list, checks: dict, trunk: dict) -> str:
     lines = [
         "# Provenance: multihead.pt", "",
         f"- Command: `{cmd.strip()}` (recipe: `fadiag/examples/train_multihead.py`)",
@@ -227,12 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Adam's effective step size is larger where gradients are small, so step_size_activity is "
               "highest on the distractors here: it measures how freely a feature's weights can still move, "
               "not relevance.", ""]
-    (out / "PROVENANCE.md").write_text("\n".join(lines))
-
-    print(f"wrote {out}/multihead.pt etc. in {wall:.1f} s", file=sys.stderr)
-    for title, c in checks.items():
-        print(f"{title}: " + ", ".join(f"{x['head']} {x['ratio']:.2f}" for x in c), file=sys.stderr)
-    return 0
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

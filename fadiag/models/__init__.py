@@ -150,7 +150,7 @@ def check_size(arch: str, cls, args: dict, *, origin: str) -> None:
                 lim = MAX_DEPTH if k in ("depth", "n_layers") else MAX_ARG
                 if x > lim:
                     raise SpecError(f"model.args.{k} = {x} is over the limit of {lim:,}", source=origin)
-    if arch not in BUILTIN:
+    if arch not in BUILTIN and not arch.startswith("transformers:"):  # HF: a folder's config.json is data
         return
     try:
         with torch.device("meta"):
