@@ -79,12 +79,14 @@ def _layer_of(key: str) -> str:
     return key[: -len(WEIGHT_SUFFIX)] if key != WEIGHT_SUFFIX[1:] else ""
 
 
-def _finite_tensor(t, what: str, source):
+def _finite_tensor(t, what: str, source, *, finite: bool = True):
+    """``t`` if it is a floating tensor (and, with ``finite``, has no NaN/Inf); else InputError. Forward
+    weights are not checked for finiteness here: a NaN network is the audit's to flag, not bad input."""
     import torch
 
     if not isinstance(t, torch.Tensor) or not t.dtype.is_floating_point:
         raise InputError(f"{what} is {type(t).__name__}, not a floating-point tensor", source=source)
-    if not bool(torch.isfinite(t).all()):
+    if finite and not bool(torch.isfinite(t).all()):
         raise InputError(f"{what} has {int((~torch.isfinite(t)).sum())} NaN/Inf entries: the feedback the "
                          "library trained with is lost", source=source)
     return t
@@ -156,7 +158,7 @@ def detect_learning_rule(state_dict: dict, *, source: str | None = None) -> Lear
         wkey = f"{name}.weight" if name else "weight"
         if wkey not in state_dict:
             raise InputError(f"{k} has no forward weight {wkey!r} beside it", source=source)
-        w = _finite_tensor(state_dict[wkey], wkey, source)
+        w = _finite_tensor(state_dict[wkey], wkey, source, finite=False)
         b = _finite_tensor(state_dict[k], k, source)
         bias_b = state_dict.get(f"{name}.bias_backward" if name else "bias_backward")
         found.append((name, w, b) + _classify(name, w, b, bias_b, source))
@@ -198,6 +200,23 @@ def bp_twin_state_dict(state_dict: dict, *, strip_prefix: str | None = None, sou
             continue
         plain[rename(k) if isinstance(k, str) else k] = v
     return plain, feedback
+
+
+def split_for_model(state_dict: dict, model_keys, *, source: str | None = None):
+    """``(plain_sd, feedback, info, prefix)`` for a plain model whose state-dict keys are ``model_keys``: the
+    BP-twin state dict and feedback of :func:`bp_twin_state_dict`, with the wrapper prefix (BioModule's
+    ``module.``) stripped only when the stripped keys match the model and the unstripped do not. A state dict
+    without feedback comes back as it is (``info.detected`` False)."""
+    info = detect_learning_rule(state_dict, source=source)
+    if not info.detected:
+        return dict(state_dict), {}, info, ""
+    keys = set(model_keys)
+    plain, feedback = bp_twin_state_dict(state_dict, source=source)
+    if info.wrapper_prefix and set(plain) != keys:
+        stripped, fb = bp_twin_state_dict(state_dict, strip_prefix=info.wrapper_prefix, source=source)
+        if set(stripped) == keys:
+            return stripped, fb, info, info.wrapper_prefix
+    return plain, feedback, info, ""
 
 
 def effective_feedback(info: LearningRuleInfo, plain_sd: dict, feedback: dict, *, prefix: str = "") -> dict:
@@ -295,6 +314,12 @@ def _plain_twin(m):
     p.weight, p.bias = m.weight, m.bias  # the same Parameter objects: the forward weights are shared
     p.train(m.training)
     return p
+
+
+def needs_bp_twin(model) -> bool:
+    """Whether :func:`bp_twin_module` would change anything (a feedback layer or a module backward hook)."""
+    return any(_needs_twin(m) or getattr(m, "_backward_hooks", None) or getattr(m, "_backward_pre_hooks", None)
+               for m in model.modules())
 
 
 def bp_twin_module(model):
