@@ -245,24 +245,6 @@ def test_native_backward_leaves_the_model_plain_afterwards():
         assert torch.equal(bp_before[n], bp_after[n])
 
 
-class _StreamMLP(nn.Module):
-    """archs.mlp() with stream names: h_0..h_2 are the pre-activations each block (tanh, Linear) consumes."""
-
-    RENAME = {"0": "inp", "2": "blocks.0.1", "4": "blocks.1.1", "6": "out.1"}
-
-    def __init__(self):
-        super().__init__()
-        self.inp = nn.Linear(6, 10)
-        self.blocks = nn.ModuleList([nn.Sequential(nn.Tanh(), nn.Linear(10, 10)) for _ in range(2)])
-        self.out = nn.Sequential(nn.Tanh(), nn.Linear(10, 3))
-
-    def forward(self, x):
-        h = self.inp(x)
-        for b in self.blocks:
-            h = b(h)
-        return self.out(h)
-
-
 def test_native_backward_under_fadigs_stream_view_gives_the_library_signal():
     """The wiring for --signal native: fadiag's own one-pass capture run inside native_backward."""
     from fadiag.stream import Stream, StreamView, full_pass
@@ -270,9 +252,9 @@ def test_native_backward_under_fadigs_stream_view_gives_the_library_signal():
     d = load("mlp_dfa")
     info, plain, fb, _ = twin_of("mlp_dfa", d)
     eff = effective_feedback(info, plain, fb, prefix="module.")
-    model = _StreamMLP()
-    ren = _StreamMLP.RENAME
-    model.load_state_dict({f"{ren[k.split('.')[0]]}.{k.split('.')[1]}": v for k, v in plain.items()})
+    model = archs.StreamMLP()
+    ren = archs.StreamMLP.LAYERS
+    model.load_state_dict({archs.StreamMLP.rename(k): v for k, v in plain.items()})
     view = StreamView(model, Stream(blocks=("blocks.0", "blocks.1"), residual="inside", readout=("out",),
                                     pool="none"))
     with native_backward(model, {ren[n]: b for n, b in eff.items()}, info.rule):
@@ -393,20 +375,21 @@ def test_native_backward_refuses_bad_feedback():
 # ------------------------------------------------------------------------------------------------ CLI (merge)
 
 def _write_cli_case(tmp_path, name: str):
-    """The BioTorch checkpoint as saved (``module.`` keys, feedback inside), archs.py and a spec whose stream
-    is h_0 = input of layer 2, h_1 = input of layer 4, h_2 = output of layer 4 (pre-activation)."""
+    """The BioTorch checkpoint as BioTorch saves it (``module.`` keys, feedback inside) for archs.StreamMLP,
+    archs.py beside it, and a spec naming the stream (h_0..h_2: what blocks.0, blocks.1 and out consume)."""
     import shutil
 
     import numpy as np
     import yaml
 
     d = load(name)
-    torch.save(d["state_dict"], tmp_path / "m.pt")
+    torch.save({archs.StreamMLP.rename(k): v for k, v in d["state_dict"].items()}, tmp_path / "m.pt")
     np.savez(tmp_path / "m_data.npz", x=d["x"].numpy(), y=d["y"].numpy())
     shutil.copy(FIX / "archs.py", tmp_path / "archs.py")
-    spec = {"model": {"arch": "archs:mlp", "args": {}},
-            "stream": {"blocks": ["2", "4"], "residual": "inside", "readout": ["5", "6"], "pool": "none"},
-            "data": {"source": "npz", "path": "m_data.npz", "batch_size": 16, "batches": 1}}
+    spec = {"model": {"arch": "archs:StreamMLP", "args": {}},
+            "stream": {"embed": "inp", "blocks": ["blocks.0", "blocks.1"], "residual": "inside", "readout": ["out"],
+                       "pool": "none"},
+            "data": {"source": "npz", "path": "m_data.npz", "batch_size": 8, "batches": 2}}
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(spec))
     return d, tmp_path / "m.pt", tmp_path / "m.yaml"
 
@@ -426,15 +409,16 @@ def test_cli_audit_b_comes_from_the_bp_twin(tmp_path, run_cli, name):
     rep = _cli_json(run_cli, "audit", ck, "--spec", sp)
     _, plain, _, _ = twin_of(name, d)
     p = {k: v.double() for k, v in plain.items()}
-    h0 = torch.tanh(F.linear(d["x"].double(), p["0.weight"], p["0.bias"])).requires_grad_(True)
-    h1 = torch.tanh(F.linear(h0, p["2.weight"], p["2.bias"]))
-    h1.retain_grad()
-    h2 = F.linear(h1, p["4.weight"], p["4.bias"])
-    h2.retain_grad()
-    F.cross_entropy(F.linear(torch.tanh(h2), p["6.weight"], p["6.bias"]), d["y"]).backward()
-    want = [median_norms(g) for g in (h0.grad, h1.grad, h2.grad)]
-    assert [abs(g / w - 1) < 1e-5 for g, w in zip(rep["bp_grad_norms"], want)] == [True] * 3
-    lr = rep["extra"]["learning_rule"]
+    want = []
+    for rows in (slice(0, 8), slice(8, 16)):  # per batch, as the audit reads it
+        h0 = F.linear(d["x"][rows].double(), p["0.weight"], p["0.bias"]).requires_grad_(True)
+        h1 = F.linear(torch.tanh(h0), p["2.weight"], p["2.bias"])
+        h2 = F.linear(torch.tanh(h1), p["4.weight"], p["4.bias"])
+        loss = F.cross_entropy(F.linear(torch.tanh(h2), p["6.weight"], p["6.bias"]), d["y"][rows])
+        want.append([median_norms(g) for g in torch.autograd.grad(loss, [h0, h1, h2])])
+    got = rep["bp_grad_norms"]
+    assert len(got) == 3 and all(abs(g / w - 1) < 1e-5 for g, w in zip(got, want[0])), (got, want)
+    lr = rep["learning_rule"]  # Report.extra keys are top-level JSON keys
     assert lr["rule"] == d["meta"]["rule"] and "BP twin" in lr["note"]
 
 
