@@ -29,7 +29,12 @@ FIX = Path(__file__).resolve().parent / "fixtures" / "biotorch"
 sys.path.insert(0, str(FIX))
 import archs  # noqa: E402
 
-NAMES = ["mlp_fa", "mlp_dfa", "mlp_usf", "mlp_brsf", "mlp_frsf", "conv_fa", "conv_dfa"]
+NAMES = ["mlp_fa", "mlp_dfa", "mlp_usf", "mlp_brsf", "mlp_frsf", "conv_fa", "conv_dfa", "resnet_fa", "resnet_dfa"]
+BUILD = {"mlp": archs.mlp, "conv": archs.conv, "resnet": archs.resnet}
+
+
+def feedback_layers(name: str) -> list:
+    return [n for n, m in BUILD[name.split("_")[0]]().named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def load(name: str) -> dict:
@@ -39,13 +44,16 @@ def load(name: str) -> dict:
 def twin_of(name: str, d: dict):
     info = detect_learning_rule(d["state_dict"])
     plain, fb = bp_twin_state_dict(d["state_dict"], strip_prefix=info.wrapper_prefix)
-    net = archs.mlp() if name.startswith("mlp") else archs.conv()
+    net = BUILD[name.split("_")[0]]()
     net.load_state_dict(plain)  # strict: the BP twin's keys are exactly the plain architecture's
-    return info, plain, fb, net
+    return info, plain, fb, net.train()  # as the fixtures were recorded (BatchNorm: batch statistics)
 
 
 def ref_input_grads(name: str, plain: dict, x, y) -> dict:
-    """Float64 BP: explicit ops on the weights, autograd.grad of the mean CE at every layer's input."""
+    """Float64 BP: explicit ops on the weights, autograd.grad of the mean CE at every layer's input (the
+    ResNet: its plain-layer float64 copy, train mode, gradients at every recorded layer's input)."""
+    if name.startswith("resnet"):
+        return _ref_resnet(plain, x, y)
     p = {k: v.double() for k, v in plain.items()}
     inputs = {}
 
@@ -67,6 +75,20 @@ def ref_input_grads(name: str, plain: dict, x, y) -> dict:
     return dict(zip(inputs, g))
 
 
+def _ref_resnet(plain: dict, x, y) -> dict:
+    net = archs.resnet()
+    net.load_state_dict(plain)
+    net = net.double().train()
+    names = feedback_layers("resnet") + ["blocks.0", "blocks.1"]
+    seen = {}
+    hooks = [net.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: (seen.setdefault(n, a[0]), None)[1])
+             for n in names]
+    out = net(x.double().requires_grad_(True))
+    for h in hooks:
+        h.remove()
+    return dict(zip(seen, torch.autograd.grad(F.cross_entropy(out, y), list(seen.values()))))
+
+
 def near(got, want, where: str = "") -> None:
     """Float32 elementwise, the absolute part at float32 relative precision of the tensor's own scale: an
     entry that is a cancelling sum of O(max) terms is known to 1e-5 * max, not to 1e-5 of itself."""
@@ -84,13 +106,14 @@ def test_detection_names_layers_rule_and_classes(name):
     d = load(name)
     info = detect_learning_rule(d["state_dict"])
     assert info.detected and info.rule == d["meta"]["rule"]
-    assert info.layer_names == [f"module.{n}" for n in sorted(d["layers"], key=int)]
+    assert info.layer_names == [f"module.{n}" for n in feedback_layers(name)]
     assert info.wrapper_prefix == "module."
     assert info.n_classes == (3 if info.rule == "dfa" else None)
     assert "BP twin" in info.note and "plain Linear/Conv2d with the same forward weights" in info.note
     json.dumps(info.to_dict())  # ready for a report's extra
     kinds = {f.kind for f in info.layers}
     assert kinds == ({"linear"} if name.startswith("mlp") else {"linear", "conv2d"})
+    assert info.layers[-1].feedback_shape == ((3, 8) if name.startswith("resnet") else (3, 10 if "mlp" in name else 36))
 
 
 def test_nan_forward_weights_are_the_audits_to_flag_not_bad_input():
@@ -119,7 +142,7 @@ def test_b_on_the_bp_twin_equals_float64_backprop(name):
     d = load(name)
     info, plain, fb, net = twin_of(name, d)
     assert not any(k.endswith("_backward") for k in plain)
-    assert sorted(fb) == sorted(d["layers"])
+    assert list(fb) == feedback_layers(name)
     want = ref_input_grads(name, plain, d["x"], d["y"])
     got = _input_grads(net, d["x"], d["y"])
     for n in want:
@@ -137,7 +160,8 @@ def _input_grads(net, x, y) -> dict:
             a[0].register_hook(lambda g: seen.__setitem__(n, g))
         return f
 
-    names = [n for n, m in net.named_children() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    names = [n for n, m in net.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    names += [n for n, _ in net.named_modules() if n.count(".") == 1 and n.startswith("blocks.")]
     hooks = [net.get_submodule(n).register_forward_pre_hook(pre(n)) for n in names]
     try:
         F.cross_entropy(net(x.clone().requires_grad_(True)), y).backward()
@@ -228,7 +252,11 @@ def test_native_signal_equals_the_library_backward(name, dtype):
     d = load(name)
     info, plain, fb, net = twin_of(name, d)
     eff = effective_feedback(info, plain, fb, prefix=info.wrapper_prefix)
-    got = native_input_grads(net.to(dtype), eff, info.rule, d["x"].to(dtype), d["y"], reduction="mean")
+    net = net.to(dtype)
+    got = native_input_grads(net, eff, info.rule, d["x"].to(dtype), d["y"], reduction="mean")
+    assert sorted(got) == sorted(feedback_layers(name))
+    with native_backward(net, eff, info.rule):  # and at the residual stream (the ResNet's block inputs)
+        got.update(_input_grads(net, d["x"].to(dtype), d["y"]))
     assert sorted(got) == sorted(d["native"])
     for n in got:
         near(got[n], d["native"][n], n)
