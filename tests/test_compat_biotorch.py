@@ -122,6 +122,20 @@ def test_nan_forward_weights_are_the_audits_to_flag_not_bad_input():
     assert detect_learning_rule(sd).rule == "dfa"
 
 
+def test_effective_feedback_applies_each_rule_to_the_current_weights():
+    for name, make in (("mlp_usf", lambda w, b: b.abs().max() * torch.sign(w)),
+                       ("mlp_frsf", lambda w, b: b.abs() * torch.sign(w)),
+                       ("mlp_brsf", lambda w, b: b), ("mlp_fa", lambda w, b: b), ("mlp_dfa", lambda w, b: b)):
+        d = load(name)
+        info, plain, fb, _ = twin_of(name, d)
+        plain["2.weight"] = -plain["2.weight"]  # a later step flips W: uSF/frSF follow it, the others do not
+        eff = effective_feedback(info, plain, fb, prefix="module.")
+        for n in fb:
+            assert torch.equal(eff[n], make(plain[f"{n}.weight"], fb[n])), (name, n)
+        if name == "mlp_usf":  # stored c * sign(W) of the recorded pass; W flipped -> the feedback flips
+            assert torch.equal(eff["2"], -fb["2"]) and torch.equal(eff["4"], fb["4"])
+
+
 def test_plain_state_dict_is_not_a_learning_rule():
     info = detect_learning_rule(archs.mlp().state_dict())
     assert not info.detected and info.rule is None and info.layers == ()

@@ -133,7 +133,7 @@ def _classify(name: str, w, b, bias_b, source) -> tuple:
 
 def _prefix(keys) -> str:
     keys = list(keys)
-    return "module." if keys and all(k.startswith("module.") for k in keys) else ""
+    return "module." if keys and all(isinstance(k, str) and k.startswith("module.") for k in keys) else ""
 
 
 def _note(rule: str, layers: tuple) -> str:
