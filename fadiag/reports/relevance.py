@@ -24,3 +24,9 @@ class RelevanceReport(Report):
     per_head: Any
     sensitivity: Any = None
     truth_checks: Any = None
+
+    def known_first(self, head: str):
+        """Whether the head's known features rank first by every truth check that covers it; None without one."""
+        checks = [c[head].get("ranked_first") for c in (self.truth_checks or {}).values()
+                  if isinstance(c, dict) and isinstance(c.get(head), dict)]
+        return None if not checks else all(checks)
