@@ -71,6 +71,21 @@ def test_lint_cli_exit_codes_and_github_annotations(run_cli, tmp_path):
     assert code == 2 and "no such file" in err
 
 
+def test_github_format_appends_the_step_summary(run_cli, tmp_path, monkeypatch):
+    """The CLI, not the renderer, appends the markdown form to $GITHUB_STEP_SUMMARY (appending, twice)."""
+    (tmp_path / "t.py").write_text("x = h.norm(-1)\n")
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    for _ in range(2):
+        code, out, err = run_cli(["lint", tmp_path / "t.py", "--format", "github"])
+        assert code == 1 and "## " not in out
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and text.count("# fadiag lint") == 2 and "## Findings" in text
+    code, out, err = run_cli(["lint", tmp_path / "t.py", "--format", "json"])
+    assert summary.read_text() == text  # other formats leave it alone
+
+
 @pytest.fixture(scope="module")
 def saved_reports(tmp_path_factory):
     import fadiag
