@@ -19,8 +19,9 @@ from .table import flag_cells, fmt_column, fmt_num
 
 MISSING = "n/a"
 
-__all__ = ["MISSING", "cell", "code", "columns", "family", "fill_in", "flag_cells", "flag_id", "flags_table",
-           "flat", "fmt_column", "get", "num", "records_table", "render", "table", "verdict_line"]
+__all__ = ["MISSING", "cell", "code", "columns", "fields_table", "fill_in", "flag_cells", "flag_id", "flags_table",
+           "flags_section", "flat", "fmt_column", "generic_section", "get", "head", "num", "records_table", "render",
+           "table", "verdict_line"]
 
 
 def fill_in(what: str) -> str:
@@ -71,11 +72,6 @@ def flags_table(flags) -> str:
 
 def verdict_line(r) -> str:
     return f"**{r.verdict}**"
-
-
-def family(r) -> str:
-    """"fadiag.credit/2" -> "credit"."""
-    return r.family
 
 
 def get(d: dict, key: str):
