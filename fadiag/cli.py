@@ -281,6 +281,10 @@ def emit(reports: list, fmt: Format, output: Optional[str], **opts) -> None:
         reports = [sanitize(r, markup=fmt == Format.table) for r in reports]
     color = output is None and fmt == Format.table and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     text = render(reports, fmt, color=color, **opts)  # table width: rich's own detection (terminal, $COLUMNS, 80)
+    if fmt == Format.github:  # the job summary page (render/github.py: rendering itself writes nothing)
+        from .render.github import append_step_summary
+
+        append_step_summary(reports)
     if fmt in (Format.json, Format.jsonl):
         text = escape_json_text(text)
     if output:
@@ -827,7 +831,7 @@ def inspect(
         preflight(ctx)
         from .inspect import inspect_checkpoint
 
-        rep = inspect_checkpoint(str(checkpoint), trust=trust_checkpoint)
+        rep = inspect_checkpoint(str(checkpoint), trust=trust_checkpoint).to_dict()
         return finish(rep, ctx, format, output, exit_zero)
 
     run_guarded(body)
@@ -854,7 +858,7 @@ def lint(
         preflight(ctx)
         from .lint import lint_paths
 
-        rep = lint_paths([str(p) for p in paths], rule)
+        rep = lint_paths([str(p) for p in paths], rule).to_dict()
         emit([with_settings(rep, ctx)], default_format(format, output), output)
         return exit_code(bool(rep["findings"]), exit_zero)
 
@@ -906,7 +910,7 @@ def compare(
             raise InputError("only meaningful with --baseline", source="--max-rel-change")
         loaded = [r for p in reports for r in load_reports(p)]
         base = load_reports(baseline) if baseline else None
-        rep = compare_reports(loaded, base, max_rel_change=max_rel_change)
+        rep = compare_reports(loaded, base, max_rel_change=max_rel_change).to_dict()
         emit([with_settings(rep, ctx)], default_format(format, output), output)
         return exit_code(bool(rep["regressions"]), exit_zero)
 
@@ -933,8 +937,10 @@ def load_reports(path: Path) -> list:
             reports = [json.loads(line, parse_constant=no_nan) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as e:
             raise IE(f"not a JSON or JSONL report ({e.msg} at line {e.lineno})", source=str(path)) from None
-    known = ("fadiag.audit/1", "fadiag.credit/1", "fadiag.edges/1", "fadiag.relevance/1", "fadiag.inspect/1",
-             "fadiag.lint/1", "fadiag.compare/1", "fadiag.edges/2", "fadiag.relevance/2")
+    from .reports import REGISTRY, _load_families
+
+    _load_families()
+    known = tuple(REGISTRY)
     if not reports or not all(isinstance(r, dict) and str(r.get("schema", "")).startswith("fadiag.") for r in reports):
         raise IE("not a fadiag report (no 'schema' key starting with 'fadiag.')", source=str(path))
     for r in reports:

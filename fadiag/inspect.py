@@ -1,6 +1,6 @@
 """``fadiag inspect``: what a checkpoint holds, read safely, without building a model or running its code.
 
-Report schema "fadiag.inspect/1": the tensors (key path, shape, dtype, element count, non-finite count),
+Report schema "fadiag.inspect/2" (docs/json.md): the tensors (key path, shape, dtype, element count, non-finite count),
 parameter total, where the state dict sits, whether a spec is embedded, the non-tensor entries, and
 whether the file needs arbitrary unpickling (then the offending globals, each classed as dangerous /
 allowed by torch / unknown, and nothing else is read). Flags: (unsafe) needs arbitrary unpickling;
@@ -23,9 +23,12 @@ from typing import Any
 from . import __version__
 from .checkpoint import find_state_dict, read_checkpoint, sha256_file, sniff_format, tensor_kind
 from .errors import CheckpointError, UnsafeCheckpointError
-from .report import clean
+from .reports import Flag
+from .reports.inspect import InspectReport
 
-INSPECT_SCHEMA = "fadiag.inspect/1"
+INSPECT_SCHEMA = InspectReport.SCHEMA
+#: The flag a file that needs arbitrary unpickling raises (refused, or loaded under --trust-checkpoint).
+UNSAFE, UNSAFE_NAME = "unsafe", "needs arbitrary unpickling"
 MAX_LISTED = 2000
 MAX_VISITS = 200_000
 MAX_DEPTH = 12
@@ -265,27 +268,46 @@ def _globals_detail(classes: dict, names: list) -> str:
     return "; ".join(f"{c}: {', '.join(v[:6])}{' ...' if len(v) > 6 else ''}" for c, v in by.items())
 
 
-def inspect_checkpoint(path: str, *, trust: bool = False) -> dict:
-    from .report import Flag
-    import dataclasses
+def _refused(path: str, e: UnsafeCheckpointError) -> InspectReport:
+    what = _globals_detail(e.classes, e.globals) or "none named"
+    reason = f"{e.reason}; " if e.reason else ""
+    flag = Flag(UNSAFE, UNSAFE_NAME, True, float(len(e.globals)), 0.0, f"{reason}globals: {what}; not loaded")
+    return InspectReport(
+        fadiag_version=__version__,
+        checkpoint={"path": path, "sha256": sha256_file(path), "format": sniff_format(Path(path)), "trusted": False},
+        needs_unsafe_unpickling=True, unsafe_globals=list(e.globals), globals=_classified(e.classes),
+        refusal=str(e), tensors=[], other_entries=[], n_tensors=0, n_elements=0, state_dict_key=None,
+        embedded_spec=False, flags=(flag,))
 
-    flags = []
+
+def _flags(raw, w: _Walk) -> tuple:
+    half = sorted(d for d in w.dtypes if d in ("float16", "bfloat16"))
+    gaps = []
+    if w.stopped:
+        gaps.append(f"the walk stopped at its budget of {MAX_VISITS:,} visits")
+    if w.unchecked:
+        gaps.append(f"{len(w.unchecked)} tensor(s) not checked for NaN/Inf ({', '.join(w.unchecked[:3])}"
+                    f"{' ...' if len(w.unchecked) > 3 else ''})")
+    return (
+        Flag(UNSAFE, UNSAFE_NAME, bool(raw.trusted), 0.0, 0.0,
+             "loaded with --trust-checkpoint" if raw.trusted else "read without unpickling code"),
+        Flag("nonfinite", "non-finite values in tensors", w.nonfinite > 0, float(w.nonfinite), 0.0,
+             f"{w.nonfinite} NaN/Inf value(s) in {w.nonfinite_tensors} tensor(s)"),
+        Flag("fp16", "half-precision weights", bool(half), float(len(half)), 0.0,
+             f"{', '.join(half)} tensors: metrics are computed in float32/64 anyway" if half
+             else "no float16/bfloat16 tensors"),
+        Flag("archive", "duplicate or extra pickle members", bool(raw.anomalies), float(len(raw.anomalies)), 0.0,
+             "; ".join(raw.anomalies) if raw.anomalies else "none (or not a zip)"),
+        Flag("unchecked", "parts of the file not checked", bool(gaps), float(len(w.unchecked)), 0.0,
+             "; ".join(gaps) if gaps else "every tensor checked"),
+    )
+
+
+def inspect_checkpoint(path: str, *, trust: bool = False) -> InspectReport:
     try:
         raw = read_checkpoint(path, trust=trust, strict=False)
     except UnsafeCheckpointError as e:
-        fmt = sniff_format(Path(path))
-        what = _globals_detail(e.classes, e.globals) or "none named"
-        reason = f"{e.reason}; " if e.reason else ""
-        flags.append(Flag("unsafe", "needs arbitrary unpickling", True, float(len(e.globals)), 0.0,
-                          f"{reason}globals: {what}; not loaded"))
-        return clean({
-            "schema": INSPECT_SCHEMA, "fadiag_version": __version__,
-            "checkpoint": {"path": path, "sha256": sha256_file(path), "format": fmt, "trusted": False},
-            "needs_unsafe_unpickling": True, "unsafe_globals": e.globals, "globals": _classified(e.classes),
-            "refusal": str(e), "tensors": [], "other_entries": [],
-            "n_tensors": 0, "n_elements": 0, "state_dict_key": None, "embedded_spec": False,
-            "flags": [dataclasses.asdict(f) for f in flags], "verdict": "needs attention: needs arbitrary unpickling",
-        })
+        return _refused(path, e)
     w = _Walk()
     content = raw.content
     try:
@@ -300,35 +322,10 @@ def inspect_checkpoint(path: str, *, trust: bool = False) -> dict:
         _, key = find_state_dict(content, source=path, dense=False)
     except CheckpointError:
         key = None
-    half = sorted(d for d in w.dtypes if d in ("float16", "bfloat16"))
-    classes = dict(raw.globals)
-    flags.append(Flag("unsafe", "needs arbitrary unpickling", bool(raw.trusted), 0.0, 0.0,
-                      "loaded with --trust-checkpoint" if raw.trusted else "read without unpickling code"))
-    flags.append(Flag("nonfinite", "non-finite values in tensors", w.nonfinite > 0, float(w.nonfinite), 0.0,
-                      f"{w.nonfinite} NaN/Inf value(s) in {w.nonfinite_tensors} tensor(s)"))
-    flags.append(Flag("fp16", "half-precision weights", bool(half), float(len(half)), 0.0,
-                      f"{', '.join(half)} tensors: metrics are computed in float32/64 anyway" if half
-                      else "no float16/bfloat16 tensors"))
-    flags.append(Flag("archive", "duplicate or extra pickle members", bool(raw.anomalies),
-                      float(len(raw.anomalies)), 0.0,
-                      "; ".join(raw.anomalies) if raw.anomalies else "none (or not a zip)"))
-    gaps = []
-    if w.stopped:
-        gaps.append(f"the walk stopped at its budget of {MAX_VISITS:,} visits")
-    if w.unchecked:
-        gaps.append(f"{len(w.unchecked)} tensor(s) not checked for NaN/Inf ({', '.join(w.unchecked[:3])}"
-                    f"{' ...' if len(w.unchecked) > 3 else ''})")
-    flags.append(Flag("unchecked", "parts of the file not checked", bool(gaps), float(len(w.unchecked)), 0.0,
-                      "; ".join(gaps) if gaps else "every tensor checked"))
-    names = [f.name for f in flags if f.flagged]
-    return clean({
-        "schema": INSPECT_SCHEMA, "fadiag_version": __version__, "checkpoint": raw.describe(),
-        "needs_unsafe_unpickling": bool(raw.trusted), "unsafe_globals": [], "globals": _classified(classes),
-        "tensors": w.tensors, "other_entries": w.others, "n_tensors": w.n_tensors,
-        "n_elements": w.n_elements, "tensors_not_listed": w.omitted_tensors, "entries_not_listed": w.omitted_others,
-        "visits": w.visits, "state_dict_key": key,
-        "embedded_spec": isinstance(raw.content, dict) and isinstance(raw.content.get("fadiag_spec"), dict),
-        "archive_anomalies": list(raw.anomalies),
-        "flags": [dataclasses.asdict(f) for f in flags],
-        "verdict": "ok" if not names else "needs attention: " + "; ".join(names),
-    })
+    return InspectReport(
+        fadiag_version=__version__, checkpoint=raw.describe(), needs_unsafe_unpickling=bool(raw.trusted),
+        unsafe_globals=[], globals=_classified(dict(raw.globals)), tensors=w.tensors, other_entries=w.others,
+        n_tensors=w.n_tensors, n_elements=w.n_elements, tensors_not_listed=w.omitted_tensors,
+        entries_not_listed=w.omitted_others, visits=w.visits, state_dict_key=key,
+        embedded_spec=isinstance(raw.content, dict) and isinstance(raw.content.get("fadiag_spec"), dict),
+        archive_anomalies=list(raw.anomalies), flags=_flags(raw, w))

@@ -16,7 +16,7 @@ Rules (each names the CHECKLIST.md item it enforces):
   ``... else 1.0`` on a line naming cos/gamma/alignment): missing inputs must give N/A, not a value.
 
 Comments and strings are skipped (tokenize); files that fail to tokenize are scanned line by line.
-Report schema "fadiag.lint/1"; findings carry file, line, col, rule, message and the source line.
+Report schema "fadiag.lint/2" (docs/json.md); findings carry file, line, col, rule, message and the source line.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
+from .reports import Flag
+from .reports.lint import LintReport
 
 RULES = {
     "norm-p-minus-1": ("pitfall 1", re.compile(r"\.norm\(\s*(?:p\s*=\s*)?-1\s*[,)]|torch\.norm\([^,()]+,\s*(?:p\s*=\s*)?-1\s*[,)]"),
@@ -70,11 +72,7 @@ def _code_only(text: str) -> list:
     return ["".join(r) for r in out]
 
 
-def lint_paths(paths: list, rules: list | None = None) -> dict:
-    chosen = rules or list(RULES)
-    for r in chosen:
-        if r not in RULES:
-            raise InputError(f"unknown rule {r!r} (rules: {', '.join(RULES)})", source="--rule")
+def _files(paths: list) -> list:
     files = []
     for p in paths:
         p = Path(p)
@@ -83,24 +81,35 @@ def lint_paths(paths: list, rules: list | None = None) -> dict:
         files.extend(sorted(p.rglob("*.py")) if p.is_dir() else [p])
         if len(files) > MAX_FILES:
             raise InputError(f"more than {MAX_FILES} Python files; point lint at a smaller tree", source=str(p))
-    findings = []
-    for f in files:
-        if f.stat().st_size > MAX_FILE_BYTES:
-            continue
-        text = f.read_text(encoding="utf-8", errors="replace")
-        raw = text.splitlines()
-        for i, line in enumerate(_code_only(text), start=1):
-            for rule in chosen:
-                pit, rx, msg = RULES[rule]
-                m = rx.search(line)
-                if m:
-                    findings.append({"file": str(f), "line": i, "col": m.start() + 1, "rule": rule, "pitfall": pit,
-                                     "message": msg, "text": raw[i - 1].strip()[:200]})
+    return files
+
+
+def _findings(f: Path, chosen: list) -> list:
+    if f.stat().st_size > MAX_FILE_BYTES:
+        return []
+    text = f.read_text(encoding="utf-8", errors="replace")
+    raw = text.splitlines()
+    out = []
+    for i, line in enumerate(_code_only(text), start=1):
+        for rule in chosen:
+            pit, rx, msg = RULES[rule]
+            m = rx.search(line)
+            if m:
+                out.append({"file": str(f), "line": i, "col": m.start() + 1, "rule": rule, "pitfall": pit,
+                            "message": msg, "text": raw[i - 1].strip()[:200]})
+    return out
+
+
+def lint_paths(paths: list, rules: list | None = None) -> LintReport:
+    chosen = rules or list(RULES)
+    for r in chosen:
+        if r not in RULES:
+            raise InputError(f"unknown rule {r!r} (rules: {', '.join(RULES)})", source="--rule")
+    files = _files(paths)
+    findings = [x for f in files for x in _findings(f, chosen)]
     flags = []
     for rule in chosen:
         n = sum(x["rule"] == rule for x in findings)
-        flags.append({"id": rule, "name": f"{RULES[rule][0]}: {rule}", "flagged": n > 0, "value": float(n),
-                      "threshold": 0.0, "detail": f"{n} finding(s)"})
-    return {"schema": "fadiag.lint/1", "fadiag_version": __version__, "paths": [str(p) for p in paths],
-            "n_files": len(files), "rules": chosen, "findings": findings, "flags": flags,
-            "verdict": "clean" if not findings else f"{len(findings)} finding(s)"}
+        flags.append(Flag(rule, f"{RULES[rule][0]}: {rule}", n > 0, float(n), 0.0, f"{n} finding(s)"))
+    return LintReport(fadiag_version=__version__, paths=[str(p) for p in paths], n_files=len(files), rules=chosen,
+                      findings=findings, flags=tuple(flags))

@@ -33,7 +33,7 @@ def test_family_functions_on_the_examples():
     assert W.shape == (24, 24) and rep.scoring["mrr"] > rep.scoring["random_mrr"] and rep.verdict == "trustworthy"
     m = fadiag.load(str(EXAMPLES / "multihead" / "multihead.pt"), need_data=False)
     assert set(fadiag.relevance(m).per_head) == set(m.spec.relevance.head_names)
-    assert fadiag.inspect_checkpoint(str(EXAMPLES / "resmlp_bp.pt"))["state_dict_key"] == "model"
+    assert fadiag.inspect_checkpoint(str(EXAMPLES / "resmlp_bp.pt")).state_dict_key == "model"
 
 
 def test_duck_typed_contract_of_builtin_models():

@@ -40,8 +40,8 @@ def test_lint_catches_the_missed_patterns(tmp_path, rule):
     (tmp_path / "bad.py").write_text(bad)
     (tmp_path / "good.py").write_text(good)
     rep = lint_paths([str(tmp_path)], [rule])
-    hits = sorted((os.path.basename(f["file"]), f["line"]) for f in rep["findings"])
-    assert hits == [("bad.py", i + 1) for i in range(bad.count("\n"))], rep["findings"]
+    hits = sorted((os.path.basename(f["file"]), f["line"]) for f in rep.findings)
+    assert hits == [("bad.py", i + 1) for i in range(bad.count("\n"))], rep.findings
 
 
 @pytest.mark.parametrize("rule", sorted(BAD_GOOD))
@@ -50,14 +50,16 @@ def test_lint_rule_fires_on_pitfall_only(tmp_path, rule):
     (tmp_path / "bad.py").write_text("import torch\nimport torch.nn.functional as F\n" + bad)
     (tmp_path / "good.py").write_text("import torch\nimport torch.nn.functional as F\n" + good)
     rep = lint_paths([str(tmp_path)], [rule])
-    files = {os.path.basename(f["file"]) for f in rep["findings"]}
-    assert files == {"bad.py"}, rep["findings"]
-    assert all(f["line"] >= 3 for f in rep["findings"])
+    files = {os.path.basename(f["file"]) for f in rep.findings}
+    assert files == {"bad.py"}, rep.findings
+    assert all(f["line"] >= 3 for f in rep.findings)
+    assert rep.verdict == f"needs walk-back: {rep.flags[0].name}" and rep.schema == "fadiag.lint/2"
 
 
 def test_lint_ignores_comments_and_strings(tmp_path):
     (tmp_path / "a.py").write_text('# x.norm(-1) in a comment\ns = "h.norm(-1) gamma = 1.0"\n')
-    assert lint_paths([str(tmp_path)])["findings"] == []
+    rep = lint_paths([str(tmp_path)])
+    assert rep.findings == [] and rep.verdict == "trustworthy"
 
 
 def test_lint_cli_exit_codes_and_github_annotations(run_cli, tmp_path):
@@ -67,6 +69,21 @@ def test_lint_cli_exit_codes_and_github_annotations(run_cli, tmp_path):
     assert any(l.startswith("::warning file=") and ",line=1," in l for l in out.splitlines())
     code, out, err = run_cli(["lint", tmp_path / "missing"])
     assert code == 2 and "no such file" in err
+
+
+def test_github_format_appends_the_step_summary(run_cli, tmp_path, monkeypatch):
+    """The CLI, not the renderer, appends the markdown form to $GITHUB_STEP_SUMMARY (appending, twice)."""
+    (tmp_path / "t.py").write_text("x = h.norm(-1)\n")
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    for _ in range(2):
+        code, out, err = run_cli(["lint", tmp_path / "t.py", "--format", "github"])
+        assert code == 1 and "## " not in out
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and text.count("# fadiag lint") == 2 and "## Findings" in text
+    code, out, err = run_cli(["lint", tmp_path / "t.py", "--format", "json"])
+    assert summary.read_text() == text  # other formats leave it alone
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +107,37 @@ def test_compare_side_by_side(run_cli, saved_reports):
     assert rep["labels"] == ["BP", "DFA"]
     rows = {r["metric"]: r["values"] for r in rep["rows"]}
     assert rows["verdict"][0] == "trustworthy" and rows["verdict"][1].startswith("needs walk-back")
-    assert rows["growth (a)"][1] > 50 > rows["growth (a)"][0]
+    assert rows["(a) residual stream exploded"][1] > 50 > rows["(a) residual stream exploded"][0]
+    assert rows["headline acc"][0] > rows["headline acc"][1]
+    bp, dfa = (json.loads(saved_reports[k].read_text()) for k in ("bp", "dfa"))
+    for i, (h0, h1) in enumerate(zip(bp["residual_norms"], dfa["residual_norms"])):
+        assert rows[f"residual_norms[{i}]"] == [h0, h1]
+    assert rep["schema"] == "fadiag.compare/2" and rep["verdict"] == "trustworthy"  # no --baseline: gate skipped
+
+
+def test_a_new_audit_flag_reaches_every_view(saved_reports):
+    """A sixth audit quantity is a new flag: compare, table, markdown and junit show it, no renderer edited."""
+    import dataclasses
+    import xml.etree.ElementTree as ET
+
+    from fadiag.compare import compare_reports
+    from fadiag.render import render
+    from fadiag.reports import Flag, from_dict
+
+    bp = from_dict(json.loads(saved_reports["bp"].read_text()))
+    toy = Flag("g", "toy quantity over its bound", True, 0.625, 0.5, "toy detail")
+    new = dataclasses.replace(bp, flags=bp.flags + (toy,))
+    assert new.verdict == "needs walk-back: toy quantity over its bound"
+    rows = {r["metric"]: r["values"] for r in compare_reports([bp, new]).rows}
+    assert rows["(g) toy quantity over its bound"] == [None, 0.625]
+    assert "toy quantity over its bound" in render([new], "table", width=200)
+    md = [line for line in render([new], "markdown").splitlines() if line.startswith("| (g) | toy quantity")]
+    assert len(md) == 1 and "| **FLAG** | toy detail |" in md[0]
+    junit = ET.fromstring(render([new], "junit"))
+    assert [c.get("name") for c in junit.iter("testcase") if c.find("failure") is not None] == [
+        "(g) toy quantity over its bound"]
+    gate = compare_reports([new], [bp])
+    assert [g["flag"] for g in gate.regressions] == ["g"] and gate.verdict.startswith("needs walk-back: ")
 
 
 def test_compare_regression_gate(run_cli, saved_reports, tmp_path):
@@ -115,7 +162,7 @@ def test_compare_regression_gate(run_cli, saved_reports, tmp_path):
 
 def test_compare_refuses_mixed_kinds(run_cli, saved_reports, tmp_path):
     other = tmp_path / "lint.json"
-    other.write_text(json.dumps({"schema": "fadiag.lint/1", "flags": [], "verdict": "clean"}))
+    other.write_text(json.dumps(lint_paths([str(tmp_path)]).to_dict()))
     code, out, err = run_cli(["compare", saved_reports["bp"], other])
     assert code == 2 and "different kinds" in err
 

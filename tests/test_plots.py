@@ -57,7 +57,9 @@ def _figure(schema_fn, reports):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = schema_fn(plt, reports)
+    from fadiag.reports import from_dict
+
+    fig = schema_fn(plt, [from_dict(r) for r in reports])  # figures take typed reports
     fig.canvas.draw()
     return plt, fig
 
@@ -133,8 +135,10 @@ def test_other_figures_have_no_empty_panels(name):
     from _shipped import shipped_reports
     from fadiag.render.plot import FIGURES
 
+    from fadiag.reports import from_dict
+
     rep = shipped_reports()[name]
-    plt, fig = _figure(FIGURES[rep["schema"]], [rep])
+    plt, fig = _figure(FIGURES[from_dict(rep).schema], [rep])
     try:
         if name == "credit_toy":
             assert len(fig.axes) == 1  # one panel, not one drawn and one blank
@@ -148,6 +152,8 @@ def test_other_figures_have_no_empty_panels(name):
 
 def test_flag_colour_states():
     from fadiag.render.plot import FLAG, OK, SKIP, flag_colour
+    from fadiag.reports import Flag
 
-    assert (flag_colour({"flagged": True}), flag_colour({"flagged": False}), flag_colour({"flagged": None}),
-            flag_colour({})) == (FLAG, OK, SKIP, SKIP)
+    flag = lambda state: Flag("x", "x", state, None, None)
+    assert (flag_colour(flag(True)), flag_colour(flag(False)), flag_colour(flag(None)),
+            flag_colour(None)) == (FLAG, OK, SKIP, SKIP)

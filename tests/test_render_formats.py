@@ -13,13 +13,17 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from _reports import audit_fixture
 from fadiag.render import _MODULES, Format, render, renderer
 from fadiag.render import github, junit, markdown
+from fadiag.reports import Report, from_dict, register
+from fadiag.reports.lint import LintReport
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -42,6 +46,11 @@ def reports():
 def no_step_summary(monkeypatch):
     # A developer running the tests inside an Actions job must not get summaries appended.
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def typed(*dicts) -> list:
+    """The renderers take typed reports: saved dicts are read through the schema registry."""
+    return [from_dict(d) for d in dicts]
 
 
 def flagged(r: dict) -> list:
@@ -81,7 +90,7 @@ def test_every_format_maps_to_an_importable_renderer(reports):
     for fmt in Format:
         mod = importlib.import_module(_MODULES[fmt])
         assert renderer(fmt) is mod.render
-        out = render([reports["dfa"], reports["bp"]], fmt)
+        out = render(typed(reports["dfa"], reports["bp"]), fmt)
         assert isinstance(out, str) and out.strip(), fmt
 
 
@@ -89,7 +98,7 @@ def test_every_format_maps_to_an_importable_renderer(reports):
 
 def test_junit_counts_and_names(reports):
     rs = [reports["dfa"], reports["bp"]]
-    root = ET.fromstring(junit.render(rs))
+    root = ET.fromstring(junit.render(typed(*rs)))
     assert root.tag == "testsuites"
     suites = root.findall("testsuite")
     assert [s.get("name") for s in suites] == [f"fadiag.audit {DFA}", f"fadiag.audit {BP}"]
@@ -122,7 +131,7 @@ def test_junit_counts_and_names(reports):
 
 def test_junit_skipped_nonfinite_and_escaping(reports):
     r = synthetic(reports["dfa"])
-    text = junit.render([r])
+    text = junit.render(typed(r))
     s = ET.fromstring(text).find("testsuite")
     assert s.get("name") == "fadiag.audit runs/a,b:c/ck|1.pt"
     sk = s.findall("testcase/skipped")
@@ -139,7 +148,7 @@ def test_junit_skipped_nonfinite_and_escaping(reports):
 def test_junit_parses_with_junitparser(reports, tmp_path):
     junitparser = pytest.importorskip("junitparser")
     p = tmp_path / "r.xml"
-    p.write_text(junit.render([reports["dfa"], reports["bp"]]), encoding="utf-8")
+    p.write_text(junit.render(typed(reports["dfa"], reports["bp"])), encoding="utf-8")
     xml = junitparser.JUnitXml.fromfile(str(p))
     suites = list(xml)
     assert [s.name for s in suites] == [f"fadiag.audit {DFA}", f"fadiag.audit {BP}"]
@@ -149,27 +158,40 @@ def test_junit_parses_with_junitparser(reports, tmp_path):
     assert failed == [f"({f['id']}) {f['name']}" for f in flagged(reports["dfa"])]
 
 
+@register
+@dataclass(frozen=True, kw_only=True)
+class _CustomReport(Report):
+    """A family fadiag does not know: the generic markdown section renders it."""
+
+    SCHEMA = "fadiag.custom/1"
+    KEYS = ("schema", "method_name", "flags", "verdict", "checkpoint", "layers", "gamma_mean")
+    method_name: str = ""
+    layers: Any = None
+    gamma_mean: Any = None
+
+
 def test_generic_layers_family():
     """A family with ``layers`` (credit): one markdown row and one informational testcase per layer."""
     r = {"schema": "fadiag.credit/1", "method_name": "DFA", "verdict": "needs walk-back: x",
+         "signal": "dfa", "signal_source": "feedback", "means": {},
          "flags": [{"id": "f", "name": "Γ uninterpretable", "flagged": True, "value": 4.7e-08, "threshold": 1e-07,
                     "detail": "‖g‖ < floor"}],
          "checkpoint": {"path": "a.pt", "sha256": "ab", "format": "torch", "trusted": False},
          "layers": [{"layer": 0, "gamma": 0.43, "a_norm": 1.5}, {"layer": 1, "gamma": None, "a_norm": 2.0}],
          "gamma_mean": {"all_layers": 0.43, "deep_only": None, "aggregation": "mean over layers"}}
-    md = markdown.render([{**r, "schema": "fadiag.custom/1"}])  # credit has its own form; this is the generic one
+    md = markdown.render(typed({**r, "schema": "fadiag.custom/1"}))  # credit has its own form; this is the generic one
     assert "| layer | gamma | a_norm |" in md
     assert "| 0 | 0.4300 | 1.500 |" in md and "| 1 | null | 2.000 |" in md  # one format per column
     assert "| gamma_mean.deep_only | null |" in md
-    s = ET.fromstring(junit.render([r])).find("testsuite")
+    s = ET.fromstring(junit.render(typed(r))).find("testsuite")
     assert s.get("name") == "fadiag.credit a.pt" and s.get("tests") == "3" and s.get("failures") == "1"
     assert [c.get("name") for c in s.iter("testcase")] == ["(f) Γ uninterpretable", "layer 0", "layer 1"]
     assert "gamma = null" in s.findall("testcase")[2].find("system-out").text
     # No checkpoint, no flags (lint/compare): still a valid suite and section.
-    bare = {"schema": "fadiag.lint/1", "verdict": "clean"}
+    bare = LintReport(paths=[], n_files=0, findings=[])
     assert ET.fromstring(junit.render([bare])).find("testsuite").get("tests") == "0"
     assert markdown.render([bare]).startswith("# fadiag lint")
-    assert github.render([bare]) == "fadiag: fadiag.lint/1: clean\n"
+    assert github.render([bare]) == "fadiag: fadiag.lint/2: trustworthy\n"
 
 
 # -------------------------------------------------------------------------------------------- github
@@ -183,7 +205,7 @@ def check_github_lines(text: str) -> list:
 
 def test_github_commands_on_real_reports(reports):
     rs = [reports["dfa"], reports["bp"]]
-    lines = check_github_lines(github.render(rs))
+    lines = check_github_lines(github.render(typed(*rs)))
     errors = [line for line in lines if line.startswith("::error ")]
     assert len(errors) == sum(len(flagged(r)) for r in rs) == 3
     assert errors[0] == (f"::error file={DFA},title=fadiag (a) residual stream exploded::"
@@ -193,7 +215,7 @@ def test_github_commands_on_real_reports(reports):
 
 def test_github_escaping(reports):
     r = synthetic(reports["dfa"])
-    lines = check_github_lines(github.render([r]))
+    lines = check_github_lines(github.render(typed(r)))
     assert lines[0] == ("::error file=runs/a%2Cb%3Ac/ck|1.pt,title=fadiag (a) residual stream exploded::"
                         "50%25 of rows: a, b%0Asecond line%0D|pipe")
     notices = [line for line in lines if line.startswith("::notice ")]
@@ -204,17 +226,30 @@ def test_github_escaping(reports):
     assert github.escape_data("a%b\r\n:,") == "a%25b%0D%0A:,"
 
 
+def test_github_step_summary_is_pure(reports, tmp_path, monkeypatch):
+    """Rendering writes nothing; step_summary_markdown is the text the CLI appends to $GITHUB_STEP_SUMMARY."""
+    dfa = typed(reports["dfa"])
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n", encoding="utf-8")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    out = github.render(dfa)
+    assert summary.read_text(encoding="utf-8") == "earlier step\n"
+    assert "## " not in out  # the markdown goes to the summary file, not to stdout
+    text = github.step_summary_markdown(dfa)
+    assert text == markdown.render(dfa) + "\n" and "## 1. Identification" in text
+    assert github.step_summary_markdown([]) is None
+
+
 def test_github_step_summary_appends(capsys, reports, tmp_path, monkeypatch):
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n", encoding="utf-8")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    out1 = github.render([reports["dfa"]])
-    github.render([reports["dfa"]])
+    assert github.append_step_summary(typed(reports["dfa"])) == str(summary)
+    github.append_step_summary(typed(reports["dfa"]))
     text = summary.read_text(encoding="utf-8")
     assert text.startswith("earlier step\n")
     assert text.count("## 1. Identification") == 2
     assert text.count(reports["dfa"]["checkpoint"]["sha256"]) == 2
-    assert "## " not in out1  # the markdown goes to the summary file, not to stdout
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", "")
     assert github.append_step_summary([reports["dfa"]]) is None
     # An unwritable summary warns on stderr; the annotations and the exit code still go out.
@@ -229,22 +264,22 @@ def test_markdown_follows_the_template(reports):
     heads = template_headings()
     assert len(heads) >= 6
     for r in reports.values():
-        md = markdown.render([r])
+        md = markdown.render(typed(r))
         out_heads = [line for line in md.splitlines() if line.startswith("## ")]
         assert out_heads == heads  # same headings, same order
         assert "_(fill in:" in md
         hs, gs = markdown.fmt_column(r["residual_norms"]), markdown.fmt_column(r["bp_grad_norms"])
         for i, (h, g) in enumerate(zip(hs, gs)):  # each column in one number format
             assert any(line.startswith(f"| {i} | {h} | {g} |") for line in md.splitlines()), i
-        for f, (v, t) in zip(r["flags"], markdown.flag_cells(r["flags"])):
+        for f, (v, t) in zip(r["flags"], markdown.flag_cells(from_dict(r).flags)):
             assert f"| ({f['id']}) | {f['name']} | {v} | {t} |" in md
         assert r["checkpoint"]["sha256"] in md and r["verdict"] in md
         assert f"checkpoint weight dtypes: {', '.join(r['weight_dtypes'])}" in md
-    dfa = markdown.render([reports["dfa"]])
+    dfa = markdown.render(typed(reports["dfa"]))
     assert dfa.count("**FLAG**") == 3
     assert "below the (b) floor 1.000e-07 at layers 2, 3, 4, 5, 6" in dfa
     assert "| read without unpickling | yes |" in dfa
-    both = markdown.render([reports["dfa"], reports["bp"]])
+    both = markdown.render(typed(reports["dfa"], reports["bp"]))
     assert both.count("\n---\n") == 1 and both.count("## 1. Identification") == 2
 
 
@@ -255,7 +290,7 @@ def unescaped_pipes(line: str) -> int:
 def test_markdown_escaping_and_nulls(reports):
     r = synthetic(reports["dfa"])
     r["checkpoint"]["trusted"] = True
-    md = markdown.render([r])
+    md = markdown.render(typed(r))
     assert "50% of rows: a, b second line \\|pipe" in md
     assert "| method name | DFA\\|v2 |" in md
     # Every row of every table has as many cell separators as its header.
@@ -269,7 +304,7 @@ def test_markdown_escaping_and_nulls(reports):
     assert not re.search(r"\bnan\b", md, re.I)
     h4 = markdown.fmt_column(r["residual_norms"])[4]  # the value itself comes from the live audit
     assert "| 2 | null |" in md and f"| 4 | {h4} | null | non-finite |" in md
-    t_d = markdown.flag_cells(r["flags"])[3][1]
+    t_d = markdown.flag_cells(from_dict(r).flags)[3][1]
     assert t_d == "2.000e+00"  # the thresholds column shares one format
     assert f"| (d) | deep blocks fail to beat frozen-random baseline | null | {t_d} | skipped |" in md
     assert "unknown: no baseline given, so (d) is skipped" in md
@@ -295,7 +330,7 @@ def test_cli_junit_and_report_round_trip(reports, tmp_path, monkeypatch):
     saved.write_text(json.dumps(reports["dfa"]), encoding="utf-8")
     res_rep = runner.invoke(app, ["report", str(saved), "--format", "markdown"])
     assert res_rep.exit_code == 1
-    assert res_rep.stdout == res_md.stdout == markdown.render([reports["dfa"]])
+    assert res_rep.stdout == res_md.stdout == markdown.render(typed(reports["dfa"]))
 
 
 # -------------------------------------------------------------------------------------------- golden
@@ -308,7 +343,7 @@ def test_golden(name, fmt, fname):
     """Renderer output of hand-made reports (tests/_reports.py, numbers written there): a renderer change is a
     visible diff here, and no change in a diagnostic's numbers can move these files."""
     r = audit_fixture(name)
-    got = mask_version(render([r], fmt), r)
+    got = mask_version(render(typed(r), fmt), r)
     path = GOLDEN / fname
     if os.environ.get("FADIAG_REGEN_GOLDEN") == "1":
         path.parent.mkdir(exist_ok=True)

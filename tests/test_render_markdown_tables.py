@@ -13,6 +13,7 @@ from markdown_it import MarkdownIt
 from _shipped import COMMANDS, shipped_reports
 
 from fadiag.render import markdown
+from fadiag.reports import from_dict
 
 REPR = re.compile(r"\{'|'\}|\[\{|\}\]|^\[.*\]$|^\(.*,.*\)$|\bNone\b|\bTrue\b|\bFalse\b|^'.*'$|\bnan\b|\binf\b")
 
@@ -63,8 +64,8 @@ def parsed_tables(md: str) -> list:
 
 def _all_markdown():
     reps = shipped_reports()
-    out = {name: markdown.render([rep]) for name, rep in reps.items()}
-    out["audit_both"] = markdown.render([reps["audit_bp"], reps["audit_dfa"]])
+    out = {name: markdown.render([from_dict(rep)]) for name, rep in reps.items()}
+    out["audit_both"] = markdown.render([from_dict(reps["audit_bp"]), from_dict(reps["audit_dfa"])])
     return out
 
 
@@ -105,7 +106,7 @@ def _table_with(md: str, header_start: str):
 
 def test_credit_markdown_has_delta_and_both_means():
     rep = shipped_reports()["credit_dfa"]
-    md = markdown.render([rep])
+    md = markdown.render([from_dict(rep)])
     head, rows = _table_with(md, "layer l")
     eta = rep["params"]["etas"][0]
     d = head.index(f"Δ_l (η = {eta})")
@@ -126,7 +127,7 @@ def test_credit_markdown_has_delta_and_both_means():
 
 def test_relevance_markdown_has_the_jacobian():
     rep = shipped_reports()["relevance"]
-    md = markdown.render([rep])
+    md = markdown.render([from_dict(rep)])
     jac = rep["sensitivity"]["observation"]["jacobian"]
     for head in rep["head_names"]:
         assert f"## Head `{head}`" in md
@@ -139,14 +140,14 @@ def test_relevance_markdown_has_the_jacobian():
 
 def test_edges_and_lint_records_are_tables():
     reps = shipped_reports()
-    md = markdown.render([reps["edges"]])
+    md = markdown.render([from_dict(reps["edges"])])
     head, rows = _table_with(md, "rank")
     assert head == ["rank", "source", "target", "score", "known", "true"]
     for row, e in zip(rows, reps["edges"]["top_edges"]):
         assert [int(row[0]), int(row[1]), int(row[2])] == [e["rank"], e["source"], e["target"]]
         _close(row[3], e["score"])
     assert "top_edges" not in md.split("## Top")[0]  # not also dumped as one cell
-    md = markdown.render([reps["lint"]])
+    md = markdown.render([from_dict(reps["lint"])])
     head, rows = _table_with(md, "file")
     assert len(rows) == len(reps["lint"]["findings"]) == 7 and "line" in head and "rule" in head
     assert [r[-1] for r in rows] == [f"`{x['text']}`" for x in reps["lint"]["findings"]]

@@ -188,7 +188,7 @@ def test_payload_refused_by_audit_credit_relevance_and_reported_by_inspect(run_c
     rep = json.loads(out)
     assert rep["needs_unsafe_unpickling"] is True and rep["checkpoint"]["trusted"] is False
     assert any(expect in g for g in rep["unsafe_globals"]), rep["unsafe_globals"]
-    assert rep["tensors"] == [] and rep["verdict"].startswith("needs attention")
+    assert rep["tensors"] == [] and rep["verdict"] == "needs walk-back: needs arbitrary unpickling"
     unsafe = {f["id"]: f for f in rep["flags"]}["unsafe"]
     assert unsafe["flagged"] is True
     _assert_never_ran(marker)

@@ -1,8 +1,9 @@
-"""Renderers: one module per output format, each ``render(reports: list[dict]) -> str``.
+"""Renderers: one module per output format, each ``render(reports: list[Report]) -> str``.
 
-Renderers never compute: they format the ``to_dict()`` form of reports (so ``fadiag report`` can
-re-render a saved JSON file exactly as the live run would). ``Format`` lists every format; a test proves
-each member maps to a renderer.
+Renderers take typed reports (fadiag/reports/) and never compute or judge: every number and every judgement
+(a flag, a layer below the floor, the verdict) is a field or a property of the report. A saved JSON dict is
+read through ``fadiag.reports.from_dict`` first (``as_report``), so ``fadiag report`` re-renders a saved file
+exactly as the live run would. ``Format`` lists every format; a test proves each member maps to a renderer.
 """
 
 from __future__ import annotations
@@ -35,11 +36,17 @@ def renderer(fmt: Format | str):
     return importlib.import_module(_MODULES[fmt]).render
 
 
-def _bridge(reports: list) -> list:
-    """TEMPORARY (redesign in flight): typed reports in, the renderers' old dicts out. Removed when every
-    renderer takes typed reports."""
-    return [r.to_dict() if hasattr(r, "to_dict") else r for r in reports]
+def as_report(r):
+    """A typed report: a Report as it is, a JSON dict (a saved report) read through the schema registry."""
+    from ..reports import Report, from_dict
+
+    return r if isinstance(r, Report) else from_dict(r)
 
 
 def render(reports: list, fmt: Format | str, **options) -> str:
-    return renderer(fmt)(_bridge(reports), **options)
+    """``reports``: Report objects (or saved JSON dicts). json/jsonl write a dict exactly as it came (a saved
+    report re-rendered as JSON stays byte for byte what was saved); every other format reads typed reports."""
+    fmt = Format(fmt)
+    if fmt not in (Format.json, Format.jsonl):
+        reports = [as_report(r) for r in reports]
+    return renderer(fmt)(reports, **options)

@@ -5,10 +5,10 @@ diagnostic and one ``::notice ...`` per skipped one (flagged null), then a plain
 ``fadiag: <path>: <verdict>``. Escaping follows the Actions runner (actions/toolkit ``command.ts``):
 message data escapes ``%`` ``\\r`` ``\\n``; property values additionally ``:`` and ``,``.
 
-Side effect, the only one any renderer has: when the environment variable ``GITHUB_STEP_SUMMARY``
-names a file (Actions sets it in every step), ``render`` appends the markdown form of the reports to it
-(``append_step_summary``), so the job summary page shows the filled reporting form. Appending, never
-overwriting: several fadiag steps in one job each add their own summary.
+The job summary page: ``step_summary_markdown(reports)`` is the text to append to the file that
+``$GITHUB_STEP_SUMMARY`` names (the markdown form of the reports, the filled reporting form). Rendering has
+no side effect; the CLI appends it (appending, never overwriting: several fadiag steps in one job each add
+their own summary). ``append_step_summary`` is that append, kept for callers of the Python API.
 """
 
 from __future__ import annotations
@@ -35,39 +35,48 @@ def _one_line(s) -> str:
     return " ".join(str(s).split())
 
 
-def lines(r: dict) -> list:
-    path = (r.get("checkpoint") or {}).get("path")
+def lines(r) -> list:
+    path = (r.checkpoint if isinstance(r.checkpoint, dict) else {}).get("path")
     out = []
-    for f in r.get("flags") or []:
-        title = f"fadiag ({f.get('id', '?')}) {f.get('name') or ''}".strip()
-        detail = f.get("detail") or f.get("name") or ""
-        if f.get("flagged") is None:
+    for f in r.flags:
+        title = f"fadiag ({f.id}) {f.name or ''}".strip()
+        detail = f.detail or f.name or ""
+        if f.flagged is None:
             out.append(command("notice", detail, file=path, title=title + " (skipped)"))
-        elif f.get("flagged"):
+        elif f.flagged:
             out.append(command("error", detail, file=path, title=title))
     # Reports with source-code findings (fadiag lint): one annotation per finding, at its file and line.
-    for x in r.get("findings") or []:
+    for x in getattr(r, "findings", None) or []:
         out.append(command("warning", f"[{x.get('rule')}] {x.get('message')}", file=x.get("file"),
                            line=x.get("line"), col=x.get("col"), title=f"fadiag lint {x.get('rule')}"))
-    subject = path or r.get("method_name") or r.get("schema") or "report"
-    out.append(f"fadiag: {_one_line(subject)}: {_one_line(r.get('verdict') or 'no verdict')}")
+    subject = path or getattr(r, "method_name", None) or r.schema
+    out.append(f"fadiag: {_one_line(subject)}: {_one_line(r.verdict)}")
     return out
 
 
-def append_step_summary(reports: list) -> str | None:
-    """Append the markdown form of ``reports`` to ``$GITHUB_STEP_SUMMARY`` when it is set.
+def step_summary_markdown(reports: list) -> str | None:
+    """What to append to ``$GITHUB_STEP_SUMMARY`` for these reports (their markdown form and a newline);
+    None when there is nothing to summarise. Pure: reads no environment, writes no file."""
+    from . import as_report
 
-    Returns the path written, or None when the variable is unset or empty. An unwritable path is bad
-    input (exit 2), not a silent loss of the summary.
-    """
+    if not reports:
+        return None
+    return render_markdown([as_report(r) for r in reports]) + "\n"
+
+
+def append_step_summary(reports: list) -> str | None:
+    """Append ``step_summary_markdown(reports)`` to ``$GITHUB_STEP_SUMMARY`` when it is set.
+
+    Returns the path written, or None when the variable is unset or empty, or the file cannot be appended
+    to (then a warning on stderr: the annotations and the exit code matter more than the summary page)."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not path:
+    text = step_summary_markdown(reports)
+    if not path or text is None:
         return None
     try:
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(render_markdown(reports) + "\n")
+            fh.write(text)
     except OSError as e:
-        # The annotations and the exit code matter more than the summary page: warn, do not fail the run.
         import sys
 
         sys.stderr.write(f"fadiag: warning: GITHUB_STEP_SUMMARY={path}: cannot append the job summary "
@@ -77,6 +86,4 @@ def append_step_summary(reports: list) -> str | None:
 
 
 def render(reports: list, **_) -> str:
-    text = "".join(line + "\n" for r in reports for line in lines(r))
-    append_step_summary(reports)
-    return text
+    return "".join(line + "\n" for r in reports for line in lines(r))

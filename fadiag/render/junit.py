@@ -5,9 +5,9 @@ One ``<testsuites>``; one ``<testsuite>`` per report, named "fadiag.<family> <ch
 a flagged diagnostic is a ``<failure type="flag">`` whose text is the flag's detail, a skipped one
 (flagged null) is ``<skipped message=detail/>``, a passing one carries its value in ``<system-out>``.
 Families with per-layer data add one informational testcase per layer (classname "....layers"), which
-passes with its values in ``<system-out>``; for audit a null (non-finite) ‖h_l‖ or ‖g_l‖ fails it,
-because a non-finite number never passes (DESIGN.md). Other families' nulls mean "not applicable" (N/A)
-and stay informational.
+passes with its values in ``<system-out>``; for audit a layer the report names non-finite
+(``AuditReport.nonfinite_h_layers`` / ``nonfinite_g_layers``) fails it, because a non-finite number never
+passes (DESIGN.md). Other families' nulls mean "not applicable" (N/A) and stay informational.
 
 Built with xml.etree.ElementTree so every attribute and text is escaped; characters XML 1.0 forbids
 are replaced by U+FFFD. Counts (tests, failures, skipped, errors) are those of the testcases written.
@@ -15,11 +15,11 @@ are replaced by U+FFFD. Counts (tests, failures, skipped, errors) are those of t
 
 from __future__ import annotations
 
-import math
 import re
 import xml.etree.ElementTree as ET
 
-from .markdown import MISSING, family, num
+from ..reports.audit import AuditReport
+from .markdown import MISSING, num
 
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -29,12 +29,8 @@ def text(v) -> str:
     return _INVALID_XML.sub("\ufffd", s)
 
 
-def _null(v) -> bool:
-    return v is None or (isinstance(v, float) and not math.isfinite(v))
-
-
-def _values(f: dict) -> str:
-    return f"value = {num(f.get('value'))}, threshold = {num(f.get('threshold'))}"
+def _values(f) -> str:
+    return f"value = {num(f.value)}, threshold = {num(f.threshold)}"
 
 
 class Suite:
@@ -72,20 +68,18 @@ class Suite:
             self.el.set(k, str(v))
 
 
-def _audit_layers(s: Suite, r: dict, cls: str) -> None:
-    h = r.get("residual_norms") or []
-    g = r.get("bp_grad_norms") or []
-    for i in range(max(len(h), len(g))):
-        hv = h[i] if i < len(h) else None
-        gv = g[i] if i < len(g) else None
-        out = f"‖h_{i}‖ = {num(hv)}, ‖g_{i}‖ = {num(gv)}"
-        bad = [n for n, v in (("‖h_l‖", hv), ("‖g_l‖", gv)) if _null(v)]
+def _audit_layers(s: Suite, r, cls: str) -> None:
+    h, g = r.residual_norms or [], r.bp_grad_norms or []
+    bad_h, bad_g = set(r.nonfinite_h_layers), set(r.nonfinite_g_layers)
+    for i in range(r.n_layers):
+        out = f"‖h_{i}‖ = {num(h[i] if i < len(h) else None)}, ‖g_{i}‖ = {num(g[i] if i < len(g) else None)}"
+        bad = [n for n, layers in (("‖h_l‖", bad_h), ("‖g_l‖", bad_g)) if i in layers]
         fail = (f"non-finite {' and '.join(bad)} at layer {i}", "non-finite", out) if bad else None
         s.case(cls, f"layer {i}", failure=fail, out=out)
 
 
-def _generic_layers(s: Suite, r: dict, cls: str) -> None:
-    for i, row in enumerate(r.get("layers") or []):
+def _generic_layers(s: Suite, layers: list, cls: str) -> None:
+    for i, row in enumerate(layers):
         if not isinstance(row, dict):
             continue
         fields = ", ".join(f"{k} = {num(v)}" for k, v in row.items()
@@ -93,31 +87,36 @@ def _generic_layers(s: Suite, r: dict, cls: str) -> None:
         s.case(cls, f"layer {row.get('layer', i)}", out=fields or MISSING)
 
 
-def _suite(root: ET.Element, r: dict) -> Suite:
-    fam = family(r)
-    ck = r.get("checkpoint") or {}
+def _flag_case(s: Suite, cls: str, f) -> None:
+    name = f"({f.id}) {f.name or ''}".strip()
+    detail = f.detail or ""
+    if f.flagged is None:
+        s.case(cls, name, skipped=detail or "skipped", out=_values(f))
+    elif f.flagged:
+        s.case(cls, name, failure=(f"{detail} ({_values(f)})" if detail else _values(f), "flag", detail),
+               out=_values(f))
+    else:
+        s.case(cls, name, out=f"{_values(f)}: {detail}" if detail else _values(f))
+
+
+def _suite(root: ET.Element, r) -> Suite:
+    ck = r.checkpoint if isinstance(r.checkpoint, dict) else {}
     path = ck.get("path")
-    s = Suite(root, f"fadiag.{fam} {path}" if path else f"fadiag.{fam}")
-    for k in ("schema", "verdict", "method_name", "fadiag_version"):
-        s.prop(k, r.get(k))
+    method_name = getattr(r, "method_name", None)
+    s = Suite(root, f"fadiag.{r.family} {path}" if path else f"fadiag.{r.family}")
+    for k, v in (("schema", r.schema), ("verdict", r.verdict), ("method_name", method_name),
+                 ("fadiag_version", r.fadiag_version or None)):
+        s.prop(k, v)
     for k in ("path", "sha256", "format", "trusted"):
         s.prop(f"checkpoint.{k}", ck.get(k))
-    method = r.get("method_name") or (path.rsplit("/", 1)[-1] if path else "")
-    cls = f"fadiag.{fam}" + (f".{method}" if method else "")
-    for f in r.get("flags") or []:
-        name = f"({f.get('id', '?')}) {f.get('name') or ''}".strip()
-        detail = f.get("detail") or ""
-        if f.get("flagged") is None:
-            s.case(cls, name, skipped=detail or "skipped", out=_values(f))
-        elif f.get("flagged"):
-            s.case(cls, name, failure=(f"{detail} ({_values(f)})" if detail else _values(f), "flag", detail),
-                   out=_values(f))
-        else:
-            s.case(cls, name, out=f"{_values(f)}: {detail}" if detail else _values(f))
-    if fam == "audit":
+    method = method_name or (path.rsplit("/", 1)[-1] if path else "")
+    cls = f"fadiag.{r.family}" + (f".{method}" if method else "")
+    for f in r.flags:
+        _flag_case(s, cls, f)
+    if isinstance(r, AuditReport):
         _audit_layers(s, r, cls + ".layers")
-    elif isinstance(r.get("layers"), list):
-        _generic_layers(s, r, cls + ".layers")
+    elif isinstance(getattr(r, "layers", None), list):
+        _generic_layers(s, r.layers, cls + ".layers")
     s.close()
     return s
 

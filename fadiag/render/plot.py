@@ -1,4 +1,5 @@
-"""Pictures (the ``plot`` extra: matplotlib). Renderers of report dicts, like the text formats: no math.
+"""Pictures (the ``plot`` extra: matplotlib). Renderers of typed reports, like the text formats: no math, no
+judgement (the (a) ceiling, the (d) bar, a head's truth check are properties of the report).
 
 ``plot_reports(reports, path)`` dispatches on the report schema. The file type follows the suffix
 (.png, .svg, .pdf). Written atomically (temp file + rename).
@@ -6,9 +7,13 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from ..errors import InputError
+from ..reports.audit import AUDIT_SCHEMA
+from ..reports.credit import CreditReport
+from ..reports.relevance import RelevanceReport
 
 SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -32,13 +37,9 @@ def _nz(v):
 OK, FLAG, SKIP, NEUTRAL = "#2a9d58", "#d62728", "#9a9a9a", "#4c72b0"
 
 
-def _flag(r: dict, fid: str) -> dict:
-    return next((f for f in r.get("flags") or [] if f.get("id") == fid), {})
-
-
-def flag_colour(flag: dict) -> str:
-    """Red when flagged, green when it passed, grey when skipped (or absent)."""
-    return {True: FLAG, False: OK}.get(flag.get("flagged"), SKIP)
+def flag_colour(flag) -> str:
+    """A Flag's colour: red when flagged, green when it passed, grey when skipped (or absent: None)."""
+    return {True: FLAG, False: OK}.get(getattr(flag, "flagged", None), SKIP)
 
 
 def _label(v) -> str:
@@ -57,73 +58,82 @@ def _bar_labels(ax, bars, values, span: float, fmt: str = "{:.4f}") -> None:
                 color="white" if inside else "black", fontweight="bold" if inside else "normal")
 
 
+def _audit_norms(ax, r) -> None:
+    """(a) and (b): ‖h_l‖ and ‖g_l‖ per layer on a log scale, with the (a) ceiling and the (b) floor."""
+    th = r.thresholds or {}
+    hs = [_nz(v) for v in r.residual_norms or []]
+    gs = [_nz(v) for v in r.bp_grad_norms or []]
+    layers = list(range(len(hs)))
+    ax.semilogy(layers, hs, "o-", color="C0", label=r"median $\Vert h_l \Vert$")
+    ax.semilogy(layers, gs, "s-", color="C1", label=r"median $\Vert g_l \Vert$")
+    if r.h_norm_ceiling is not None:
+        ax.axhline(r.h_norm_ceiling, color="C0", ls="--", lw=1,
+                   label=rf"(a) ceiling ${th['h_norm_explosion_ratio']:g} \cdot \Vert h_0 \Vert$")
+    if th.get("g_norm_floor"):
+        ax.axhline(th["g_norm_floor"], color="C1", ls="--", lw=1, label=f"(b) floor {th['g_norm_floor']:g}")
+    ax.set_xlabel("layer $l$")
+    ax.set_ylabel("per-sample L2 norm (log)")
+    ax.set_xticks(layers)
+    ax.set_title(textwrap.fill(f"{r.method_name}: {r.verdict}", 70), color=FLAG if r.flagged else OK, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+
+
+def _audit_stability(ax, r) -> None:
+    """(c): the cross-batch cosine as one bar against its ceiling."""
+    c = r.flag("c")
+    st = _nz(r.cross_batch_stability)
+    ceiling = (r.thresholds or {}).get("stability_drift_ceiling")
+    ax.bar([0], [0.0 if st != st else st], color=flag_colour(c), width=0.5)
+    if ceiling is not None:
+        ax.axhline(ceiling, color="k", ls="--", lw=1, label=f"ceiling {ceiling:g}")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlim(-1, 1)
+    ax.set_xticks([0])
+    ax.set_xticklabels([f"layer {r.stability_layer}"])
+    ax.set_ylim(-1, 1)
+    # the value in the corner, clear of the bar (|x| <= 0.25) and of the ceiling line
+    ax.text(0.03, 0.97, f"value {_label(st)}", transform=ax.transAxes, ha="left", va="top", fontsize=8,
+            color=flag_colour(c), fontweight="bold")
+    ax.set_ylabel("mean pairwise cosine")
+    ax.set_title("(c) cross-batch stability", fontsize=10)
+    if ceiling is not None:
+        ax.legend(fontsize=7, loc="lower right")
+
+
+def _audit_accuracy(ax, r) -> None:
+    """(d): the headline accuracy beside the frozen-random baseline, and the bar (d) asks for."""
+    acc, base = _nz(r.headline_acc), r.frozen_baseline_acc
+    names = ["headline", "frozen\nbaseline"]
+    if base is None:
+        bars = ax.bar(names[:1], [acc], color=NEUTRAL, width=0.6)
+        _bar_labels(ax, bars, [acc], 1.0)
+        ax.bar(names[1:], [0], width=0.6)  # the slot stays, empty, with the reason written in it
+        ax.text(1, 0.5, "not given:\n(d) skipped", ha="center", va="center", fontsize=8, color=SKIP)
+    else:
+        bars = ax.bar(names, [acc, base], color=[flag_colour(r.flag("d")), SKIP], width=0.6)
+        _bar_labels(ax, bars, [acc, base], 1.0)
+        if r.frozen_acc_bar is not None:
+            margin = r.thresholds["frozen_acc_margin_pp"]
+            ax.axhline(r.frozen_acc_bar, color="k", ls="--", lw=1, label=f"baseline + {margin:g} pp")
+            ax.legend(fontsize=7, loc="upper right")
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("accuracy")
+    ax.set_title("(d) accuracy vs frozen-random blocks", fontsize=10)
+
+
 def audit_figure(plt, reports: list):
     n = len(reports)
     fig, axes = plt.subplots(n, 3, figsize=(13, 3.8 * n), squeeze=False,
                              gridspec_kw={"width_ratios": [2.2, 1, 1.3]})
     for row, r in zip(axes, reports):
-        th = r.get("thresholds") or {}
-        hs = [_nz(v) for v in r.get("residual_norms") or []]
-        gs = [_nz(v) for v in r.get("bp_grad_norms") or []]
-        layers = list(range(len(hs)))
-        ax = row[0]
-        ax.semilogy(layers, hs, "o-", color="C0", label=r"median $\Vert h_l \Vert$")
-        ax.semilogy(layers, gs, "s-", color="C1", label=r"median $\Vert g_l \Vert$")
-        if hs and th.get("h_norm_explosion_ratio") and r.get("growth_mode") == "ratio_to_h0":
-            ax.axhline(hs[0] * th["h_norm_explosion_ratio"], color="C0", ls="--", lw=1,
-                       label=rf"(a) ceiling ${th['h_norm_explosion_ratio']:g} \cdot \Vert h_0 \Vert$")
-        if th.get("g_norm_floor"):
-            ax.axhline(th["g_norm_floor"], color="C1", ls="--", lw=1, label=f"(b) floor {th['g_norm_floor']:g}")
-        ax.set_xlabel("layer $l$")
-        ax.set_ylabel("per-sample L2 norm (log)")
-        ax.set_xticks(layers)
-        ids = [f"({f['id']})" for f in r.get("flags") or [] if f.get("flagged")]
-        short = "trustworthy" if not ids else "walk-back: " + " ".join(ids) + " flagged"
-        ax.set_title(f"{r.get('method_name')}: {short}", color=OK if not ids else FLAG, fontsize=10)
-        ax.legend(fontsize=7, loc="best")
-
-        ax = row[1]
-        c = _flag(r, "c")
-        st = _nz(r.get("cross_batch_stability"))
-        ceiling = th.get("stability_drift_ceiling", 0.3)
-        ax.bar([0], [0.0 if st != st else st], color=flag_colour(c), width=0.5)
-        ax.axhline(ceiling, color="k", ls="--", lw=1, label=f"ceiling {ceiling:g}")
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_xlim(-1, 1)
-        ax.set_xticks([0])
-        ax.set_xticklabels([f"layer {r.get('stability_layer')}"])
-        ax.set_ylim(-1, 1)
-        # the value in the corner, clear of the bar (|x| <= 0.25) and of the ceiling line
-        ax.text(0.03, 0.97, f"value {_label(st)}", transform=ax.transAxes, ha="left", va="top", fontsize=8,
-                color=flag_colour(c), fontweight="bold")
-        ax.set_ylabel("mean pairwise cosine")
-        ax.set_title("(c) cross-batch stability", fontsize=10)
-        ax.legend(fontsize=7, loc="lower right")
-
-        ax = row[2]
-        d = _flag(r, "d")
-        acc, base = _nz(r.get("headline_acc")), r.get("frozen_baseline_acc")
-        names = ["headline", "frozen\nbaseline"]
-        if base is None:
-            bars = ax.bar(names[:1], [acc], color=NEUTRAL, width=0.6)
-            _bar_labels(ax, bars, [acc], 1.0)
-            ax.bar(names[1:], [0], width=0.6)  # the slot stays, empty, with the reason written in it
-            ax.text(1, 0.5, "not given:\n(d) skipped", ha="center", va="center", fontsize=8, color=SKIP)
-        else:
-            bars = ax.bar(names, [acc, base], color=[flag_colour(d), SKIP], width=0.6)
-            _bar_labels(ax, bars, [acc, base], 1.0)
-            margin = th.get("frozen_acc_margin_pp")
-            if margin is not None:
-                ax.axhline(base + margin / 100, color="k", ls="--", lw=1, label=f"baseline + {margin:g} pp")
-                ax.legend(fontsize=7, loc="upper right")
-        ax.set_ylim(0, 1.12)
-        ax.set_ylabel("accuracy")
-        ax.set_title("(d) accuracy vs frozen-random blocks", fontsize=10)
+        _audit_norms(row[0], r)
+        _audit_stability(row[1], r)
+        _audit_accuracy(row[2], r)
     fig.tight_layout()
     return fig
 
 
-FIGURES = {"fadiag.audit/1": audit_figure}
+FIGURES = {AUDIT_SCHEMA: audit_figure}
 
 
 def register(schema: str, fn) -> None:
@@ -136,10 +146,10 @@ def plot_reports(reports: list, path: str) -> None:
         raise InputError(f"plot file must end in {', '.join(SUFFIXES)}", source=str(path))
     if not (p.parent if str(p.parent) else Path(".")).is_dir():
         raise InputError("plot folder does not exist", source=str(path))
-    from . import _bridge
+    from . import as_report
 
-    reports = _bridge(reports)
-    schema = reports[0].get("schema")
+    reports = [as_report(r) for r in reports]
+    schema = reports[0].schema
     fn = FIGURES.get(schema)
     if fn is None:
         raise InputError(f"no plot for {schema}", source="--plot")
@@ -162,17 +172,17 @@ def relevance_figure(plt, reports: list):
     """Per head: weight relevance (path norm) per feature. With truth checks in the report, a head's title
     is green when its known features rank first by every check, red (the flag colour) when they do not."""
     r = reports[0]
-    heads = list((r.get("per_head") or {}).items())
-    fn = r.get("feature_names") or []
+    heads = list((r.per_head or {}).items())
+    fn = r.feature_names or []
     fig, axes = plt.subplots(len(heads), 1, figsize=(max(6, 0.6 * len(fn) + 2), 2.4 * len(heads)), squeeze=False)
     for ax, (head, entry) in zip(axes[:, 0], heads):
         wr = entry.get("weight_relevance") or {}
         vals = [_nz(wr.get(f)) for f in fn]
         ax.bar(range(len(fn)), vals, color=NEUTRAL)
-        checks = [c[head]["ranked_first"] for c in (r.get("truth_checks") or {}).values() if head in c]
-        colour = "black" if not checks else (OK if all(checks) else FLAG)
-        ax.set_title(f"{head}: weight relevance (path norm)" + ("" if not checks else
-                     "; known features rank first" if all(checks) else "; known features NOT first"),
+        first = r.known_first(head)
+        colour = "black" if first is None else (OK if first else FLAG)
+        ax.set_title(f"{head}: weight relevance (path norm)" + ("" if first is None else
+                     "; known features rank first" if first else "; known features NOT first"),
                      fontsize=9, color=colour)
         ax.set_ylabel("relevance", fontsize=8)
         ax.set_xticks(range(len(fn)))
@@ -182,11 +192,14 @@ def relevance_figure(plt, reports: list):
     return fig
 
 
-FIGURES["fadiag.relevance/1"] = FIGURES["fadiag.relevance/2"] = relevance_figure
+FIGURES[RelevanceReport.SCHEMA] = relevance_figure
 
 
-def plot_matrix(W, report: dict, path: str) -> None:
+def plot_matrix(W, report, path: str) -> None:
     """Heatmap of the N x N edge evidence (rows: source nodes' activations, columns: targets' gradients)."""
+    from . import as_report
+
+    report = as_report(report)
     p = Path(path)
     if p.suffix.lower() not in SUFFIXES:
         raise InputError(f"plot file must end in {', '.join(SUFFIXES)}", source=str(path))
@@ -197,17 +210,17 @@ def plot_matrix(W, report: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     lim = float(np.nanmax(np.abs(M))) if np.isfinite(M).any() else 1.0
     im = ax.imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-    fig.colorbar(im, ax=ax, label=f"edge evidence ({report.get('params', {}).get('method')} correlation)")
-    true = [(e["source"], e["target"]) for e in report.get("top_edges") or [] if e.get("true")]
+    fig.colorbar(im, ax=ax, label=f"edge evidence ({(report.params or {}).get('method')} correlation)")
+    true = [(e["source"], e["target"]) for e in report.top_edges or [] if e.get("true")]
     if true:
         ax.scatter([t for _, t in true], [s for s, _ in true], s=12, facecolors="none", edgecolors="k",
                    label="top edges that are true")
         ax.legend(fontsize=7, loc="upper right")
-    sc = report.get("scoring")
-    title = f"{report.get('params', {}).get('method')} evidence, N = {report.get('n_nodes')}"
+    sc = report.scoring
+    title = f"{(report.params or {}).get('method')} evidence, N = {report.n_nodes}"
     if sc:
         title += f"; MRR {sc['mrr']:.3f} (random {sc['random_mrr']:.3f})"
-    ax.set_title(title, fontsize=9, color=flag_colour(_flag(report, "mrr")) if sc else "black")
+    ax.set_title(title, fontsize=9, color=flag_colour(report.flag("mrr")) if sc else "black")
     ax.set_xlabel("target node j (gradient)")
     ax.set_ylabel("source node i (activation)")
     fig.tight_layout()
@@ -218,7 +231,7 @@ def credit_figure(plt, reports: list):
     """Per layer: Γ_l and ρ_l (left), ‖a_l‖ and ‖g_l‖ on a log scale with the (b) floor (right); the toy
     LQ check is one panel (its costate cosines), never a panel left empty."""
     r = reports[0]
-    layers = r.get("layers") or []
+    layers = r.layers or []
     ls = [row["layer"] for row in layers]
     if layers and "costate_cos_bp" in layers[0]:
         fig, ax1 = plt.subplots(1, 1, figsize=(6.5, 3.8))
@@ -241,14 +254,14 @@ def credit_figure(plt, reports: list):
         ax1.axhline(0, color="k", lw=0.5)
         ax1.set_ylim(-1.05, 1.05)
         ax1.set_ylabel("cosine / correlation")
-        ax1.set_title(f"{r.get('method_name')}: signal={r.get('signal')}", fontsize=9)
+        ax1.set_title(f"{r.method_name}: signal={r.signal}", fontsize=9)
         ax1.legend(fontsize=7)
         ax2.semilogy(ls, [_nz(x.get("a_norm")) for x in layers], "o-", label=r"median $\Vert a_l \Vert$")
         ax2.semilogy(ls, [_nz(x.get("g_norm_per_sample")) for x in layers], "s-",
                      label=r"median $\Vert g_l \Vert$ per sample")
         ax2.semilogy(ls, [_nz(x.get("g_norm_mean_ce")) for x in layers], "^:",
                      label=r"median $\Vert g_l \Vert$ of the mean CE")
-        floor = (r.get("thresholds") or {}).get("g_norm_floor")
+        floor = (r.thresholds or {}).get("g_norm_floor")
         if floor:
             ax2.axhline(floor, color="C1", ls="--", lw=1, label=f"floor {floor:g}")
         ax2.set_ylabel("per-sample L2 norm (log)")
@@ -262,4 +275,4 @@ def credit_figure(plt, reports: list):
     return fig
 
 
-FIGURES["fadiag.credit/1"] = credit_figure
+FIGURES[CreditReport.SCHEMA] = credit_figure

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..reports.audit import AUDIT_SCHEMA
+
 
 def fmt_num(v, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and v != v):
@@ -86,32 +88,32 @@ def flag_text(flagged) -> Text:
     return Text("FLAG", style="bold red") if flagged else Text("ok", style="green")
 
 
-def verdict_text(r: dict) -> Text:
+def verdict_text(r) -> Text:
     """The verdict in red when any flag is raised, green otherwise (decided by the flags, not the wording)."""
-    bad = any(f.get("flagged") for f in r.get("flags") or [])
-    return Text(r.get("verdict", ""), style="bold red" if bad else "bold green")
+    return Text(r.verdict, style="bold red" if r.flagged else "bold green")
 
 
 #: Flags whose value counts dead blocks and whose threshold is the number of blocks: flagged when all are dead.
 _ALL_OF = ("f", "dead_blocks")
 
 
-def _count_row(fl: dict) -> bool:
+def _count_row(fl) -> bool:
     """A flag that counts things (findings, NaNs, layers): value and threshold are whole numbers."""
-    v, t = fl.get("value"), fl.get("threshold")
+    v, t = fl.value, fl.threshold
     return _is_num(v) and float(v).is_integer() and (t is None or (_is_num(t) and float(t).is_integer()))
 
 
-def flag_cells(flags: list) -> list:
-    """(value, threshold) text per flag. Measured values share one format per column, and so do their
+def flag_cells(flags) -> list:
+    """(value, threshold) text per Flag. Measured values share one format per column, and so do their
     thresholds (fmt_column); counts print as whole numbers, and (f) as "0 dead" of "all 6" blocks."""
+    flags = list(flags)
     meas = [fl for fl in flags if not _count_row(fl)]
-    vals = dict(zip(map(id, meas), fmt_column([fl.get("value") for fl in meas])))
-    ths = dict(zip(map(id, meas), fmt_column([fl.get("threshold") for fl in meas])))
+    vals = dict(zip(map(id, meas), fmt_column([fl.value for fl in meas])))
+    ths = dict(zip(map(id, meas), fmt_column([fl.threshold for fl in meas])))
     out = []
     for fl in flags:
-        v, t = fl.get("value"), fl.get("threshold")
-        if fl.get("id") in _ALL_OF and _count_row(fl):
+        v, t = fl.value, fl.threshold
+        if fl.id in _ALL_OF and _count_row(fl):
             out.append((f"{int(v)} dead", f"all {int(t)}"))
         elif _count_row(fl):
             out.append((str(int(v)), "" if t is None else str(int(t))))
@@ -138,72 +140,68 @@ def add_columns(t: Table, cols) -> None:
             t.add_column(head, overflow="fold")
 
 
-def checks_table(r: dict, title: str = "checks", ids=None) -> Table:
+def checks_table(r, title: str = "checks", ids=None) -> Table:
     """The flags of any report: id, status, value, threshold, then the check's name and its detail."""
     f = table(title)
     add_columns(f, (("id", "text"), ("status", "key"), ("value", "num"), ("threshold", "num"),
                     ("check: detail", "text")))
-    flags = r.get("flags") or []
-    for fl, (v, t) in zip(flags, flag_cells(flags)):
-        fid = str(fl["id"])
-        what = Text.assemble(fl["name"], (f": {fl['detail']}" if fl.get("detail") else "", "dim"))
-        f.add_row(ids(fid) if ids else fid, flag_text(fl.get("flagged")), v, t, what)
+    for fl, (v, t) in zip(r.flags, flag_cells(r.flags)):
+        what = Text.assemble(fl.name, (f": {fl.detail}" if fl.detail else "", "dim"))
+        f.add_row(ids(fl.id) if ids else fl.id, flag_text(fl.flagged), v, t, what)
     return f
 
 
-def audit_tables(r: dict) -> list:
-    ck = r.get("checkpoint", {})
-    title = f"{r.get('method_name') or ''}  {ck.get('path', '')}".strip()
+def verdict_row(r, more: str = "") -> Text:
+    """"verdict: <the verdict>", the closing line of every table view."""
+    return Text.assemble(("verdict: ", "bold"), verdict_text(r), more)
+
+
+def _layers_table(r) -> Table:
+    ck = r.checkpoint or {}
+    title = f"{r.method_name or ''}  {ck.get('path', '')}".strip()
     layers = table(f"fadiag audit: {title}")
     add_columns(layers, (("layer", "num"), ("‖h_l‖ (median)", "num"), ("‖g_l‖ (median)", "num"), ("", "text")))
-    g = r.get("bp_grad_norms") or []
-    hs = r.get("residual_norms") or []
-    l_star = r.get("stability_layer")
-    floor = (r.get("thresholds") or {}).get("g_norm_floor")
+    g, hs = r.bp_grad_norms or [], r.residual_norms or []
+    low, bad = set(r.low_g_layers), set(r.nonfinite_g_layers)
     gcol = fmt_column([g[i] if i < len(g) else None for i in range(len(hs))])
     for i, hv in enumerate(fmt_column(hs)):
-        gv = g[i] if i < len(g) else None
-        notes = []
-        if i == l_star:
-            notes.append("stability layer")
-        if floor is not None and (gv is None or gv < floor):
-            notes.append("below floor" if gv is not None else "non-finite")
+        notes = (["stability layer"] if i == r.stability_layer else []) + (
+            ["below floor"] if i in low else ["non-finite"] if i in bad else [])
         layers.add_row(str(i), hv, gcol[i], ", ".join(notes))
+    return layers
 
-    flags = checks_table(r, "diagnostics", ids=lambda i: f"({i})")
-    fb = r.get("frozen_baseline_acc")
-    base = (f"frozen baseline {fmt_acc(fb)} ({plain(r.get('frozen_baseline_source'))})" if fb is not None else
+
+def audit_tables(r) -> list:
+    ck = r.checkpoint or {}
+    fb = r.frozen_baseline_acc
+    base = (f"frozen baseline {fmt_acc(fb)} ({plain(r.frozen_baseline_source)})" if fb is not None else
             "no frozen baseline, (d) skipped")
-    data = r.get("data") or {}
-    summary = Text.assemble(
-        ("verdict: ", "bold"), verdict_text(r),
-        f"\nheadline acc {fmt_acc(r.get('headline_acc'))} ({r.get('headline_acc_source')}), {base}; "
+    data = r.data or {}
+    summary = verdict_row(
+        r, f"\nheadline acc {fmt_acc(r.headline_acc)} ({r.headline_acc_source}), {base}; "
         f"eval data {data.get('source')}{' (' + data['split'] + ' split)' if data.get('split') else ''}; "
         f"sha256 {str(ck.get('sha256', ''))[:12]}, format {ck.get('format')}"
-        f"{', TRUSTED (unpickled)' if ck.get('trusted') else ''}",
-    )
-    return [layers, flags, summary]
+        f"{', TRUSTED (unpickled)' if ck.get('trusted') else ''}")
+    return [_layers_table(r), checks_table(r, "diagnostics", ids=lambda i: f"({i})"), summary]
 
 
-TABLES = {"fadiag.audit/1": audit_tables}
+#: schema -> table function; the other families register theirs on import (``_FAMILY_MODULES``).
+TABLES = {AUDIT_SCHEMA: audit_tables}
+
+_FAMILY_MODULES = {"credit": "table_credit", "edges": "table_edges", "relevance": "table_relevance",
+                   "compare": "table_compare", "inspect": "table_inspect", "lint": "table_lint"}
 
 
 def register(schema: str, fn) -> None:
     TABLES[schema] = fn
 
 
-def _lazy_register(schema: str) -> None:
+def _lazy_register(r) -> None:
     import importlib
 
-    mod = {"fadiag.credit/1": "fadiag.render.table_credit", "fadiag.edges/1": "fadiag.render.table_edges",
-           "fadiag.relevance/1": "fadiag.render.table_relevance", "fadiag.compare/1": "fadiag.render.table_compare",
-           "fadiag.inspect/1": "fadiag.render.table_inspect", "fadiag.lint/1": "fadiag.render.table_lint",
-           "fadiag.edges/2": "fadiag.render.table_edges", "fadiag.relevance/2": "fadiag.render.table_relevance"}.get(schema)
+    mod = _FAMILY_MODULES.get(r.family)
     if mod:
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            pass
+        importlib.import_module(f"{__package__}.{mod}")
 
 
 def render(reports: list, *, color: bool = False, width: int | None = None, **_) -> str:
@@ -212,12 +210,11 @@ def render(reports: list, *, color: bool = False, width: int | None = None, **_)
     console = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
                       no_color=not color, highlight=False)
     for i, r in enumerate(reports):
-        schema = r.get("schema", "")
-        if schema not in TABLES:
-            _lazy_register(schema)
-        fn = TABLES.get(schema)
+        if r.schema not in TABLES:
+            _lazy_register(r)
+        fn = TABLES.get(r.schema)
         if fn is None:
-            console.print(f"(no table view for schema {schema!r}; use --format json)")
+            console.print(f"(no table view for schema {r.schema!r}; use --format json)")
             continue
         if i:
             console.print()

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from .table import add_columns, checks_table, fmt_column, register, table, verdict_text
+from ..reports.credit import CreditReport
+from .table import add_columns, checks_table, fmt_column, register, table, verdict_row
 
 
 def _columns(t, rows: list, cols: list, marks=None) -> None:
@@ -30,18 +31,18 @@ def _readable(row) -> Text:
     return Text("no", style="yellow") if ok is False else Text("yes" if ok else "n/a")
 
 
-def credit_tables(r: dict) -> list:
-    ck = r.get("checkpoint") or {}
-    layers = r.get("layers") or []
-    means = r.get("means") or {}
-    head = f"fadiag credit: {r.get('method_name')}  signal={r.get('signal')}  {ck.get('path', '')}".rstrip()
+def credit_tables(r) -> list:
+    ck = r.checkpoint or {}
+    layers = r.layers or []
+    means = r.means or {}
+    head = f"fadiag credit: {r.method_name}  signal={r.signal}  {ck.get('path', '')}".rstrip()
     if layers and "costate_cos_bp" in layers[0]:
         t = table("cosine with the exact costate λ_l")
         _columns(t, layers, [("layer", _layer), ("costate cos (BP)", lambda x: x["costate_cos_bp"]),
                              ("costate cos (DFA)", lambda x: x["costate_cos_dfa"])])
         bp, dfa = (fmt_column([means[k]["all_layers"]])[0] for k in ("costate_cos_bp", "costate_cos_dfa"))
         summary = Text(f"mean over layers: BP {bp}, DFA {dfa}  (published: DFA 0.001, bridge ≈ 0.94)")
-        return [Text(head, style="bold"), t, summary, Text.assemble(("verdict: ", "bold"), verdict_text(r))]
+        return [Text(head, style="bold"), t, summary, verdict_row(r)]
 
     t1 = table("alignment with backprop (Γ_l is unreadable where ‖g_l‖ mean CE < the floor)")
     _columns(t1, layers, [("layer", _layer), ("Γ_l", lambda x: x.get("gamma")), ("‖a_l‖", lambda x: x.get("a_norm")),
@@ -72,10 +73,10 @@ def credit_tables(r: dict) -> list:
     for k, a, d in zip(names, alls, deeps):
         m.add_row(k, a, d, f"{means[k].get('n_skipped_all')}/{means[k].get('n_skipped_deep')}")
     parts = [Text(head, style="bold"), t1, *tables, m, checks_table(r, "flags")]
-    for k, why in (r.get("not_available") or {}).items():
+    for k, why in (r.not_available or {}).items():
         parts.append(Text(f"N/A {k}: {why}", style="yellow"))
-    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r), f"\nsignal: {r.get('signal_source')}"))
+    parts.append(verdict_row(r, f"\nsignal: {r.signal_source}"))
     return parts
 
 
-register("fadiag.credit/1", credit_tables)
+register(CreditReport.SCHEMA, credit_tables)

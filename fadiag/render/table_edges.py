@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from .table import add_columns, checks_table, fmt_column, register, table, verdict_text
+from ..reports.edges import EdgesReport
+from .table import add_columns, checks_table, fmt_column, register, table, verdict_row
 
 
-def edges_tables(r: dict) -> list:
-    p = r.get("params") or {}
-    head = Text(f"fadiag edges: {(r.get('checkpoint') or {}).get('path')}  N = {r.get('n_nodes')} nodes, "
-                f"M = {r.get('n_observations')} observations, {p.get('method')} on {p.get('where')}-norm "
+def edges_tables(r) -> list:
+    p = r.params or {}
+    head = Text(f"fadiag edges: {(r.checkpoint or {}).get('path')}  N = {r.n_nodes} nodes, "
+                f"M = {r.n_observations} observations, {p.get('method')} on {p.get('where')}-norm "
                 f"signals ({p.get('norm')}/{p.get('agg')})"
                 + (f", bootstrap {p['bootstrap']}x{p['samples']} (seed {p['seed']})" if p.get("bootstrap") else ""),
                 style="bold")
     parts = [head]
-    sc = r.get("scoring")
+    sc = r.scoring
     if sc:
         parts.append(Text(f"scoring against {sc.get('truth')} ({sc.get('queries')})"))
         t = table("scoring")
@@ -23,7 +24,7 @@ def edges_tables(r: dict) -> list:
         t.add_row(*fmt_column([sc.get(k) for k in ("mrr", "random_mrr", "hits@1", "hits@3", "hits@10")]),
                   str(sc.get("n_queries")))
         parts.append(t)
-    te = r.get("top_edges") or []
+    te = r.top_edges or []
     if te:
         t = table(f"top {len(te)} edges (source -> target)")
         add_columns(t, (("rank", "num"), ("source", "num"), ("target", "num"), ("score", "num"), ("known", "key"),
@@ -33,9 +34,8 @@ def edges_tables(r: dict) -> list:
                       "yes" if e.get("known") else "", "" if e.get("true") is None else ("yes" if e["true"] else "no"))
         parts.append(t)
     parts.append(checks_table(r))
-    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r)))
+    parts.append(verdict_row(r))
     return parts
 
 
-register("fadiag.edges/1", edges_tables)
-register("fadiag.edges/2", edges_tables)
+register(EdgesReport.SCHEMA, edges_tables)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from .table import add_columns, register, table, verdict_text
+from ..reports.lint import LintReport
+from .table import add_columns, register, table, verdict_row
 
 
-def lint_tables(r: dict) -> list:
-    parts = [Text(f"fadiag lint: {', '.join(r.get('paths', []))} ({r.get('n_files')} files)", style="bold")]
-    findings = r.get("findings", [])
+def lint_tables(r) -> list:
+    parts = [Text(f"fadiag lint: {', '.join(r.paths or [])} ({r.n_files} files)", style="bold")]
+    findings = r.findings or []
     by_file = {}
     for x in findings:  # one table per file, so a long path never squeezes the columns
         by_file.setdefault(x["file"], []).append(x)
@@ -25,8 +26,8 @@ def lint_tables(r: dict) -> list:
         for x in findings:
             why.setdefault(x["rule"], x["message"])
         parts += [Text.assemble((f"{rule}: ", "bold"), msg) for rule, msg in why.items()]
-    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r)))
+    parts.append(verdict_row(r))
     return parts
 
 
-register("fadiag.lint/1", lint_tables)
+register(LintReport.SCHEMA, lint_tables)

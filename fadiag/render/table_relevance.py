@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from .table import add_columns, checks_table, fmt_column, register, table, verdict_text
+from ..reports.relevance import RelevanceReport
+from .table import add_columns, checks_table, fmt_column, register, table, verdict_row
 
 #: trunk field -> short column header (the JSON names are in docs/science.md §4)
 _TRUNK = {"step_size_activity": "step size", "trace_activity": "trace", "normalizer_mean": "mean",
           "normalizer_std": "std"}
 
 
-def relevance_tables(r: dict, top: int = 12) -> list:
-    parts = [Text(f"fadiag relevance: {(r.get('checkpoint') or {}).get('path')}", style="bold")]
-    fn = r.get("feature_names") or []
-    trunk = r.get("trunk") or {}
+def relevance_tables(r, top: int = 12) -> list:
+    parts = [Text(f"fadiag relevance: {(r.checkpoint or {}).get('path')}", style="bold")]
+    fn = r.feature_names or []
+    trunk = r.trunk or {}
     if trunk:
         t = table("trunk: input-layer activity, normaliser")
         cols = list(trunk)
@@ -24,10 +25,10 @@ def relevance_tables(r: dict, top: int = 12) -> list:
         for i, f in enumerate(fn):
             t.add_row(f, *[c[i] for c in cells])
         parts.append(t)
-    sens = r.get("sensitivity") or {}
+    sens = r.sensitivity or {}
     mean_abs = sens.get("mean_abs") or {}
     jac = (sens.get("observation") or {}).get("jacobian") or {}
-    for head, entry in (r.get("per_head") or {}).items():
+    for head, entry in (r.per_head or {}).items():
         wr = entry.get("weight_relevance") or {}
         ranked = sorted(wr, key=lambda f: -(wr[f] if wr[f] is not None else float("-inf")))[:top]
         t = table(f"head {head}: features by weight relevance (path norm)")
@@ -47,10 +48,8 @@ def relevance_tables(r: dict, top: int = 12) -> list:
         parts.append(Text(f"Jacobian at the observation over {len(fn)} features; mean |∂pred/∂x| over "
                           f"{sens.get('over')}", style="dim"))
     parts.append(checks_table(r))
-    parts.append(Text.assemble(("verdict: ", "bold"), verdict_text(r),
-                               f"   step sizes: {r.get('step_size_kind') or 'absent'}"))
+    parts.append(verdict_row(r, f"   step sizes: {r.step_size_kind or 'absent'}"))
     return parts
 
 
-register("fadiag.relevance/1", relevance_tables)
-register("fadiag.relevance/2", relevance_tables)
+register(RelevanceReport.SCHEMA, relevance_tables)

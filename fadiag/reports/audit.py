@@ -3,12 +3,21 @@ report dict, same names and meanings."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from .base import Report, register
 
 AUDIT_SCHEMA = "fadiag.audit/1"
+
+
+def _null(v) -> bool:
+    return v is None or (isinstance(v, float) and not math.isfinite(v))
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 #: Keys of the audit JSON object, in order. Tests hold the renderers to this list.
 AUDIT_KEYS = (
@@ -50,3 +59,64 @@ class AuditReport(Report):
     nonfinite_count: int
     median: str = "lower"
     """Median convention of the per-layer numbers: "lower" (torch.median, the reference's) or "midpoint"."""
+
+    # ---- judgements the renderers show (computed here, from the report's own numbers and thresholds)
+
+    @property
+    def n_layers(self) -> int:
+        """Rows of the per-layer view: l = 0..L over ‖h_l‖ and ‖g_l‖ (a shorter list reads as null)."""
+        return max(len(self.residual_norms or []), len(self.bp_grad_norms or []))
+
+    def _layer_value(self, series: list, i: int):
+        return series[i] if i < len(series or []) else None
+
+    @property
+    def nonfinite_h_layers(self) -> list:
+        """Layers whose ‖h_l‖ is null or non-finite (never a pass: DESIGN.md)."""
+        return [i for i in range(self.n_layers) if _null(self._layer_value(self.residual_norms, i))]
+
+    @property
+    def nonfinite_g_layers(self) -> list:
+        """Layers whose ‖g_l‖ is null or non-finite."""
+        return [i for i in range(self.n_layers) if _null(self._layer_value(self.bp_grad_norms, i))]
+
+    @property
+    def low_g_layers(self) -> list:
+        """Layers whose finite ‖g_l‖ is below the report's own (b) floor (thresholds.g_norm_floor): a Γ_l there
+        is uninterpretable (docs/science.md §2, pitfall 2)."""
+        floor = (self.thresholds or {}).get("g_norm_floor")
+        if not _finite(floor):
+            return []
+        return [i for i, v in enumerate(self.bp_grad_norms or []) if _finite(v) and v < floor]
+
+    @property
+    def has_fp16_weights(self) -> bool:
+        """float16 (not bfloat16) weights: BP gradients near 5e-10 underflow (pitfall 3)."""
+        return any(str(t).endswith("float16") and not str(t).endswith("bfloat16") for t in self.weight_dtypes or [])
+
+    @property
+    def h_norm_ceiling(self):
+        """The ‖h_l‖ above which (a) flags (h_norm_explosion_ratio × ‖h_0‖) when (a) reads the ratio to h_0;
+        None otherwise."""
+        ratio = (self.thresholds or {}).get("h_norm_explosion_ratio")
+        h = self.residual_norms or []
+        if self.growth_mode != "ratio_to_h0" or not h or not (_finite(h[0]) and _finite(ratio)):
+            return None
+        return h[0] * ratio
+
+    @property
+    def frozen_acc_bar(self):
+        """The headline accuracy (d) asks for: frozen baseline + frozen_acc_margin_pp; None without a baseline."""
+        margin = (self.thresholds or {}).get("frozen_acc_margin_pp")
+        if not (_finite(self.frozen_baseline_acc) and _finite(margin)):
+            return None
+        return self.frozen_baseline_acc + margin / 100
+
+    def headline(self) -> list:
+        """(label, value) pairs ``fadiag compare`` shows before the flags."""
+        return [("method", self.method_name), ("headline acc", self.headline_acc),
+                ("frozen baseline acc", self.frozen_baseline_acc)]
+
+    def series(self) -> dict:
+        """Per-layer series (JSON key -> list over l) ``fadiag compare`` shows layer by layer."""
+        return {"residual_norms": list(self.residual_norms or []), "bp_grad_norms": list(self.bp_grad_norms or [])}

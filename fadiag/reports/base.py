@@ -112,6 +112,19 @@ class Report:
     def flag(self, fid: str) -> Flag | None:
         return next((f for f in self.flags if f.id == fid), None)
 
+    @property
+    def family(self) -> str:
+        """"fadiag.credit/2" -> "credit"."""
+        return self.SCHEMA.split("/")[0].removeprefix("fadiag.")
+
+    def headline(self) -> list:
+        """(label, value) pairs ``fadiag compare`` shows before the flags (a family adds its headline numbers)."""
+        return []
+
+    def series(self) -> dict:
+        """Per-layer series (JSON key -> list over layers) ``fadiag compare`` shows layer by layer."""
+        return {}
+
     def replace(self, **changes) -> "Report":
         return dataclasses.replace(self, **changes)
 

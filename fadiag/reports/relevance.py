@@ -34,3 +34,9 @@ class RelevanceReport(Report):
     sensitivity: dict | None = None
     #: per kind, per head: {used_min, unused_max, ratio, ranked_first}; None without relevance.truth
     truth_checks: dict | None = None
+
+    def known_first(self, head: str):
+        """Whether the head's known features rank first by every truth check that covers it; None without one."""
+        checks = [c[head].get("ranked_first") for c in (self.truth_checks or {}).values()
+                  if isinstance(c, dict) and isinstance(c.get(head), dict)]
+        return None if not checks else all(checks)

@@ -310,7 +310,7 @@ def honest_cases(sd: dict) -> dict:
     }
     x, _ = tiny_xy()
     return {
-        "torch_zip.pt": (torch_bytes({"model": sd}), [run(A, [0, 1]), run(I, [0], ['"verdict": "ok"'])]),
+        "torch_zip.pt": (torch_bytes({"model": sd}), [run(A, [0, 1]), run(I, [0], ['"verdict": "trustworthy"'])]),
         "torch_legacy.pt": (torch_bytes({"model": one_storage(sd)}, legacy=True), [run(A, [0, 1]), run(I, [0])]),
         "protocol4.pt": (torch_bytes({"model": sd}, protocol=4),
                          [run(A, [2], ["pickle protocol 4", "FRAME", "default pickle protocol"]), run(T, [0, 1]),
