@@ -50,7 +50,7 @@ def test_pyproject_table_runs_edges_with_row_chunk(project, capsys):
     code, out, err = run_main(["edges"], capsys)
     rep = json.loads(out)
     assert rep["params"]["row_chunk"] == 7 and rep["settings"]["row_chunk"] == "config"
-    assert rep["schema"] == "fadiag.edges/1" and code == 0
+    assert rep["schema"] == "fadiag.edges/2" and code == 0
 
 
 def test_precedence_flag_over_env_over_config(project, capsys, monkeypatch):
