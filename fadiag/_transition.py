@@ -4,12 +4,15 @@ Everything here bridges the CLI (which speaks typed reports, fadiag/reports/) to
 speaks the old dicts. Each function is a no-op once the other branches have landed, so a forgotten call is
 harmless; the call sites are:
 
-- ``as_report``: ``fadiag.sweep.one`` (a family API's result) and ``fadiag.cli.output.finish`` (inspect, lint,
-  compare, the toy LQ). At merge: replace ``as_report(x)`` by ``x``.
-- ``for_dict_api``: ``fadiag.cli.compare`` (``compare_reports``) and ``fadiag.cli.edges`` (``plot_matrix``). At
-  merge: call the function with the typed reports directly.
-- ``alias_v1_views``: ``fadiag.cli.output._render`` and ``fadiag.cli.output.finish`` (plots). At merge: delete the
-  calls; the renderers register their "/2" schemas themselves.
+- ``as_report`` (a family API's result, a dict or the old report.AuditReport, as a typed report):
+  ``fadiag.sweep.one``, ``fadiag.cli.output.finish`` (inspect, lint, compare) and ``fadiag.cli.credit._toy``.
+  At merge: replace ``as_report(x)`` by ``x``.
+- ``for_dict_api`` (typed reports as dicts for an API still annotated with dicts): ``fadiag.cli.compare``
+  (``compare_reports``) and ``fadiag.cli.edges._write_matrix_outputs`` (``plot_matrix``). At merge: pass the
+  typed reports directly.
+- ``alias_v1_views`` (a "/2" report shown by its family's "/1" view): ``fadiag.cli.output._render`` (table,
+  markdown), ``fadiag.cli.output.finish`` (plots) and ``fadiag.cli.compare`` (compare's rows). At merge: delete
+  the calls; the renderers and compare register their "/2" schemas themselves.
 """
 
 from __future__ import annotations

@@ -118,7 +118,8 @@ def command(order: str, **kw):
         own = inspect.signature(fn, eval_str=True).parameters
         names = order.split()
         stray = set(own) - {"ctx", "shared", *names}
-        assert not stray, f"{fn.__name__}: parameters not in its order: {stray}"
+        if stray:  # a programming error: say which, at import
+            raise TypeError(f"{fn.__name__}: parameters missing from its order: {', '.join(sorted(stray))}")
         params = [own["ctx"]] + [own[n].replace(kind=inspect.Parameter.KEYWORD_ONLY) if n in own else SHARED[n]
                                  for n in names]
 
