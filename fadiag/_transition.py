@@ -7,7 +7,7 @@ harmless; the call sites are:
 - ``as_report`` (a family API's result, a dict or the old report.AuditReport, as a typed report):
   ``fadiag.sweep.one``, ``fadiag.cli.output.finish`` (inspect, lint, compare) and ``fadiag.cli.credit._toy``.
   At merge: replace ``as_report(x)`` by ``x``.
-- ``for_dict_api`` (typed reports as dicts for an API still annotated with dicts): ``fadiag.cli.compare``
+- ``for_dict_api`` (typed reports as dicts for the dict-era compare_reports and plot_matrix): ``fadiag.cli.compare``
   (``compare_reports``) and ``fadiag.cli.edges._write_matrix_outputs`` (``plot_matrix``). At merge: pass the
   typed reports directly.
 - ``alias_v1_views`` (a "/2" report shown by its family's "/1" view): ``fadiag.cli.output._render`` (table,
@@ -27,28 +27,44 @@ def as_report(x):
     return from_dict(x.to_dict() if hasattr(x, "to_dict") else x)
 
 
-def for_dict_api(fn, param: str, value):
-    """``value`` (a typed report, a list of them, or None) as ``fn`` takes its parameter ``param``: the dicts
-    while that parameter is annotated with dicts (the old API), else as is."""
-    import inspect
+def _dict_era() -> bool:
+    """True while the renderers, plot_matrix and compare_reports on this branch still read dicts (fadiag.render
+    still has its temporary _bridge); False once the render branch has landed."""
+    from . import render
 
-    if value is None or "Report" in str(inspect.signature(fn).parameters[param].annotation):
+    return hasattr(render, "_bridge")
+
+
+def for_dict_api(value):
+    """``value`` (a typed report, a list of them, or None) as the dict-era compare_reports/plot_matrix take it."""
+    if value is None or not _dict_era():
         return value
     if isinstance(value, (list, tuple)):
         return [r.to_dict() for r in value]
     return value.to_dict()
 
 
-def alias_v1_views(reports, registry: dict, load=None) -> None:
-    """Make ``registry`` (schema -> view function) show each "/2" report with its "/1" view when it has no
-    "/2" entry yet: the verdict words changed, the keys did not. ``load(schema)`` imports a lazy view module."""
+#: where the dict-era views live: view -> (module, registry of schema -> view function, lazy loader or None)
+_VIEWS = {"table": ("fadiag.render.table", "TABLES", "_lazy_register"),
+          "markdown": ("fadiag.render.markdown", "SECTIONS", None), "plot": ("fadiag.render.plot", "FIGURES", None), "compare": ("fadiag.compare", "_ROWS", None)}
+
+
+def alias_v1_views(reports, view: str) -> None:
+    """Let the dict-era ``view`` ("table", "markdown", "plot", "compare"; others: nothing to do) show each "/2"
+    report with its family's "/1" view when it has no "/2" entry yet: the verdict words changed, the keys did not."""
+    if not _dict_era() or view not in _VIEWS:
+        return
+    import importlib
+
+    name, reg, loader = _VIEWS[view]
+    mod = importlib.import_module(name)
+    registry, load = getattr(mod, reg), getattr(mod, loader) if loader else None
     for r in reports:
         new = r.schema
         old = new[:-2] + "/1" if new.endswith("/2") else None
         if old is None or new in registry:
             continue
-        for s in (new, old):
-            if load is not None and new not in registry and s not in registry:
-                load(s)
-        if new not in registry and old in registry:
+        if load is not None and old not in registry:
+            load(old)
+        if old in registry:
             registry[new] = registry[old]

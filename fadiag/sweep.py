@@ -8,11 +8,11 @@ choice under ``runtime``.
 
 Sweeps: :func:`run_sweep` maps one per-checkpoint function over the checkpoints (:func:`run_one`:
 :func:`one`, the same code the CLI runs for one checkpoint, with its report as a dict, the wire format, and
-what it would have written to stderr): in-process (``jobs=1``), in ``jobs`` worker processes (torch imported once per worker,
-one intra-op thread each), or on a ``dask.distributed`` cluster. Reports come back in input order, so the
-output is byte-identical whatever the backend; a journal (``--resume FILE.jsonl``) gets each report the
-moment it finishes, so a killed sweep keeps what it finished and the next run skips checkpoints whose
-sha256 and settings are already in the journal.
+what it would have written to stderr): in-process (``jobs=1``), in ``jobs`` worker processes (torch imported
+once per worker, one intra-op thread each), or on a ``dask.distributed`` cluster. Reports come back in
+input order, so the output is byte-identical whatever the backend; a journal (``--resume FILE.jsonl``) gets
+each report the moment it finishes, so a killed sweep keeps what it finished and the next run skips
+checkpoints whose sha256 and settings are already in the journal.
 
 torch-free at import time (``import fadiag.cli`` must not import torch).
 """
@@ -207,8 +207,8 @@ def run_one(kind: str, path: str, opts: dict, progress=None, capture: bool = Tru
         return {"ok": False, "exit_code": 2, "error": "out of memory; lower --batches/--batch-size/--row-chunk",
                 "stderr": buf.getvalue()}
     except Exception as e:  # a bug: reported as exit 3 by the parent
-        return {"ok": False, "exit_code": EXIT_INTERNAL, "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
-                "stderr": buf.getvalue(), "internal": True}
+        return {"ok": False, "exit_code": EXIT_INTERNAL, "stderr": buf.getvalue(), "internal": True,
+                "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
     finally:
         sys.stderr = old
 

@@ -40,8 +40,8 @@ PlotOpt = plot_opt("Also draw per-layer ‖h_l‖/‖g_l‖ (log), stability and
          epilog='\x08\nExamples:\n  fadiag audit checkpoints_example/resmlp_dfa.pt\n  fadiag audit ckpts/*.pt '
                 '--format jsonl -q | jq -r .verdict\n  fadiag audit ckpt.pt --frozen-baseline train --plot audit.png')
 def audit(ctx: typer.Context, checkpoints: Checkpoints, threshold: ThresholdOpt = None,
-          frozen_baseline_acc: FrozenAccOpt = None, frozen_baseline: FrozenOpt = None, trainable_blocks: TrainableOpt = 0,
-          headline_acc: HeadlineOpt = None, growth: GrowthOpt = None, stability_layer: StabilityOpt = None,
+          frozen_baseline_acc: FrozenAccOpt = None, frozen_baseline: FrozenOpt = None,
+          trainable_blocks: TrainableOpt = 0, headline_acc: HeadlineOpt = None, growth: GrowthOpt = None, stability_layer: StabilityOpt = None,
           plot: PlotOpt = None, **shared) -> int:
     """Run the four-diagnostic protocol (residual scale, BP reference validity, cross-batch stability,
     frozen-random baseline) and print a verdict. Exit 1 if anything is flagged."""

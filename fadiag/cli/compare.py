@@ -32,7 +32,6 @@ def compare(ctx: typer.Context, reports: Reports, baseline: BaselineOpt = None, 
         raise InputError("only meaningful with --baseline", source="--max-rel-change")
     loaded = [r for p in reports for r in load_file(p)]
     base = load_file(baseline) if baseline else None
-    alias_v1_views(loaded, getattr(C, "_ROWS", {}))
-    rep = C.compare_reports(for_dict_api(C.compare_reports, "reports", loaded),
-                            for_dict_api(C.compare_reports, "baseline", base), max_rel_change=max_rel_change)
+    alias_v1_views(loaded, "compare")
+    rep = C.compare_reports(for_dict_api(loaded), for_dict_api(base), max_rel_change=max_rel_change)
     return finish(ctx, [rep])

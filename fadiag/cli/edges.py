@@ -85,7 +85,7 @@ def _write_matrix_outputs(rep, W, matrix: Optional[str], edges_out: Optional[str
     if plot:
         from ..render.plot import plot_matrix
 
-        plot_matrix(W, for_dict_api(plot_matrix, "report", rep), plot)
+        plot_matrix(W, for_dict_api(rep), plot)
 
 
 def _warn_constant_columns(rep, quiet: bool) -> None:

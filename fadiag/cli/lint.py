@@ -11,8 +11,8 @@ from .app import command
 from .output import finish
 
 Paths = Annotated[List[Path], typer.Argument(help="Python files or folders of a training code base.")]
-RuleOpt = Annotated[Optional[List[str]], typer.Option("--rule", help="Only these rules (repeatable): norm-p-minus-1, "
-                                                      "cosine-eps, fp16-metrics, feedback-redraw, self-cosine-fallback.")]
+RuleOpt = Annotated[Optional[List[str]], typer.Option("--rule", help=(
+    "Only these rules (repeatable): norm-p-minus-1, cosine-eps, fp16-metrics, feedback-redraw, self-cosine-fallback."))]
 
 
 @command("paths rule format output exit_zero quiet", epilog='\x08\nExample:\n  fadiag lint src/ --format github')

@@ -81,8 +81,8 @@ def _shared(**specs) -> dict:
 #: The parameters several commands share, with their defaults: a command names the ones it has (``app.command``)
 #: and receives them in ``**shared``.
 SHARED = _shared(more=(MoreOpt, None), spec=(SpecOpt, None), format=(FormatOpt, None), output=(OutputOpt, None),
-                 data=(DataOpt, None), batches=(BatchesOpt, None), batch_size=(BatchSizeOpt, None), seed=(SeedOpt, None),
-                 device=(DeviceOpt, Device.cpu), exit_zero=(ExitZeroOpt, False), trust_checkpoint=(TrustOpt, False),
+                 data=(DataOpt, None), batches=(BatchesOpt, None), batch_size=(BatchSizeOpt, None),
+                 seed=(SeedOpt, None), device=(DeviceOpt, Device.cpu), exit_zero=(ExitZeroOpt, False), trust_checkpoint=(TrustOpt, False),
                  trust_code=(TrustCodeOpt, False), quiet=(QuietOpt, False), threads=(ThreadsOpt, None),
                  jobs=(JobsOpt, 1), resume=(ResumeOpt, None), scheduler=(SchedulerOpt, None))
 

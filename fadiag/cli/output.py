@@ -46,10 +46,10 @@ def finish(ctx, reports: Sequence, *, plot: Optional[str] = None, labels: Option
     p = ctx.params
     reports = [as_report(r) if saved else with_settings(as_report(r), ctx) for r in reports]
     if plot:
-        from ..render import plot as P
+        from ..render.plot import plot_reports
 
-        alias_v1_views(reports, P.FIGURES)
-        P.plot_reports(reports, plot)
+        alias_v1_views(reports, "plot")
+        plot_reports(reports, plot)
     fmt, output, quiet = default_format(p.get("format"), p.get("output")), p.get("output"), state(ctx).quiet
     if not streamed:
         emit(reports, fmt, output, quiet=quiet)
@@ -100,14 +100,7 @@ def _render(reports: list, fmt: Format, color: bool) -> str:
     from .._transition import alias_v1_views
     from ..render import render
 
-    if fmt == Format.table:
-        from ..render import table as T
-
-        alias_v1_views(reports, T.TABLES, T._lazy_register)
-    elif fmt == Format.markdown:
-        from ..render import markdown as M
-
-        alias_v1_views(reports, M.SECTIONS)
+    alias_v1_views(reports, fmt.value)
     return render(reports, fmt, color=color)
 
 

@@ -33,8 +33,8 @@ PlotOpt = plot_opt("Bar chart of weight relevance per head to FILE.png|svg|pdf (
          epilog='\x08\nExamples:\n  fadiag relevance checkpoints_example/multihead/multihead.pt --sensitivity\n  '
                 'fadiag relevance learner.npz --spec learner.yaml --observation 0.1,2,...')
 def relevance(ctx: typer.Context, checkpoint: Checkpoint, sensitivity: SensitivityOpt = False,
-              observation: ObservationOpt = None, feature_names: FeatureNamesOpt = None, head_names: HeadNamesOpt = None,
-              step_sizes: StepSizesOpt = "auto", plot: PlotOpt = None, **shared) -> int:
+              observation: ObservationOpt = None, feature_names: FeatureNamesOpt = None,
+              head_names: HeadNamesOpt = None, step_sizes: StepSizesOpt = "auto", plot: PlotOpt = None, **shared) -> int:
     """Per-feature, per-head relevance of a multi-head online learner: path-norm weight relevance,
     step-size and trace activity, normaliser statistics, head reliance; --sensitivity adds Jacobians."""
     split = lambda s: [v.strip() for v in s.split(",")] if s else None  # noqa: E731

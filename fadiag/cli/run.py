@@ -85,5 +85,6 @@ def sweep(ctx, kind: str, paths, opts: dict, *, plot: Optional[str] = None) -> i
         emit([with_settings(from_dict(d), ctx)], fmt, None)
 
     dicts = run_sweep(kind, [str(c) for c in paths], opts, jobs=p.get("jobs", 1), scheduler=p.get("scheduler") or None,
-                      resume=_path(p.get("resume")), progress=progress_for(ctx), on_report=on_report if stream else None)
+                      resume=_path(p.get("resume")), progress=progress_for(ctx),
+                      on_report=on_report if stream else None)
     return finish(ctx, [from_dict(d) for d in dicts], plot=plot, labels=[str(c) for c in paths], streamed=stream)
