@@ -6,13 +6,13 @@ backward per batch gains nothing from a second thread and loses a lot under cont
 for an edge correlation large enough to pay (N x M >= ``LARGE_EDGE_ENTRIES``). The report records the
 choice under ``runtime``.
 
-Sweeps: :func:`run_sweep` maps one per-checkpoint function (:func:`run_one`: the same code the CLI runs
-for one checkpoint, returning its report dict and what it would have written to stderr) over the
-checkpoints: in-process (``jobs=1``), in ``jobs`` worker processes (torch imported once per worker,
-one intra-op thread each), or on a ``dask.distributed`` cluster. Reports come back in input order, so the
-output is byte-identical whatever the backend; a journal (``--resume FILE.jsonl``) gets each report the
-moment it finishes, so a killed sweep keeps what it finished and the next run skips checkpoints whose
-sha256 and settings are already in the journal.
+Sweeps: :func:`run_sweep` maps one per-checkpoint function over the checkpoints (:func:`run_one`:
+:func:`one`, the same code the CLI runs for one checkpoint, with its report as a dict, the wire format, and
+what it would have written to stderr): in-process (``jobs=1``), in ``jobs`` worker processes (torch imported
+once per worker, one intra-op thread each), or on a ``dask.distributed`` cluster. Reports come back in
+input order, so the output is byte-identical whatever the backend; a journal (``--resume FILE.jsonl``) gets
+each report the moment it finishes, so a killed sweep keeps what it finished and the next run skips
+checkpoints whose sha256 and settings are already in the journal.
 
 torch-free at import time (``import fadiag.cli`` must not import torch).
 """
@@ -83,10 +83,18 @@ def _load(path: str, o: dict, progress=None, **kw):
                     data=o.get("data"), seed=o.get("seed"), device=o.get("device") or "cpu", **kw)
 
 
-def _warn_half(subject) -> None:
-    from .cli import warn_half
+def warn_half(subject, quiet: bool = False) -> None:
+    """CHECKLIST fp16: half-precision weights are upcast; say so (the report records weight_dtypes)."""
+    from .text import err
 
-    warn_half(subject)
+    if quiet:
+        return
+    for note in getattr(subject.checkpoint, "notes", ()):
+        err(f"fadiag: warning: {subject.path}: {note}")
+    half = [d for d in subject.weight_dtypes if d in ("float16", "bfloat16")]
+    if half:
+        err(f"fadiag: warning: {subject.path}: {', '.join(half)} weights; fadiag computes in float32 "
+            "(norms, cosines and correlations in float64), so small gradients are not flushed to zero")
 
 
 def _bar(progress, label: str):
@@ -95,15 +103,15 @@ def _bar(progress, label: str):
     return progress(label) if progress else contextlib.nullcontext(None)
 
 
-def _audit(path: str, o: dict, progress=None) -> dict:
+def _audit(path: str, o: dict, progress=None):
     from .api import audit as run_audit, frozen_baseline as train_baseline
-    from .cli import err
+    from .text import err
 
     subject = _load(path, o, progress, batches=o.get("batches"), batch_size=o.get("batch_size"))
     quiet = bool(o.get("quiet"))
     if subject.checkpoint.trusted and not quiet:
         err(f"fadiag: warning: {path}: loaded with --trust-checkpoint (arbitrary unpickling)")
-    _warn_half(subject)
+    warn_half(subject, quiet)
     fb_acc = o.get("frozen_baseline_acc")
     fb_src = "given" if fb_acc is not None else None
     name = os.path.basename(path)
@@ -115,35 +123,38 @@ def _audit(path: str, o: dict, progress=None) -> dict:
         rep = run_audit(subject, thresholds=o.get("thresholds"), headline_acc=o.get("headline_acc"),
                         frozen_baseline_acc=fb_acc, frozen_baseline_source=fb_src, growth_mode=o.get("growth"),
                         stability_layer=o.get("stability_layer"), progress=prog)
-    return rep.to_dict()  # the one-line verdict goes to stderr after the report (cli.say_verdicts)
+    return rep, None  # the one-line verdict goes to stderr after the report (fadiag.cli.output.finish)
 
 
-def _credit(path: str, o: dict, progress=None) -> dict:
+def _credit(path: str, o: dict, progress=None):
     from .credit_api import credit as run_credit
 
     subject = _load(path, o, batches=1, batch_size=o.get("batch_size"))
-    _warn_half(subject)
+    warn_half(subject, bool(o.get("quiet")))
     with _bar(progress, f"credit metrics for {os.path.basename(path)}") as prog:
         return run_credit(subject, signal=o.get("signal"), init_path=o.get("init"), tensors_path=o.get("tensors"),
                           eps=o.get("eps"), n_dirs=o.get("n_dirs"), etas=o.get("eta"), seed=o.get("seed"),
-                          thresholds=o.get("thresholds") or {}, progress=prog)
+                          thresholds=o.get("thresholds") or {}, progress=prog), None
 
 
-def _edges(path: str, o: dict, progress=None) -> dict:
+#: the options of ``fadiag edges`` handed to ``edges_api.edges`` as they are (when given)
+EDGES_KEYS = ("method", "row_chunk", "bootstrap", "samples", "penalty", "scale_by_act_mean", "truth", "held_out",
+              "where", "norm", "agg", "loss", "ties", "known", "spool", "max_memory", "threads")
+
+
+def _edges(path: str, o: dict, progress=None):
+    """(report, W): the evidence matrix too, for the one-checkpoint outputs (--matrix, --edges, --plot)."""
     from .edges_api import edges as run_edges
 
     loss = o.get("loss")
     subject = _load(path, o, batches=o.get("batches"), batch_size=o.get("batch_size"),
                     labels=lambda sp: "class" if (loss or sp.edges.loss) == "ce" else "regression")
-    keys = ("method", "row_chunk", "bootstrap", "samples", "penalty", "scale_by_act_mean", "truth", "held_out",
-            "where", "norm", "agg", "loss", "ties", "known", "spool", "max_memory", "threads")
     with _bar(progress, f"edges for {os.path.basename(path)}") as prog:
-        rep, _W = run_edges(subject, top=o.get("top", 20), seed=o.get("seed") or 0, progress=prog,
-                            **{k: o.get(k) for k in keys if o.get(k) is not None})
-    return rep.to_dict()
+        return run_edges(subject, top=o.get("top", 20), seed=o.get("seed") or 0, progress=prog,
+                         **{k: o.get(k) for k in EDGES_KEYS if o.get(k) is not None})
 
 
-def _relevance(path: str, o: dict, progress=None) -> dict:
+def _relevance(path: str, o: dict, progress=None):
     from .relevance_api import relevance as run_relevance
 
     obs = o.get("observation")
@@ -151,11 +162,12 @@ def _relevance(path: str, o: dict, progress=None) -> dict:
     subject = _load(path, o, need_data=need, labels="regression")
     return run_relevance(subject, feature_names=o.get("feature_names"), head_names=o.get("head_names"),
                          sensitivity=bool(o.get("sensitivity")), observation=o.get("observation"),
-                         step_size_kind=o.get("step_sizes") or "auto").to_dict()
+                         step_size_kind=o.get("step_sizes") or "auto"), None
 
 
-BODIES: dict[str, Callable[..., dict]] = {"audit": _audit, "credit": _credit, "edges": _edges,
-                                                   "relevance": _relevance}
+#: kind -> per-checkpoint body: (path, opts, progress) -> (the family API's report, an extra result or None)
+BODIES: dict[str, Callable[..., tuple]] = {"audit": _audit, "credit": _credit, "edges": _edges,
+                                           "relevance": _relevance}
 
 
 def runtime_info(threads: int) -> dict:
@@ -167,43 +179,43 @@ def apply_threads(requested: int | None = None) -> dict:
     return runtime_info(set_threads(choose_threads(requested)))
 
 
+def one(kind: str, path: str, opts: dict, progress=None) -> tuple:
+    """One checkpoint in this process: (its typed report, the body's extra result). Errors propagate.
+    Threads: opts["threads"] (--threads) or 1 (OMP_NUM_THREADS when set), recorded under ``runtime``."""
+    from ._transition import as_report
+
+    n = set_threads(choose_threads(opts.get("threads")))
+    rep, extra = BODIES[kind](path, opts, progress)
+    rep = as_report(rep)
+    return (rep if rep.runtime is not None else rep.replace(runtime=runtime_info(n))), extra
+
+
 def run_one(kind: str, path: str, opts: dict, progress=None, capture: bool = True) -> dict:
-    """One checkpoint: {"ok": True, "report": dict, "stderr": str} or {"ok": False, "exit_code", "error",
-    "stderr"}. What the command would write to stderr is captured (``capture``), so a worker's lines come
-    back with its result; in-process, ``progress`` (label -> context manager giving a progress callback)
-    draws bars. Threads: opts["threads"] (--threads) or 1 (OMP_NUM_THREADS when set)."""
-    body = BODIES[kind]
+    """One checkpoint, for the wire: {"ok": True, "report": report.to_dict(), "stderr": str} or {"ok": False,
+    "exit_code", "error", "stderr"}. What the command would write to stderr is captured (``capture``), so a
+    worker's lines come back with its result; in-process, ``progress`` (label -> context manager giving a
+    progress callback) draws bars."""
     buf, old = io.StringIO(), sys.stderr
     if capture:
         sys.stderr = buf
     try:
-        n = set_threads(choose_threads(opts.get("threads")))
-        rep = body(path, opts, progress)
-        rep.setdefault("runtime", runtime_info(n))
-        return {"ok": True, "report": rep, "stderr": buf.getvalue()}
+        rep, _ = one(kind, path, opts, progress)
+        return {"ok": True, "report": rep.to_dict(), "stderr": buf.getvalue()}
     except FadiagError as e:
         return {"ok": False, "exit_code": e.exit_code, "error": str(e), "stderr": buf.getvalue()}
     except MemoryError:
         return {"ok": False, "exit_code": 2, "error": "out of memory; lower --batches/--batch-size/--row-chunk",
                 "stderr": buf.getvalue()}
     except Exception as e:  # a bug: reported as exit 3 by the parent
-        return {"ok": False, "exit_code": EXIT_INTERNAL, "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}",
-                "stderr": buf.getvalue(), "internal": True}
+        return {"ok": False, "exit_code": EXIT_INTERNAL, "stderr": buf.getvalue(), "internal": True,
+                "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
     finally:
         sys.stderr = old
 
 
+#: where a sweep ran: never recorded in a report's settings (it cannot change a number, and the output must be
+#: the same bytes whatever the backend)
 BACKEND_OPTIONS = ("jobs", "resume", "scheduler")
-
-
-def without_backend(report: dict) -> dict:
-    """Drop where a sweep ran (--jobs, --resume, --scheduler) from the report's settings: it cannot change a
-    number, and the output must be the same bytes whatever the backend."""
-    st = report.get("settings")
-    if isinstance(st, dict):
-        for k in BACKEND_OPTIONS:
-            st.pop(k, None)
-    return report
 
 
 class SweepError(FadiagError):
@@ -338,7 +350,7 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
     def deliver(i: int, res: dict, fresh: bool) -> None:
         nonlocal nxt
         results[i] = res
-        if res.get("stderr") and not opts.get("quiet_workers"):
+        if res.get("stderr"):
             sys.stderr.write(res["stderr"])
             sys.stderr.flush()
         if fresh and journal is not None and res["ok"]:

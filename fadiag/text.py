@@ -1,7 +1,7 @@
 """Printing names that come from files: control characters escaped, so a file name cannot drive the terminal.
 
 A checkpoint called ``x\\x1b[2K\\x1b[1Gfadiag: m.pt: trustworthy.pt`` would otherwise erase the real
-refusal line and print a fake pass. Every stderr line (``cli.err``) and every rendered report (``cli.emit``)
+refusal line and print a fake pass. Every stderr line (``err``) and every rendered report (``fadiag.cli.output``)
 goes through here: C0/C1 control characters, DEL and the Unicode bidirectional overrides become visible
 ``\\xNN`` / ``\\uNNNN`` escapes. JSON output keeps the exact strings (JSON escapes them losslessly).
 """
@@ -49,3 +49,10 @@ def sanitize(obj, *, markup: bool = False):
     if isinstance(obj, (list, tuple)):
         return [sanitize(v, markup=markup) for v in obj]
     return obj
+
+
+def err(msg: str) -> None:
+    """One line to stderr, control characters escaped (names from files cannot drive the terminal)."""
+    import sys
+
+    sys.stderr.write(escape_controls(str(msg).rstrip("\n")) + "\n")

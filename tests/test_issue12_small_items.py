@@ -86,7 +86,7 @@ def test_progress_shows_from_the_start(monkeypatch):
     from fadiag import cli
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    cli.Ctx.quiet = False
+    assert cli.Progress("loading x.pt", quiet=True).bar is None
     with cli.Progress("loading x.pt") as p:
         assert p.bar is not None and p.bar.live.is_started
         (task,) = p.bar.tasks
@@ -95,27 +95,37 @@ def test_progress_shows_from_the_start(monkeypatch):
         assert p.bar.tasks[0].total == 4 and p.bar.tasks[0].completed == 1
 
 
+def _credit_ctx(*args):
+    """The click context of ``fadiag credit ARGS``, parsed as the CLI parses it (ctx.params filled)."""
+    import typer.main
+
+    from fadiag.cli import app
+
+    return typer.main.get_command(app).commands["credit"].make_context("credit", list(args))
+
+
 def test_verdict_line_comes_after_the_report_and_not_twice(monkeypatch):
     from _shipped import shipped_reports
     from fadiag import cli
-    from fadiag.render import Format
+    from fadiag.reports import from_dict
 
-    rep = shipped_reports()["credit_toy"]
+    rep = from_dict(shipped_reports()["credit_toy"])
     buf = io.StringIO()
     monkeypatch.setattr(sys, "stdout", buf)
     monkeypatch.setattr(sys, "stderr", buf)
-    cli.Ctx.quiet = False
-    cli.finish(dict(rep), None, Format.json, None, False, label="toy LQ")
+    assert cli.finish(_credit_ctx("--toy-lq", "-f", "json"), [rep], labels=["toy LQ"]) == 0
     text = buf.getvalue()
-    assert text.rstrip().endswith("fadiag: toy LQ: ok") and text.index('"schema"') < text.index("fadiag: toy LQ")
+    assert text.rstrip().endswith("fadiag: toy LQ: trustworthy") and text.index('"schema"') < text.index("fadiag: toy LQ")
+    buf.seek(0)
+    buf.truncate()
+    assert cli.finish(_credit_ctx("--toy-lq", "-f", "json", "-q"), [rep], labels=["toy LQ"]) == 0
+    assert "fadiag: toy LQ" not in buf.getvalue()  # --quiet: the report only
     buf.seek(0)
     buf.truncate()
     monkeypatch.setattr(buf, "isatty", lambda: True, raising=False)  # a table on the terminal ends on the verdict
     monkeypatch.setenv("NO_COLOR", "1")
-    cli.finish(dict(rep), None, Format.table, None, False, label="toy LQ")
-    from fadiag.reports import from_dict
-
-    assert "fadiag: toy LQ" not in buf.getvalue() and f"verdict: {from_dict(rep).verdict}" in buf.getvalue()
+    cli.finish(_credit_ctx("--toy-lq", "-f", "table"), [rep], labels=["toy LQ"])
+    assert "fadiag: toy LQ" not in buf.getvalue() and "verdict: trustworthy" in buf.getvalue()
 
 
 def test_stability_detail_says_what_to_check():

@@ -34,8 +34,9 @@ def _check_fits(text: str, cols: int, where: str):
 def test_table_fits_detected_width(monkeypatch, capsys, name, cols):
     from fadiag.cli import emit
     from fadiag.render import Format
+    from fadiag.reports import from_dict
 
-    rep = shipped_reports()[name]
+    rep = from_dict(shipped_reports()[name])
     _fake_terminal(monkeypatch, cols)
     emit([rep], Format.table, None)  # the CLI's own path to stdout
     out = capsys.readouterr().out

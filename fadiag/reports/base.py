@@ -154,15 +154,15 @@ class Report:
     def from_dict(cls, d: dict, source: str = "report") -> "Report":
         if d.get("schema") != cls.SCHEMA:
             d = cls.upgrade(dict(d))
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = [k for k in cls.KEYS if k not in d and k in names and _required(cls, k)]
-        if missing:
-            raise InputError(f"malformed {cls.SCHEMA} report: missing {', '.join(missing)}", source=source)
         flags = d.get("flags")
         if not isinstance(flags, list):
             raise InputError("malformed report: 'flags' must be a list of {id, flagged, ...}", source=source)
         if not isinstance(d.get("verdict"), str):
             raise InputError("malformed report: no 'verdict'", source=source)
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [k for k in cls.KEYS if k not in d and k in names and _required(cls, k)]
+        if missing:
+            raise InputError(f"malformed {cls.SCHEMA} report: missing {', '.join(missing)}", source=source)
         kw = {k: v for k, v in d.items() if k in names and k not in ("flags", "extra")}
         extra = {k: v for k, v in d.items() if k not in names and k not in ("schema", "verdict")}
         return cls(flags=tuple(Flag.from_dict(f, source) for f in flags), extra=extra, **kw)
