@@ -182,11 +182,8 @@ def apply_threads(requested: int | None = None) -> dict:
 def one(kind: str, path: str, opts: dict, progress=None) -> tuple:
     """One checkpoint in this process: (its typed report, the body's extra result). Errors propagate.
     Threads: opts["threads"] (--threads) or 1 (OMP_NUM_THREADS when set), recorded under ``runtime``."""
-    from ._transition import as_report
-
     n = set_threads(choose_threads(opts.get("threads")))
     rep, extra = BODIES[kind](path, opts, progress)
-    rep = as_report(rep)
     return (rep if rep.runtime is not None else rep.replace(runtime=runtime_info(n))), extra
 
 

@@ -25,13 +25,11 @@ def compare(ctx: typer.Context, reports: Reports, baseline: BaselineOpt = None, 
             **shared) -> int:
     """Show saved reports side by side (BP against DFA, say); with --baseline, a regression gate (exit 1)."""
     from .. import compare as C
-    from .._transition import alias_v1_views, for_dict_api
     from ..reports import load_file
 
     if max_rel_change is not None and baseline is None:
         raise InputError("only meaningful with --baseline", source="--max-rel-change")
     loaded = [r for p in reports for r in load_file(p)]
     base = load_file(baseline) if baseline else None
-    alias_v1_views(loaded, "compare")
-    rep = C.compare_reports(for_dict_api(loaded), for_dict_api(base), max_rel_change=max_rel_change)
+    rep = C.compare_reports(loaded, base, max_rel_change=max_rel_change)
     return finish(ctx, [rep])

@@ -58,9 +58,8 @@ def credit(ctx: typer.Context, checkpoint: Checkpoint = None, signal: SignalOpt 
 
 
 def _toy(d: int, depth: int, batch_size: Optional[int], seed: Optional[int], threads: Optional[int]):
-    from .._transition import as_report
     from ..credit_api import toy_lq
     from ..sweep import apply_threads
 
     runtime = apply_threads(threads)
-    return as_report(toy_lq(d=d, depth=depth, batch=batch_size or 64, seed=seed or 0)).replace(runtime=runtime)
+    return toy_lq(d=d, depth=depth, batch=batch_size or 64, seed=seed or 0).replace(runtime=runtime)

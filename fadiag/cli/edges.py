@@ -75,7 +75,6 @@ def edges(ctx: typer.Context, checkpoint: Checkpoint, method: MethodOpt = None, 
 
 
 def _write_matrix_outputs(rep, W, matrix: Optional[str], edges_out: Optional[str], plot: Optional[str]) -> None:
-    from .._transition import for_dict_api
     from ..edges_api import write_edges_tsv, write_matrix
 
     if matrix:
@@ -85,7 +84,7 @@ def _write_matrix_outputs(rep, W, matrix: Optional[str], edges_out: Optional[str
     if plot:
         from ..render.plot import plot_matrix
 
-        plot_matrix(W, for_dict_api(rep), plot)
+        plot_matrix(W, rep, plot)
 
 
 def _warn_constant_columns(rep, quiet: bool) -> None:

@@ -41,14 +41,11 @@ def finish(ctx, reports: Sequence, *, plot: Optional[str] = None, labels: Option
     they are), draw --plot, render the reports in the command's --format to stdout/--output (unless
     ``streamed`` already did), say each verdict on stderr under its label, and return the exit code of their
     flags (0 with --exit-zero)."""
-    from .._transition import alias_v1_views, as_report
-
     p = ctx.params
-    reports = [as_report(r) if saved else with_settings(as_report(r), ctx) for r in reports]
+    reports = [r if saved else with_settings(r, ctx) for r in reports]
     if plot:
         from ..render.plot import plot_reports
 
-        alias_v1_views(reports, "plot")
         plot_reports(reports, plot)
     fmt, output, quiet = default_format(p.get("format"), p.get("output")), p.get("output"), state(ctx).quiet
     if not streamed:
@@ -97,10 +94,8 @@ def _sanitized(rep, *, markup: bool):
 
 
 def _render(reports: list, fmt: Format, color: bool) -> str:
-    from .._transition import alias_v1_views
     from ..render import render
 
-    alias_v1_views(reports, fmt.value)
     return render(reports, fmt, color=color)
 
 
@@ -110,11 +105,8 @@ def append_step_summary(reports: list) -> Optional[str]:
     unwritable path is a warning: the annotations and the exit code matter more than the summary page."""
     from ..render import github
 
-    make = getattr(github, "step_summary_markdown", None)
-    if make is None:  # TEMPORARY (lead: remove at merge): this branch's github.render appends it itself
-        return None
     path = os.environ.get("GITHUB_STEP_SUMMARY")
-    text = make(reports) if path else None
+    text = github.step_summary_markdown(reports) if path else None
     if not text:
         return None
     try:
