@@ -624,7 +624,7 @@ def credit(
                 rep = run_credit(subject, signal=signal, init_path=str(init) if init else None,
                                  tensors_path=str(tensors) if tensors else None, eps=eps, n_dirs=n_dirs,
                                  etas=eta, seed=seed, thresholds=parse_thresholds(threshold), progress=prog)
-        rep["runtime"] = runtime
+        rep = rep.replace(runtime=runtime).to_dict()  # a CreditReport; the CLI speaks dicts
         return finish(rep, ctx, format, output, exit_zero, plot=plot, label=str(checkpoint or "toy LQ"))
 
     run_guarded(body)

@@ -126,7 +126,7 @@ def _credit(path: str, o: dict, progress=None) -> dict:
     with _bar(progress, f"credit metrics for {os.path.basename(path)}") as prog:
         return run_credit(subject, signal=o.get("signal"), init_path=o.get("init"), tensors_path=o.get("tensors"),
                           eps=o.get("eps"), n_dirs=o.get("n_dirs"), etas=o.get("eta"), seed=o.get("seed"),
-                          thresholds=o.get("thresholds") or {}, progress=prog)
+                          thresholds=o.get("thresholds") or {}, progress=prog).to_dict()
 
 
 def _edges(path: str, o: dict, progress=None) -> dict:
