@@ -933,8 +933,8 @@ def load_reports(path: Path) -> list:
             reports = [json.loads(line, parse_constant=no_nan) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as e:
             raise IE(f"not a JSON or JSONL report ({e.msg} at line {e.lineno})", source=str(path)) from None
-    known = ("fadiag.audit/1", "fadiag.credit/1", "fadiag.edges/1", "fadiag.relevance/1", "fadiag.inspect/1",
-             "fadiag.lint/1", "fadiag.compare/1")
+    known = ("fadiag.audit/1", "fadiag.credit/1", "fadiag.credit/2", "fadiag.edges/1", "fadiag.relevance/1",
+             "fadiag.inspect/1", "fadiag.lint/1", "fadiag.compare/1")
     if not reports or not all(isinstance(r, dict) and str(r.get("schema", "")).startswith("fadiag.") for r in reports):
         raise IE("not a fadiag report (no 'schema' key starting with 'fadiag.')", source=str(path))
     for r in reports:

@@ -107,13 +107,13 @@ def test_verdict_line_comes_after_the_report_and_not_twice(monkeypatch):
     cli.Ctx.quiet = False
     cli.finish(dict(rep), None, Format.json, None, False, label="toy LQ")
     text = buf.getvalue()
-    assert text.rstrip().endswith("fadiag: toy LQ: ok") and text.index('"schema"') < text.index("fadiag: toy LQ")
+    assert text.rstrip().endswith("fadiag: toy LQ: trustworthy") and text.index('"schema"') < text.index("fadiag: toy LQ")
     buf.seek(0)
     buf.truncate()
     monkeypatch.setattr(buf, "isatty", lambda: True, raising=False)  # a table on the terminal ends on the verdict
     monkeypatch.setenv("NO_COLOR", "1")
     cli.finish(dict(rep), None, Format.table, None, False, label="toy LQ")
-    assert "fadiag: toy LQ" not in buf.getvalue() and "verdict: ok" in buf.getvalue()
+    assert "fadiag: toy LQ" not in buf.getvalue() and "verdict: trustworthy" in buf.getvalue()
 
 
 def test_stability_detail_says_what_to_check():

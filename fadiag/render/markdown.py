@@ -545,7 +545,8 @@ def inspect_form(r: dict) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-SECTIONS = {AUDIT: audit_form, "fadiag.credit/1": credit_form, "fadiag.edges/1": edges_form,
+SECTIONS = {AUDIT: audit_form, "fadiag.credit/1": credit_form, "fadiag.credit/2": credit_form,
+            "fadiag.edges/1": edges_form,
             "fadiag.relevance/1": relevance_form, "fadiag.compare/1": compare_form,
             "fadiag.inspect/1": inspect_form, "fadiag.lint/1": lint_form}
 

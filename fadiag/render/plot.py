@@ -262,4 +262,4 @@ def credit_figure(plt, reports: list):
     return fig
 
 
-FIGURES["fadiag.credit/1"] = credit_figure
+FIGURES["fadiag.credit/1"] = FIGURES["fadiag.credit/2"] = credit_figure

@@ -195,7 +195,8 @@ def register(schema: str, fn) -> None:
 def _lazy_register(schema: str) -> None:
     import importlib
 
-    mod = {"fadiag.credit/1": "fadiag.render.table_credit", "fadiag.edges/1": "fadiag.render.table_edges",
+    mod = {"fadiag.credit/1": "fadiag.render.table_credit", "fadiag.credit/2": "fadiag.render.table_credit",
+           "fadiag.edges/1": "fadiag.render.table_edges",
            "fadiag.relevance/1": "fadiag.render.table_relevance", "fadiag.compare/1": "fadiag.render.table_compare",
            "fadiag.inspect/1": "fadiag.render.table_inspect", "fadiag.lint/1": "fadiag.render.table_lint"}.get(schema)
     if mod:

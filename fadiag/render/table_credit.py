@@ -79,3 +79,4 @@ def credit_tables(r: dict) -> list:
 
 
 register("fadiag.credit/1", credit_tables)
+register("fadiag.credit/2", credit_tables)
