@@ -3,10 +3,11 @@
 All recipes are seeded and single-threaded-friendly; they are documented in checkpoints_example/PROVENANCE.md.
 
 - ``train_bp``: backprop, AdamW(lr, weight_decay), cosine or constant schedule, batch 64.
-- ``train_dfa``: direct feedback alignment on a residual model: the embedding output h_0 and every block
-  output f_l receive e @ B_l (e = softmax - onehot, divided by the batch size like the mean loss), with
-  fixed Gaussian B_l (n_classes, d) drawn from their own seed; each block sees a detached input; out_ln
-  and out_head get their true gradient (docs/science.md §5).
+- ``train_dfa``: direct feedback alignment on a residual model, through its stream view
+  (fadiag.stream.StreamView.local_forward): the embedding output h_0 and every block update u_l receive
+  e @ B_l (e = softmax - onehot, divided by the batch size like the mean loss), with fixed Gaussian B_l
+  (n_classes, d) drawn from their own seed; each block sees a detached input; the readout (out_ln and
+  out_head) gets its true gradient (docs/science.md §5).
 - ``train_frozen_baseline``: the blocks stay at a fresh seeded initialisation; only the embedding, the
   terminal norm and the head are trained, with the BP recipe (docs/science.md §1 (d)).
 """
@@ -22,12 +23,6 @@ BP_RECIPE = {"optimizer": "AdamW", "lr": 2e-3, "weight_decay": 0.1, "schedule": 
              "batch_size": 64}
 DFA_RECIPE = {"optimizer": "Adam", "lr": 2e-2, "weight_decay": 0.0, "schedule": "constant", "epochs": 30,
               "batch_size": 64}
-
-
-def _terminal(model):
-    if hasattr(model, "out_ln"):
-        return model.out_ln, model.out_head
-    return model.norm, model.head
 
 
 def _make_opt(params, recipe, steps):
@@ -84,19 +79,19 @@ def make_feedback(n_layers_plus_one: int, n_classes: int, width: int, seed: int)
     return torch.randn(n_layers_plus_one, n_classes, width, generator=g)
 
 
-def train_dfa(model, x, y, feedback: torch.Tensor, recipe=DFA_RECIPE, seed: int = 0, progress=None):
-    ln, head = _terminal(model)
+def train_dfa(model, x, y, feedback: torch.Tensor, recipe=DFA_RECIPE, seed: int = 0, progress=None, view=None):
+    """DFA through the model's residual-stream view (``view``, a fadiag.stream.StreamView of ``model``; default:
+    the preset fadiag.presets.resolve_view finds, the reference contract for ResMLP). The view's
+    ``local_forward`` cuts the graph before every block and the readout; h_0 and every block update u_l
+    receive e @ B_l, the readout its true CE gradient (docs/science.md §5)."""
+    if view is None:
+        from .presets import resolve_view
+
+        view = resolve_view(model)
 
     def step(xb, yb):
-        h0 = model.embed(xb.flatten(1))
-        outs = [h0]
-        h = h0.detach()
-        for blk in model.blocks:
-            f = blk(h)
-            outs.append(f)
-            h = (h + f).detach()
-        logits = head(ln(h))
-        F.cross_entropy(logits, yb).backward()  # out_ln and out_head: their true gradient (h is detached)
+        logits, outs = view.local_forward(xb)
+        F.cross_entropy(logits, yb).backward()  # the readout: its true gradient (h_L is detached)
         e = (logits.detach().softmax(-1) - F.one_hot(yb, logits.shape[-1]).float()) / len(yb)
         for l, o in enumerate(outs):
             o.backward(e @ feedback[l])

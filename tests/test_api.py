@@ -27,7 +27,7 @@ def test_family_functions_on_the_examples():
     s = fadiag.load(str(EXAMPLES / "resmlp_bp.pt"), batches=2)
     assert s.model.training is False and len(s.batches) == 2
     assert fadiag.audit(s).verdict == "trustworthy"
-    assert fadiag.credit(s, signal="bp")["schema"] == "fadiag.credit/1"
+    assert fadiag.credit(s, signal="bp").schema == "fadiag.credit/2"
     g = fadiag.load(str(EXAMPLES / "gsnn" / "gsnn.pt"), labels="regression")
     rep, W = fadiag.edges(g)
     assert W.shape == (24, 24) and rep.scoring["mrr"] > rep.scoring["random_mrr"] and rep.verdict == "trustworthy"

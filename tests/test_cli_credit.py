@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -27,22 +28,22 @@ def dfa_subject():
 
 
 def test_bp_signal_on_bp_example_rho_at_every_layer(bp_subject):
-    rep = credit(bp_subject, signal="bp")
+    rep = credit(bp_subject, signal="bp").to_dict()
     rhos = [r["rho"] for r in rep["layers"]]
     assert len(rhos) == 7
     assert min(rhos) >= 0.95, rhos  # published calibration: BP ≈ 0.9965
     assert all(abs(r["gamma"] - 1.0) < 1e-9 for r in rep["layers"])  # a_l is g_l up to the 1/B scale
-    assert rep["verdict"] == "ok"
+    assert rep["verdict"] == "trustworthy"
 
 
 def test_random_signal_rho_near_zero(bp_subject):
-    rep = credit(bp_subject, signal="random")
+    rep = credit(bp_subject, signal="random").to_dict()
     assert abs(rep["means"]["rho"]["all_layers"]) < 0.1
     assert any(f["id"] == "rho" and f["flagged"] for f in rep["flags"])
 
 
 def test_dfa_example_every_layer_with_norms_and_both_means(dfa_subject):
-    rep = credit(dfa_subject)  # spec: signal dfa, init checkpoint
+    rep = credit(dfa_subject).to_dict()  # spec: signal dfa, init checkpoint
     assert rep["signal"] == "dfa"
     assert [r["layer"] for r in rep["layers"]] == list(range(7))
     for r in rep["layers"]:
@@ -59,7 +60,7 @@ def test_dfa_example_every_layer_with_norms_and_both_means(dfa_subject):
 
 def test_dfa_gamma_matches_manual_feedback_product(dfa_subject):
     """Γ_l with the stored B_l, recomputed by hand in float64 from a separate forward pass."""
-    rep = credit(dfa_subject)
+    rep = credit(dfa_subject).to_dict()
     m = dfa_subject.model
     x, y = dfa_subject.batches[0]
     fb = dfa_subject.extras["feedback"].double()
@@ -84,7 +85,7 @@ def test_missing_feedback_is_bad_input_never_a_fallback(bp_subject):
 
 
 def test_drift_matches_loop_reference(bp_subject):
-    rep = credit(bp_subject, signal="bp", init_path=str(EXAMPLES / "resmlp_bp_init.pt"))
+    rep = credit(bp_subject, signal="bp", init_path=str(EXAMPLES / "resmlp_bp_init.pt")).to_dict()
     init = torch.load(EXAMPLES / "resmlp_bp_init.pt", weights_only=True)["model"]
     sd = bp_subject.state_dict
     names = [k for k in sd if k.startswith("blocks.2.")]
@@ -93,8 +94,42 @@ def test_drift_matches_loop_reference(bp_subject):
     assert rep["layers"][3]["drift"] == pytest.approx(math.sqrt(num) / math.sqrt(den), rel=1e-10)
 
 
+def test_credit_returns_a_typed_report_that_round_trips(bp_subject):
+    """credit() -> CreditReport: verdict from the flags (one rule), the non-finite flag is audit's "e", and
+    to_dict/from_dict round-trip; a saved /1 report is read with its "nonfinite" flag renamed to "e"."""
+    from fadiag.reports import from_dict
+    from fadiag.reports.credit import CreditReport
+
+    rep = credit(bp_subject, signal="bp", n_dirs=4)
+    assert isinstance(rep, CreditReport) and rep.schema == "fadiag.credit/2"
+    assert [f.id for f in rep.flags] == ["rho", "gamma", "dead_blocks", "e"]
+    assert rep.flag("e").name == "non-finite values in the forward/backward pass" and rep.flag("e").flagged is False
+    assert rep.verdict == "trustworthy" and not rep.flagged
+    d = rep.to_dict()
+    assert from_dict(d).to_dict() == d
+    old = {**d, "schema": "fadiag.credit/1", "verdict": "ok",
+           "flags": [{**f, "id": "nonfinite"} if f["id"] == "e" else f for f in d["flags"]]}
+    assert from_dict(old).to_dict() == d
+    toy = toy_lq(d=4, depth=2, batch=8).to_dict()
+    assert "stream" not in toy and from_dict(toy).to_dict() == toy
+
+
+def test_thresholds_are_declared_and_checked(bp_subject):
+    from fadiag.credit_api import DEFAULT_CREDIT_THRESHOLDS
+    from fadiag.errors import ThresholdError
+
+    assert DEFAULT_CREDIT_THRESHOLDS == {"rho_deep_floor": 0.5, "g_norm_floor": 1e-7}
+    for bad, needle in (({"rho_deep_floor": 1.5}, "in [-1, 1]"), ({"g_norm_floor": 0}, "must be positive"),
+                        ({"g_norm_flor": 1e-6}, "did you mean 'g_norm_floor'"),
+                        ({"rho_deep_floor": float("nan")}, "finite")):
+        with pytest.raises(ThresholdError, match=re.escape(needle)):
+            credit(bp_subject, thresholds=bad)
+    rep = credit(bp_subject, signal="bp", n_dirs=4, thresholds={"rho_deep_floor": 1.0})
+    assert rep.thresholds["rho_deep_floor"] == 1.0 and rep.flag("rho").flagged is True
+
+
 def test_toy_lq_bp_one_dfa_zero():
-    rep = toy_lq(d=16, depth=6, batch=64, seed=0)
+    rep = toy_lq(d=16, depth=6, batch=64, seed=0).to_dict()
     assert all(r["costate_cos_bp"] > 0.999 for r in rep["layers"])
     assert abs(rep["means"]["costate_cos_dfa"]["all_layers"]) < 0.2
 
@@ -103,7 +138,7 @@ def test_cli_credit_exit_codes_and_json(run_cli):
     code, out, err = run_cli(["credit", EXAMPLES / "resmlp_dfa.pt", "--format", "json", "-q"])
     assert code == 1
     d = json.loads(out)
-    assert d["schema"] == "fadiag.credit/1" and len(d["layers"]) == 7
+    assert d["schema"] == "fadiag.credit/2" and len(d["layers"]) == 7
     code, out, _ = run_cli(["credit", EXAMPLES / "resmlp_bp.pt", "--format", "json", "-q"])
     assert code == 0
     code, out, _ = run_cli(["credit", "--toy-lq", "--format", "json", "-q"])
@@ -142,7 +177,7 @@ def _value_checkpoint(tmp_path, tiny_resmlp_ckpt, with_target=True):
 def test_value_signal_is_dV_dh(tmp_path, tiny_resmlp_ckpt):
     f, v, _ = _value_checkpoint(tmp_path, tiny_resmlp_ckpt)
     subj = fadiag.load(str(f.ckpt), batches=1)
-    rep = credit(subj)
+    rep = credit(subj).to_dict()
     x, y = subj.batches[0]
     with torch.no_grad():
         _, hs = subj.model(x, return_hidden=True)
@@ -160,7 +195,7 @@ def test_bridge_residual_against_a_loop(tmp_path, tiny_resmlp_ckpt):
     """R_l from the report equals a float64 loop over samples and K noisy states drawn the same way."""
     f, v, vt = _value_checkpoint(tmp_path, tiny_resmlp_ckpt)
     subj = fadiag.load(str(f.ckpt), batches=1)
-    rep = credit(subj, seed=0)
+    rep = credit(subj, seed=0).to_dict()
     x, _ = subj.batches[0]
     with torch.no_grad():
         _, hs = subj.model(x, return_hidden=True)
@@ -185,7 +220,7 @@ def test_bridge_residual_against_a_loop(tmp_path, tiny_resmlp_ckpt):
 
 def test_bridge_residual_without_target_is_na(tmp_path, tiny_resmlp_ckpt):
     f, _, _ = _value_checkpoint(tmp_path, tiny_resmlp_ckpt, with_target=False)
-    rep = credit(fadiag.load(str(f.ckpt), batches=1))
+    rep = credit(fadiag.load(str(f.ckpt), batches=1)).to_dict()
     assert "bridge_residual" in rep["not_available"]
     assert all(r["bridge_residual"] is None for r in rep["layers"])
 
@@ -198,7 +233,7 @@ def test_tensors_signal_reads_precomputed_bp_gradients(tmp_path, tiny_resmlp_ckp
         logits, hs = subj.model(x, return_hidden=True)
         gs = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y, reduction="sum"), hs)
     torch.save({"a": torch.stack([g.detach() for g in gs])}, tmp_path / "a.pt")
-    rep = credit(subj, signal="tensors", tensors_path=str(tmp_path / "a.pt"))
+    rep = credit(subj, signal="tensors", tensors_path=str(tmp_path / "a.pt")).to_dict()
     assert all(abs(r["gamma"] - 1) < 1e-6 for r in rep["layers"])
     torch.save({"a": torch.zeros(2, 3)}, tmp_path / "bad.pt")
     from fadiag.errors import InputError
@@ -214,7 +249,7 @@ def test_fa_signal_chains_stored_matrices(tiny_resmlp_ckpt):
     fb = {"top": torch.randn(3, 8, generator=g), "layers": [torch.randn(8, 8, generator=g) for _ in range(3)]}
     f = tiny_resmlp_ckpt(extra={"fb": fb}, spec_overrides={"credit": {"signal": "fa", "feedback": "fb"}})
     subj = fadiag.load(str(f.ckpt), batches=1)
-    rep = credit(subj)
+    rep = credit(subj).to_dict()
     x, y = subj.batches[0]
     with torch.enable_grad():
         logits, hs = subj.model(x, return_hidden=True)
@@ -240,11 +275,11 @@ def test_token_model_credit_uses_the_class_token(write_checkpoint):
                          spec_overrides={"credit": {"signal": "dfa"}})
     subj = fadiag.load(str(f.ckpt))
     rep_a = audit(subj).to_dict()
-    rep_c = credit(subj)
+    rep_c = credit(subj).to_dict()
     for r, gn in zip(rep_c["layers"], rep_a["bp_grad_norms"]):
         assert r["g_norm_mean_ce"] == pytest.approx(gn, rel=1e-5)
     assert all(r["gamma"] is not None and r["rho"] is not None for r in rep_c["layers"])
-    bp = credit(subj, signal="bp")
+    bp = credit(subj, signal="bp").to_dict()
     assert min(r["rho"] for r in bp["layers"]) > 0.95
 
 

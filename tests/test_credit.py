@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from fadiag.diagnostics import credit as C
+from fadiag.diagnostics import credit_toy as T
+from fadiag.diagnostics import drift as D
 
 F64 = torch.float64
 
@@ -386,7 +388,7 @@ def test_feature_drift_matches_loop_and_zero_init():
             "old": torch.ones(1)}
     final = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in init.items() if k != "old"}
     final["new"] = torch.ones(2)
-    res = C.feature_drift(final, init)
+    res = D.feature_drift(final, init)
     for k in ["blocks.0.w", "blocks.1.w", "head.w"]:
         f, i = final[k].double().flatten().tolist(), init[k].double().flatten().tolist()
         ref = math.sqrt(sum((p - q) ** 2 for p, q in zip(f, i))) / math.sqrt(sum(q * q for q in i))
@@ -398,20 +400,20 @@ def test_feature_drift_matches_loop_and_zero_init():
     def layer_of(name):
         return int(name.split(".")[1]) if name.startswith("blocks.") else None
 
-    per = C.drift_per_layer(res, layer_of)
+    per = D.drift_per_layer(res, layer_of)
     assert list(per) == [0, 1]
     d0 = math.sqrt(sum(((final[k] - init[k]).double() ** 2).sum().item() for k in ["blocks.0.w", "blocks.0.b"]))
     n0 = math.sqrt((init["blocks.0.w"].double() ** 2).sum().item())
     assert per[0] == pytest.approx(d0 / n0, rel=1e-12)
     assert per[1] == pytest.approx(res.drift["blocks.1.w"], rel=1e-12)
-    zero_layer = C.drift_per_layer(C.feature_drift({"blocks.0.b": torch.ones(2)},
+    zero_layer = D.drift_per_layer(D.feature_drift({"blocks.0.b": torch.ones(2)},
                                                    {"blocks.0.b": torch.zeros(2)}), layer_of)
     assert zero_layer == {0: None}
 
 
 def test_feature_drift_shape_mismatch_raises():
     with pytest.raises(ValueError, match="w"):
-        C.feature_drift({"w": torch.zeros(2, 3)}, {"w": torch.zeros(3, 2)})
+        D.feature_drift({"w": torch.zeros(2, 3)}, {"w": torch.zeros(3, 2)})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -453,10 +455,10 @@ def test_dfa_signals_values_shapes_and_layouts():
 
 
 def test_fa_signals_chain_and_equals_bp_with_true_jacobians():
-    toy = C.lq_make(d=6, L=3, seed=1)
+    toy = T.lq_make(d=6, L=3, seed=1)
     h0 = torch.randn(4, 6, generator=torch.Generator().manual_seed(2), dtype=F64)
-    hs = C.lq_forward(toy.Ws, h0)
-    lam = C.lq_costates(toy.Ws, hs[-1], toy.Q, toy.t)
+    hs = T.lq_forward(toy.Ws, h0)
+    lam = T.lq_costates(toy.Ws, hs[-1], toy.Q, toy.t)
     eye = torch.eye(6, dtype=F64)
     fa = C.fa_signals(lam[-1], [(eye + W).T for W in toy.Ws])  # B_l = (dh_{l+1}/dh_l)^T
     assert len(fa) == 4 and all(torch.allclose(p, q, atol=1e-12) for p, q in zip(fa, lam))
@@ -491,13 +493,13 @@ def test_layer_means_skips_and_counts_undefined():
 
 
 def test_lq_costates_equal_autograd():
-    toy = C.lq_make(d=8, L=5, seed=3, scale=0.3)
+    toy = T.lq_make(d=8, L=5, seed=3, scale=0.3)
     Q = torch.randn(8, 8, generator=torch.Generator().manual_seed(4), dtype=F64)  # non-symmetric too
     for Qm in (toy.Q, Q):
         h0 = torch.randn(7, 8, generator=torch.Generator().manual_seed(5), dtype=F64).requires_grad_(True)
-        hs = C.lq_forward(toy.Ws, h0)
-        grads = torch.autograd.grad(C.lq_loss(hs[-1], Qm, toy.t).sum(), hs)
-        lam = C.lq_costates(toy.Ws, hs[-1], Qm, toy.t)
+        hs = T.lq_forward(toy.Ws, h0)
+        grads = torch.autograd.grad(T.lq_loss(hs[-1], Qm, toy.t).sum(), hs)
+        lam = T.lq_costates(toy.Ws, hs[-1], Qm, toy.t)
         assert len(lam) == 6
         for g, lm in zip(grads, lam):
             assert torch.allclose(lm, g, atol=1e-10, rtol=0)
@@ -505,12 +507,12 @@ def test_lq_costates_equal_autograd():
 
 
 def test_run_toy_lq_bp_one_dfa_zero():
-    res = C.run_toy_lq(d=16, L=6, B=64, seed=0)
+    res = T.run_toy_lq(d=16, L=6, B=64, seed=0)
     assert len(res["bp"]) == 7 and len(res["dfa"]) == 7
     assert min(res["bp"]) > 0.999
     assert abs(C.layer_means(res["dfa"])["all_layers"]) < 0.2
     # a costate cosine of the costates with themselves, negated, is -1 (sign is kept)
-    toy = C.lq_make(4, 2, seed=0)
-    hs = C.lq_forward(toy.Ws, torch.randn(3, 4, dtype=F64))
-    lam = C.lq_costates(toy.Ws, hs[-1], toy.Q, toy.t)
-    assert C.lq_costate_cosine([-x for x in lam], lam) == pytest.approx([-1.0] * 3)
+    toy = T.lq_make(4, 2, seed=0)
+    hs = T.lq_forward(toy.Ws, torch.randn(3, 4, dtype=F64))
+    lam = T.lq_costates(toy.Ws, hs[-1], toy.Q, toy.t)
+    assert T.lq_costate_cosine([-x for x in lam], lam) == pytest.approx([-1.0] * 3)

@@ -37,5 +37,5 @@ def test_family_example_credit_bp_rho_is_one(run_cli):
     code, out, err = run_cli(["credit", str(FAM / "gpt2_count.pt"), "--n-dirs", "4", "-f", "json", "-q"])
     assert code == 0, err
     r = json.loads(out)
-    assert r["verdict"] == "ok" and r["means"]["rho"]["deep_only"] > 0.9999
+    assert r["verdict"] == "trustworthy" and r["means"]["rho"]["deep_only"] > 0.9999
     assert r["stream"]["loss"] == "lm"

@@ -97,8 +97,8 @@ def test_nonfinite_weights_flag_audit_and_credit(run_cli, tiny_resmlp_ckpt, case
     code, out, err = run_cli(["credit", files.ckpt, "-f", "json"])
     assert code == 1, err
     rep = strict_json(out)
-    assert rep["verdict"] != "ok" and flags_of(rep)["nonfinite"]["flagged"] is True
-    assert flags_of(rep)["nonfinite"]["value"] > 0
+    assert rep["verdict"] != "trustworthy" and flags_of(rep)["e"]["flagged"] is True
+    assert flags_of(rep)["e"]["value"] > 0
     assert _nulls(rep["layers"]) > 0  # the non-finite per-layer numbers are null, not NaN
 
     code, out, _ = run_cli(["inspect", files.ckpt, "-f", "json"])
@@ -108,7 +108,7 @@ def test_nonfinite_weights_flag_audit_and_credit(run_cli, tiny_resmlp_ckpt, case
 @pytest.mark.parametrize("fmt", ["safetensors", "npz"])
 def test_nonfinite_weights_flag_in_every_format(run_cli, tiny_resmlp_ckpt, fmt):
     files = tiny_resmlp_ckpt(edit=NONFINITE["nan_block_weight"], fmt=fmt)
-    for cmd, flag in (("audit", "e"), ("credit", "nonfinite")):
+    for cmd, flag in (("audit", "e"), ("credit", "e")):
         code, out, err = run_cli([cmd, files.ckpt, "-f", "json"])
         assert code == 1, err
         assert flags_of(strict_json(out))[flag]["flagged"] is True
@@ -139,7 +139,7 @@ def test_zero_embedding_flags_credit(run_cli, tiny_resmlp_ckpt):
     files = tiny_resmlp_ckpt(edit=_zero_embed)
     code, out, _ = run_cli(["credit", files.ckpt, "-f", "json"])
     rep = strict_json(out)
-    assert code == 1 and rep["verdict"] != "ok"
+    assert code == 1 and rep["verdict"] != "trustworthy"
 
 
 def test_dead_blocks_flag_audit(run_cli, tiny_resmlp_ckpt):
@@ -153,7 +153,7 @@ def test_dead_blocks_flag_audit(run_cli, tiny_resmlp_ckpt):
 def test_dead_blocks_flag_credit(run_cli, tiny_resmlp_ckpt):
     files = tiny_resmlp_ckpt(edit=_dead_blocks)
     code, out, _ = run_cli(["credit", files.ckpt, "-f", "json"])
-    assert code == 1 and strict_json(out)["verdict"] != "ok"
+    assert code == 1 and strict_json(out)["verdict"] != "trustworthy"
 
 
 # -------------------------------------------------------------------------------- multi-head learner
@@ -210,7 +210,7 @@ def test_clean_multihead_is_ok(run_cli, multihead):
 
 def test_clean_tiny_resmlp_passes(run_cli, tiny_resmlp_ckpt):
     files = tiny_resmlp_ckpt()
-    for cmd, ok in (("audit", "trustworthy"), ("credit", "ok")):
+    for cmd, ok in (("audit", "trustworthy"), ("credit", "trustworthy")):
         code, out, err = run_cli([cmd, files.ckpt, "-f", "json"])
         assert code == 0 and strict_json(out)["verdict"] == ok, err
 

@@ -225,3 +225,97 @@ def test_stream_auto_finds_the_block_list_or_names_candidates(tmp_path, run_cli)
     two.b = torch.nn.ModuleList([torch.nn.Tanh() for _ in range(3)])
     with pytest.raises(SpecError, match=r"2 candidate block lists \(a \(2 x Linear\), b \(3 x Tanh\)\)"):
         auto_stream(two)
+
+
+# -- the view's other passes: the graph cut for DFA, module capture for edges ----------------------
+
+def _dfa_grads_by_hand(m, x, y, fb):
+    """The DFA step written out (the reference training.train_dfa replaced): h_0 = inp(x); each block on a
+    detached input; ln_f/fc_out on a detached h_L; h_0 and every block output get e @ B_l."""
+    h0 = m.inp(x)
+    outs, h = [h0], h0.detach()
+    for blk in m.layers:
+        f = blk.f(h)
+        outs.append(f)
+        h = (h + f).detach()
+    logits = m.fc_out(m.ln_f(h))
+    return logits, outs
+
+
+def _param_grads(m, logits, outs, y, fb):
+    m.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(logits, y).backward()
+    e = (logits.detach().softmax(-1) - torch.nn.functional.one_hot(y, 3).double()) / len(y)
+    for l, o in enumerate(outs):
+        o.backward(e @ fb[l])
+    return {k: p.grad.clone() for k, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_local_forward_gives_the_dfa_graph_of_a_by_hand_step(inside):
+    from fadiag.stream import Stream, StreamView
+
+    out, ins, x, y = _resmlp_pair()
+    m = (ins if inside else out).double()
+    x = x[:B].double()
+    y = y[:B]
+    fb = torch.randn(4, 3, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    view = StreamView(m, Stream(blocks=("layers.0", "layers.1", "layers.2"), embed="inp",
+                                residual="inside" if inside else "outside", readout=("ln_f", "fc_out")))
+    lg, outs = view.local_forward(x)
+    want_lg, want_outs = _dfa_grads_by_hand(m, x, y, fb)
+    torch.testing.assert_close(lg, want_lg, rtol=1e-12, atol=1e-12)
+    for a, b in zip(outs, want_outs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    got = _param_grads(m, lg, outs, y, fb)
+    want = _param_grads(m, *_dfa_grads_by_hand(m, x, y, fb), y, fb)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-12, atol=1e-14, msg=k)
+
+
+def test_local_forward_needs_a_readout_it_can_cut():
+    from fadiag.errors import SpecError
+    from fadiag.stream import Stream, StreamView
+
+    out, _, x, _ = _resmlp_pair()
+    with pytest.raises(SpecError, match="local_forward"):
+        StreamView(out, Stream(blocks=("layers.0",), residual="outside")).local_forward(x)
+
+
+@pytest.mark.parametrize("where", ["pre", "post"])
+def test_capture_modules_against_a_float64_loop_and_edges_capture(where):
+    """capture_modules on the blocks' norms: the norm's input (the stream h_l) or output and d(mean CE)/d it,
+    against a hand-written float64 pass; and on a GSNN exactly what edges' capture_block_signals returns."""
+    from fadiag.diagnostics.edges import capture_block_signals
+    from fadiag.models.gsnn import GSNN
+    from fadiag.stream import capture_modules
+
+    out, _, x, y = _resmlp_pair()
+    m = out.double()
+    x64, y = x[:B].double(), y[:B]
+    for p in m.parameters():
+        p.requires_grad_(False)
+    acts, grads, loss = capture_modules(m, x64, lambda z: torch.nn.functional.cross_entropy(z, y),
+                                        [blk.norm for blk in m.layers], where)
+    assert all(not p.requires_grad and p.grad is None for p in m.parameters())
+    with torch.enable_grad():
+        cur, taps = m.inp(x64).detach().requires_grad_(True), []
+        for blk in m.layers:  # OutsideBlock by hand: h + fc2(tanh(fc1(norm(h))))
+            n = blk.norm(cur)
+            taps.append(cur if where == "pre" else n)
+            cur = cur + blk.fc2(torch.tanh(blk.fc1(n)))
+        ref_loss = torch.nn.functional.cross_entropy(m.fc_out(m.ln_f(cur)), y)
+        ref_g = torch.autograd.grad(ref_loss, taps)
+    assert loss == pytest.approx(float(ref_loss.detach()), rel=1e-12)
+    for a, g, ra, rg in zip(acts, grads, taps, ref_g):
+        torch.testing.assert_close(a, ra.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g, rg, rtol=1e-10, atol=1e-14)
+
+    torch.manual_seed(0)
+    gs = GSNN(in_dim=4, out_dim=3, n_nodes=3, channels_per_node=2, depth=2, edges=[[0, 1], [1, 2]])
+    xg = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    yg = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(2))
+    a1, g1, l1 = capture_block_signals(gs, xg, yg, where=where)
+    a2, g2, l2 = capture_modules(gs, xg, lambda z: torch.nn.functional.cross_entropy(z, yg),
+                                 [b.norm for b in gs.blocks], where)
+    assert torch.equal(a1, torch.stack(a2)) and torch.equal(g1, torch.stack(g2)) and l1 == l2

@@ -12,13 +12,14 @@ computed in float64 whatever the input dtype (docs/science.md §2 pitfall 3: fp1
 Undefined is never silently replaced by a number: a zero-norm row has an undefined cosine (NaN, not
 0), non-finite inputs propagate to NaN, and aggregates report how many entries they skipped
 (pitfalls 2, 5, 6, 6.5).
+
+Feature drift M_l is in ``diagnostics/drift.py``, the toy linear-quadratic system in ``diagnostics/credit_toy.py``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -26,14 +27,9 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
-F64 = torch.float64
+from .common import G_NORM_FLOOR, STD_FLOOR  # (b)'s floor; Pearson is 0 below STD_FLOOR (ρ_l)
 
-#: (b) reference-validity floor (docs/science.md §1): below it a BP gradient is numerical noise.
-G_NORM_FLOOR = 1e-7
-#: Pearson correlation is defined as 0 when either side's std is below this (docs/science.md §2, ρ_l).
-STD_FLOOR = 1e-12
-#: Feature drift is skipped (None) when ‖W_init‖_F is at or below this (docs/science.md §2, M_l).
-INIT_NORM_FLOOR = 1e-8
+F64 = torch.float64
 
 ForwardFn = Callable[["Tensor"], "Tensor"]
 
@@ -139,6 +135,19 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: to
     return torch.randn(shape, generator=generator, dtype=F64, device=gen_device).to(device)
 
 
+def _draws(given: Tensor | None, n: int, shape, generator, device, count: str, what: tuple) -> Tensor:
+    """(n, B, d) standard Gaussian draws in float64 (``count`` names n in the error), or ``given`` checked to be
+    (M, B, d) and cast to float64 (``what``: its name and the name of its first dimension, for the error)."""
+    B, d = shape
+    if given is None:
+        if n < 1:
+            raise ValueError(f"{count} must be >= 1, got {n}")
+        return _randn((n, B, d), generator, device)
+    if given.dim() != 3 or tuple(given.shape[1:]) != (B, d):
+        raise ValueError(f"{what[0]} must be ({what[1]}, {B}, {d}), got {tuple(given.shape)}")
+    return given.detach().to(device=device, dtype=F64)
+
+
 def _losses(forward_fn: ForwardFn, x: Tensor, n_rows: int, name: str) -> Tensor:
     out = forward_fn(x)
     if out.shape != (n_rows,):
@@ -155,15 +164,7 @@ def _perturbations(
     perturbation is δ = cast(h + εv) − h, measured after rounding to h's dtype: identical to εv in
     float64, and the honest one in fp16/bf16 where εv is partly rounded away.
     """
-    B, d = h.shape
-    if directions is None:
-        if n_dirs < 1:
-            raise ValueError(f"n_dirs must be >= 1, got {n_dirs}")
-        z = _randn((n_dirs, B, d), generator, h.device)
-    else:
-        if directions.dim() != 3 or tuple(directions.shape[1:]) != (B, d):
-            raise ValueError(f"directions must be (M, {B}, {d}), got {tuple(directions.shape)}")
-        z = directions.detach().to(device=h.device, dtype=F64)
+    z = _draws(directions, n_dirs, h.shape, generator, h.device, "n_dirs", ("directions", "M"))
     v = z / (row_norms(z).unsqueeze(-1) + 1e-8)
     h64 = h.detach().to(F64)
     h_pert = (h64.unsqueeze(0) + eps * v).to(h.dtype)
@@ -189,16 +190,25 @@ def _pearson(x: Tensor, y: Tensor) -> float:
     return float((xc * yc).mean()) / (sx * sy)
 
 
-def perturbation_correlation(
-    h: Tensor,
-    a: Tensor,
-    forward_fn: ForwardFn,
-    eps: float = 1e-3,
-    n_dirs: int = 32,
-    generator: torch.Generator | None = None,
-    *,
-    directions: Tensor | None = None,
-) -> float:
+def _rho(h, a, forward_fn, eps, n_dirs, generator, directions, name: str, batched: bool) -> float:
+    """ρ_l of :func:`perturbation_correlation`; ``batched``: all M perturbations in one forward_fn call, else M."""
+    _check_pair(h, a, name)
+    B, d = h.shape
+    h_pert, delta = _perturbations(h, eps, n_dirs, generator, directions)
+    M = h_pert.shape[0]
+    with torch.no_grad():
+        base = _losses(forward_fn, h.detach(), B, name)
+        if batched:
+            pert = _losses(forward_fn, h_pert.reshape(M * B, d), M * B, name).reshape(M, B)
+        else:
+            pert = torch.stack([_losses(forward_fn, h_pert[m], B, name) for m in range(M)])
+    true_delta = pert - base.unsqueeze(0)
+    predicted = (a.detach().to(F64).unsqueeze(0) * delta).sum(dim=-1)
+    return _pearson(predicted, true_delta)
+
+
+def perturbation_correlation(h: Tensor, a: Tensor, forward_fn: ForwardFn, eps: float = 1e-3, n_dirs: int = 32,
+                             generator: torch.Generator | None = None, *, directions: Tensor | None = None) -> float:
     """Perturbation correlation ρ_l (docs/science.md §2): does a_l predict how the loss responds to h_l?
 
     h: (B, d) hidden state; a: (B, d) credit signal; forward_fn: (N, d) -> (N,) per-sample loss of
@@ -215,44 +225,18 @@ def perturbation_correlation(
     otherwise they are drawn as ``torch.randn(M, B, d, dtype=float64, generator=generator)``.
     Runs under ``torch.no_grad()``.
     """
-    _check_pair(h, a, "perturbation_correlation")
-    B, d = h.shape
-    h_pert, delta = _perturbations(h, eps, n_dirs, generator, directions)
-    M = h_pert.shape[0]
-    with torch.no_grad():
-        base = _losses(forward_fn, h.detach(), B, "perturbation_correlation")
-        pert = _losses(forward_fn, h_pert.reshape(M * B, d), M * B, "perturbation_correlation")
-    true_delta = pert.reshape(M, B) - base.unsqueeze(0)
-    predicted = (a.detach().to(F64).unsqueeze(0) * delta).sum(dim=-1)
-    return _pearson(predicted, true_delta)
+    return _rho(h, a, forward_fn, eps, n_dirs, generator, directions, "perturbation_correlation", True)
 
 
-def perturbation_correlation_sequential(
-    h: Tensor,
-    a: Tensor,
-    forward_fn: ForwardFn,
-    eps: float = 1e-3,
-    n_dirs: int = 32,
-    generator: torch.Generator | None = None,
-    *,
-    directions: Tensor | None = None,
-) -> float:
+def perturbation_correlation_sequential(h: Tensor, a: Tensor, forward_fn: ForwardFn, eps: float = 1e-3,
+                                        n_dirs: int = 32, generator: torch.Generator | None = None, *,
+                                        directions: Tensor | None = None) -> float:
     """Same as :func:`perturbation_correlation` but with M separate forward_fn calls (B rows each).
 
     The peer the benchmark compares against (the reference implementation's loop). Same directions
     for the same generator state, same numbers to ~1e-10 in float64.
     """
-    _check_pair(h, a, "perturbation_correlation_sequential")
-    B, _ = h.shape
-    h_pert, delta = _perturbations(h, eps, n_dirs, generator, directions)
-    with torch.no_grad():
-        base = _losses(forward_fn, h.detach(), B, "perturbation_correlation_sequential")
-        true_delta = torch.stack(
-            [_losses(forward_fn, h_pert[m], B, "perturbation_correlation_sequential") - base
-             for m in range(h_pert.shape[0])]
-        )
-    predicted = (a.detach().to(F64).unsqueeze(0) * delta).sum(dim=-1)
-    return _pearson(predicted, true_delta)
+    return _rho(h, a, forward_fn, eps, n_dirs, generator, directions, "perturbation_correlation_sequential", False)
 
 
 def nudging_delta(
@@ -321,103 +305,14 @@ def bridge_residual(
     if lam <= 0:
         raise ValueError(f"bridge_residual: lam must be > 0, got {lam}")
     B, d = h_next.shape
-    if noise is None:
-        if K < 1:
-            raise ValueError(f"bridge_residual: K must be >= 1, got {K}")
-        xi = _randn((K, B, d), generator, h_next.device)
-    else:
-        if noise.dim() != 3 or tuple(noise.shape[1:]) != (B, d):
-            raise ValueError(f"noise must be (K, {B}, {d}), got {tuple(noise.shape)}")
-        xi = noise.detach().to(device=h_next.device, dtype=F64)
-        K = xi.shape[0]
+    xi = _draws(noise, K, h_next.shape, generator, h_next.device, "bridge_residual: K", ("noise", "K"))
+    K = xi.shape[0]
     noisy = (h_next.detach().to(F64).unsqueeze(0) + sigma * xi).to(h_next.dtype).reshape(K * B, d)
     with torch.no_grad():
         v = _losses(value_fn, h_l.detach(), B, "bridge_residual value_fn")
         vbar = _losses(target_fn, noisy, K * B, "bridge_residual target_fn").reshape(K, B)
     target = -lam * torch.logsumexp(-vbar / lam, dim=0) + lam * math.log(K)
     return float((v - target).abs().mean())
-
-
-# --------------------------------------------------------------------------------------------------
-# feature drift
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeatureDrift:
-    """Result of :func:`feature_drift` (docs/science.md §2, M_l).
-
-    drift: {name: ‖W_final − W_init‖_F / ‖W_init‖_F, or None when ‖W_init‖_F <= 1e-8}.
-    delta_norm / init_norm: {name: ‖W_final − W_init‖_F} / {name: ‖W_init‖_F} (float64), for every
-      tensor in both dicts, kept so that per-layer aggregates can be formed.
-    only_in_final / only_in_init: names present on one side only (sorted); they get no drift.
-    """
-
-    drift: dict[str, float | None]
-    delta_norm: dict[str, float] = field(default_factory=dict)
-    init_norm: dict[str, float] = field(default_factory=dict)
-    only_in_final: tuple[str, ...] = ()
-    only_in_init: tuple[str, ...] = ()
-
-
-def feature_drift(final: Mapping[str, Tensor], init: Mapping[str, Tensor]) -> FeatureDrift:
-    """Per-tensor feature drift M = ‖W_final − W_init‖_F / ‖W_init‖_F, in float64 (docs/science.md §2).
-
-    final, init: {name: tensor} (state dicts). Tensors of any shape (a 0-d tensor's norm is |w|).
-    None when ‖W_init‖_F <= 1e-8 (e.g. zero-initialised biases): the ratio is undefined.
-    Raises ValueError when a name's shapes differ. Names on one side only are listed separately in
-    the result, never silently dropped. Non-finite weights give NaN.
-    """
-    drift: dict[str, float | None] = {}
-    delta_norm: dict[str, float] = {}
-    init_norm: dict[str, float] = {}
-    for name in final:
-        if name not in init:
-            continue
-        wf, wi = final[name], init[name]
-        if tuple(wf.shape) != tuple(wi.shape):
-            raise ValueError(f"feature_drift: '{name}' has shape {tuple(wf.shape)} in final but "
-                             f"{tuple(wi.shape)} in init")
-        wf64 = wf.detach().to(F64).reshape(-1)
-        wi64 = wi.detach().to(F64).reshape(-1).to(wf64.device)
-        dn = float(torch.linalg.vector_norm(wf64 - wi64))
-        inn = float(torch.linalg.vector_norm(wi64))
-        delta_norm[name], init_norm[name] = dn, inn
-        drift[name] = dn / inn if inn > INIT_NORM_FLOOR else None
-    return FeatureDrift(
-        drift=drift,
-        delta_norm=delta_norm,
-        init_norm=init_norm,
-        only_in_final=tuple(sorted(set(final) - set(init))),
-        only_in_init=tuple(sorted(set(init) - set(final))),
-    )
-
-
-def drift_per_layer(
-    drift: FeatureDrift, layer_of: Callable[[str], int | None]
-) -> dict[int, float | None]:
-    """Per-layer drift: the drift of a layer's parameters taken as one concatenated vector.
-
-        M_layer = sqrt(Σ_t ‖ΔW_t‖_F²) / sqrt(Σ_t ‖W_init,t‖_F²)   over tensors t with layer_of(t) = layer
-
-    (an RMS-style combination: large tensors weigh by their size, zero-initialised tensors such as
-    LayerNorm biases still contribute their movement). ``layer_of(name)`` gives the layer index, or
-    None for tensors outside every layer (embedding, head...), which are left out. None when the
-    layer's combined init norm is <= 1e-8. Keys in ascending order.
-    """
-    sq_delta: dict[int, float] = {}
-    sq_init: dict[int, float] = {}
-    for name, dn in drift.delta_norm.items():
-        layer = layer_of(name)
-        if layer is None:
-            continue
-        sq_delta[layer] = sq_delta.get(layer, 0.0) + dn * dn
-        sq_init[layer] = sq_init.get(layer, 0.0) + drift.init_norm[name] ** 2
-    out: dict[int, float | None] = {}
-    for layer in sorted(sq_delta):
-        denom = math.sqrt(sq_init[layer])
-        out[layer] = math.sqrt(sq_delta[layer]) / denom if denom > INIT_NORM_FLOOR else None
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -548,113 +443,3 @@ def layer_means(values: Sequence[float | None]) -> dict:
         "per_layer": [None if v is None else float(v) for v in vals],
         "aggregation": "mean over layers of per-layer batch means",
     }
-
-
-def _batch_mean_cosine(a: Tensor, g: Tensor) -> float:
-    cos = per_sample_cosine(a, g)
-    defined = cos[~torch.isnan(cos)]
-    return float(defined.mean()) if defined.numel() else math.nan
-
-
-# --------------------------------------------------------------------------------------------------
-# toy linear-quadratic system (docs/science.md §2, last row)
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToyLQ:
-    """A linear residual stack with a quadratic terminal loss (float64).
-
-    Ws: [W_0..W_{L-1}], each (d, d); forward h_{l+1} = h_l + W_l h_l (row form h @ (I + W_l)ᵀ).
-    Q: (d, d) symmetric positive semi-definite; t: (d,) target.
-    Terminal loss per sample ℓ = ½ (h_L − t)ᵀ Q (h_L − t).
-    """
-
-    Ws: tuple[Tensor, ...]
-    Q: Tensor
-    t: Tensor
-
-    @property
-    def d(self) -> int:
-        return int(self.t.shape[0])
-
-    @property
-    def L(self) -> int:
-        return len(self.Ws)
-
-
-def lq_make(d: int, L: int, seed: int, scale: float = 0.1) -> ToyLQ:
-    """Draw a toy LQ system: W_l ~ N(0, scale/d) entrywise (a small residual map: h + W h stays near
-    norm-preserving), Q = A Aᵀ / d with A ~ N(0, 1) (PSD), t ~ N(0, 1). Seeded, float64, CPU."""
-    gen = torch.Generator().manual_seed(seed)
-    Ws = tuple(torch.randn(d, d, generator=gen, dtype=F64) * math.sqrt(scale / d) for _ in range(L))
-    A = torch.randn(d, d, generator=gen, dtype=F64)
-    Q = A @ A.T / d
-    t = torch.randn(d, generator=gen, dtype=F64)
-    return ToyLQ(Ws=Ws, Q=Q, t=t)
-
-
-def lq_forward(Ws: Sequence[Tensor], h0: Tensor) -> list[Tensor]:
-    """[h_0..h_L] for h_{l+1} = h_l + W_l h_l; h0 (B, d) -> each (B, d). Differentiable."""
-    hs = [h0]
-    for W in Ws:
-        hs.append(hs[-1] + hs[-1] @ W.T)
-    return hs
-
-
-def lq_loss(h_L: Tensor, Q: Tensor, t: Tensor) -> Tensor:
-    """Per-sample terminal loss ℓ_b = ½ (h_L,b − t)ᵀ Q (h_L,b − t); h_L (B, d) -> (B,)."""
-    r = h_L - t
-    return 0.5 * ((r @ Q) * r).sum(dim=-1)
-
-
-def lq_costates(Ws: Sequence[Tensor], h_L: Tensor, Q: Tensor, t: Tensor) -> list[Tensor]:
-    """Exact costates [λ_0..λ_L] of the toy LQ system, each (B, d) float64.
-
-        λ_L = ½ (Q + Qᵀ)(h_L − t)   (= Q (h_L − t) for the symmetric Q of lq_make) = dℓ/dh_L
-        λ_l = (I + W_l)ᵀ λ_{l+1}     = (dh_{l+1}/dh_l)ᵀ λ_{l+1};  row form λ_l = λ_{l+1} @ (I + W_l)
-    λ_l is the per-sample gradient dℓ/dh_l, i.e. what BP delivers to layer l.
-    """
-    Q64 = Q.detach().to(F64)
-    r = h_L.detach().to(F64) - t.detach().to(F64)
-    lam = [r @ (0.5 * (Q64 + Q64.T))]
-    for W in reversed(Ws):
-        W64 = W.detach().to(F64)
-        lam.insert(0, lam[0] + lam[0] @ W64)
-    return lam
-
-
-def lq_costate_cosine(signals: Sequence[Tensor], costates: Sequence[Tensor]) -> list[float]:
-    """Per layer l: mean over the batch of cos(a_l,b, λ_l,b) (NaN rows excluded; all NaN -> NaN)."""
-    if len(signals) != len(costates):
-        raise ValueError(f"{len(signals)} signals for {len(costates)} costates")
-    return [_batch_mean_cosine(a, lam) for a, lam in zip(signals, costates)]
-
-
-def lq_dfa_signals(e: Tensor, Bs: Sequence[Tensor]) -> list[Tensor]:
-    """DFA on the toy: a_l = e @ B_l with e = h_L − t (B, d) the terminal error and B_l (d, d) fixed
-    random matrices; returns one (B, d) float64 signal per B_l."""
-    e64 = e.detach().to(F64)
-    return [e64 @ Bm.detach().to(F64) for Bm in Bs]
-
-
-def run_toy_lq(d: int = 16, L: int = 6, B: int = 64, seed: int = 0) -> dict:
-    """Costate cosine on a seeded toy LQ system, for BP (autograd) and for DFA (random fixed B_l).
-
-    BP signals are autograd gradients of Σ_b ℓ_b w.r.t. each h_l (independent of the costate
-    recursion), so bp ≈ 1 at every layer checks the recursion; DFA signals e @ B_l with
-    B_l ~ N(0, 1/d) are unrelated to λ_l, so dfa ≈ 0 (published toy value 0.001).
-    Returns {"bp": [cos_0..cos_L], "dfa": [cos_0..cos_L]}.
-    """
-    sys_ = lq_make(d, L, seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    h0 = torch.randn(B, d, generator=gen, dtype=F64)
-    Bs = [torch.randn(d, d, generator=gen, dtype=F64) / math.sqrt(d) for _ in range(L + 1)]
-    with torch.enable_grad():
-        h0 = h0.requires_grad_(True)
-        hs = lq_forward(sys_.Ws, h0)
-        loss = lq_loss(hs[-1], sys_.Q, sys_.t).sum()
-        bp = list(torch.autograd.grad(loss, hs))
-    costates = lq_costates(sys_.Ws, hs[-1], sys_.Q, sys_.t)
-    dfa = lq_dfa_signals(hs[-1].detach() - sys_.t, Bs)
-    return {"bp": lq_costate_cosine(bp, costates), "dfa": lq_costate_cosine(dfa, costates)}

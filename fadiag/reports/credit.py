@@ -27,3 +27,19 @@ class CreditReport(Report):
     params: Any = None
     thresholds: Any = None
     stream: Any = None
+    """The residual-stream description; None (and no "stream" key) for the toy LQ report, which has no model."""
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.stream is None and "stream" not in self.extra:
+            d.pop("stream", None)
+        return d
+
+    @classmethod
+    def upgrade(cls, d: dict) -> dict:
+        """/1 -> /2: the non-finite flag's id "nonfinite" is now "e" (audit's id for the same check)."""
+        flags = d.get("flags")
+        if isinstance(flags, list):
+            d["flags"] = [{**f, "id": "e"} if isinstance(f, dict) and f.get("id") == "nonfinite" else f
+                          for f in flags]
+        return d

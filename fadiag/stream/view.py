@@ -1,25 +1,8 @@
-"""The residual-stream view of a model (docs/models.md, docs/science.md §1).
+""":class:`StreamView`: a model read through its residual stream by forward hooks (docs/models.md).
 
-A :class:`Stream` names the residual stream of any ``nn.Module`` by module paths: the blocks (h_{l+1} is
-what block l hands to block l+1), whether a block already adds its input (``inside``: timm, Hugging Face,
-torchvision) or the model adds it (``outside``: fadiag's reference contract, h + block(h)), the index of
-the stream in a block's tuple output, the readout, the token pooling and the loss. :class:`StreamView`
-reads the stream through forward hooks, so the model's own forward runs unchanged:
-
-- h_l (l < L) is the tensor block l consumes (a forward pre-hook on block l), h_L the last block's
-  output (inside) or the readout's input (outside). The captured tensors are the ones in the graph, so
-  ONE forward + backward gives h_0..h_L and g_l = d(mean loss)/dh_l.
-- "the rest of the network from layer l with h_l replaced" (credit's ρ_l, Δ_l) is the same forward with
-  a hook that substitutes the stream at layer l.
-- :meth:`StreamView.double` is the float64 copy (credit, pitfall 3), with the same paths.
-
-Per-sample vectors: ``pool`` turns a (B, T, d) state into (B, d): ``cls`` token 0, ``last`` token T-1,
-``mean`` the mean over the tokens after ``prefix_tokens``, ``none`` flattened. A (B, ...) state that is not
-(B, T, d) is flattened. The gradient of a pooled vector is the loss's derivative along the same embedding
-(cls/last: that token's gradient; mean: the sum over the pooled tokens, the derivative of a shift applied
-to all of them; none: flattened).
-
-Parameter ``.grad`` buffers are never touched and every submodule's training mode is restored.
+The model's own forward always runs; hooks read the stream (``capture``), substitute it at one layer
+(``rest_fn``: the rest of the network from layer l), or cut the graph between blocks (``local_forward``:
+what DFA training backpropagates through). ``double()`` is the float64 copy credit computes on (pitfall 3).
 """
 
 from __future__ import annotations
@@ -27,138 +10,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
-from .errors import SpecError
+from ..errors import SpecError
+from .spec import LOSSES, POOLS, RESIDUALS, Stream, _compact, _sub, logits_of, per_sample_loss, pool_state
 
-POOLS = ("cls", "mean", "last", "none")
-RESIDUALS = ("auto", "inside", "outside")
-LOSSES = ("ce", "lm", "mse")
-CONTRACT = "model(x, return_hidden=True) -> (logits, [h_0..h_L])"
 #: keyword names under which blocks receive the stream (Hugging Face: hidden_states)
 _STREAM_KWARGS = ("hidden_states", "hidden_state", "x", "h", "input", "inputs")
-
-
-@dataclass(frozen=True)
-class Stream:
-    """A resolved description of a model's residual stream (every path relative to the model)."""
-
-    blocks: tuple
-    """Block module paths, in order; h_{l+1} = what block l hands on."""
-    embed: str | None = None
-    """Module whose output is h_0 (needed for residual: outside; trained by the frozen baseline)."""
-    residual: str = "auto"
-    output_index: int = 0
-    readout: object = "model"
-    """Tuple of module paths applied after the last block, or "model" (the model's own forward)."""
-    pool: str = "cls"
-    prefix_tokens: int = 0
-    """Tokens before the pooled ones (pool: mean skips them: timm's num_prefix_tokens)."""
-    loss: str = "ce"
-    source: str = "spec"
-    """Where the description came from: "spec", "preset: <family>", "auto: ...", "reference contract"."""
-    notes: tuple = field(default_factory=tuple)
-
-    def describe(self) -> dict:
-        token = {"cls": "token 0 (class token)", "last": "the last token", "mean": "the mean over tokens"
-                 + (f" after {self.prefix_tokens} prefix token(s)" if self.prefix_tokens else ""),
-                 "none": "the whole state, flattened"}[self.pool]
-        blocks = list(self.blocks)
-        return {"source": self.source, "embed": self.embed, "blocks": _compact(blocks), "n_blocks": len(blocks),
-                "residual": self.residual, "output_index": self.output_index,
-                "readout": self.readout if isinstance(self.readout, str) else list(self.readout),
-                "pool": self.pool, "token": token + " for token states (B, T, d); (B, ...) states are flattened",
-                "loss": self.loss, "notes": list(self.notes)}
-
-
-def _compact(paths: list) -> str:
-    """["blocks.0", "blocks.1"] -> "blocks.0..1"; mixed parents are listed."""
-    if not paths:
-        return ""
-    heads = {p.rpartition(".")[0] for p in paths}
-    if len(heads) == 1 and all(p.rpartition(".")[2].isdigit() for p in paths):
-        h = heads.pop()
-        return f"{h}.{paths[0].rpartition('.')[2]}..{paths[-1].rpartition('.')[2]}"
-    return ", ".join(paths)
-
-
-def _sub(model, path: str, what: str):
-    try:
-        return model.get_submodule(path) if path else model
-    except AttributeError:
-        names = [n for n, _ in model.named_children()]
-        raise SpecError(f"stream.{what}: the model has no module {path!r} (top-level modules: "
-                        f"{', '.join(names[:12]) or 'none'})", source="stream") from None
-
-
-def expand_blocks(model, blocks) -> tuple:
-    """A path (or list of paths) -> block paths: a ModuleList/Sequential stands for its children."""
-    paths = [blocks] if isinstance(blocks, str) else list(blocks or [])
-    out = []
-    for p in paths:
-        if not isinstance(p, str):
-            raise SpecError(f"stream.blocks: expected module paths, got {p!r}", source="stream")
-        m = _sub(model, p, "blocks")
-        if isinstance(m, (torch.nn.ModuleList, torch.nn.Sequential)):
-            out += [f"{p}.{n}" if p else n for n, _ in m.named_children()]
-        else:
-            out.append(p)
-    if not out:
-        raise SpecError("stream.blocks: no blocks (an empty ModuleList?)", source="stream")
-    return tuple(out)
-
-
-def logits_of(out):
-    """A model's output -> the logits tensor: a tensor, a Hugging Face output's .logits, or a tuple's first."""
-    if isinstance(out, torch.Tensor):
-        return out
-    lg = getattr(out, "logits", None)
-    if isinstance(lg, torch.Tensor):
-        return lg
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    raise SpecError(f"the model returned {type(out).__name__}, not logits (a tensor, .logits, or a tuple)",
-                    source="model.arch")
-
-
-def per_sample_loss(logits, y, loss: str):
-    """(B,) per-sample loss in float64. ce: cross-entropy; lm: next-token CE, mean over each row's labelled
-    positions (label -100 = ignored); mse: mean squared error over each row's outputs."""
-    z = logits.double()
-    if loss == "ce":
-        if z.dim() != 2:
-            raise SpecError(f"loss: ce needs (B, classes) logits, the model gives {tuple(z.shape)} "
-                            "(loss: lm for a language model)", source="loss")
-        return F.cross_entropy(z, y, reduction="none")
-    if loss == "lm":
-        if z.dim() != 3 or y.dim() != 2 or y.shape[:2] != z.shape[:2]:
-            raise SpecError(f"loss: lm needs (B, T, vocab) logits and (B, T) labels, got {tuple(z.shape)} and "
-                            f"{tuple(y.shape)}", source="loss")
-        zz, yy = z[:, :-1], y[:, 1:]
-        ce = F.cross_entropy(zz.reshape(-1, zz.shape[-1]), yy.reshape(-1), reduction="none", ignore_index=-100)
-        ce = ce.view(yy.shape)
-        n = (yy != -100).sum(1)
-        return ce.sum(1) / n.clamp(min=1)
-    t = y.double().reshape(z.shape) if y.numel() == z.numel() else y.double()
-    return ((z - t) ** 2).flatten(1).mean(1)
-
-
-def accuracy(logits_list: list, y_list: list, loss: str = "ce") -> float:
-    """Classification accuracy; for loss lm, next-token accuracy over the labelled positions."""
-    correct = total = 0
-    for lg, y in zip(logits_list, y_list):
-        if loss == "lm":
-            pred, yy = lg[:, :-1].argmax(-1), y[:, 1:]
-            keep = yy != -100
-            correct += int((pred[keep] == yy[keep]).sum())
-            total += int(keep.sum())
-        else:
-            correct += int((lg.argmax(-1) == y).sum())
-            total += int(y.numel())
-    return correct / total if total else float("nan")
 
 
 def _stream_arg(args, kwargs):
@@ -358,14 +218,8 @@ class StreamView:
         return h.dim() == 3 and self.stream.pool != "none"
 
     def pool(self, h):
-        if not self._tok(h):
-            return h.reshape(h.shape[0], -1) if h.dim() != 2 else h
-        p = self.stream.pool
-        if p == "cls":
-            return h[:, 0]
-        if p == "last":
-            return h[:, -1]
-        return h[:, self.stream.prefix_tokens:].mean(1)
+        """The per-sample vector of a state (B, ...) -> (B, d): the stream's token pooling (spec.pool_state)."""
+        return pool_state(h, self.stream.pool, self.stream.prefix_tokens)
 
     def pool_grad(self, g):
         if self._tok(g) and self.stream.pool == "mean":
@@ -421,105 +275,39 @@ class StreamView:
 
         return run
 
+    # -- the graph cut between blocks (DFA training) -----------------------------------------------
+    def local_forward(self, x):
+        """The model's forward with the graph cut before every block and before the readout (DFA training,
+        docs/science.md §5): (logits, [h_0, u_0..u_{L-1}]). h_0 is the tensor block 0 consumes (in the graph back
+        to the embedding), u_l block l's update of the stream (its output; minus its input for residual
+        inside), in the graph back to block l's own parameters only. The readout reads a detached h_L, so a
+        loss on the logits reaches only the readout. The view must be settled (residual inside or outside)."""
+        L = len(self.blocks)
+        res = self.stream.residual
+        if res == "auto" or (res == "outside" and not self.readout):
+            raise SpecError("local_forward needs residual inside, or outside with stream.readout modules "
+                            f"(got residual {res!r}, readout {self.stream.readout!r})", source="stream")
+        outs: list = [None] * (L + 1)
 
-@dataclass
-class StreamPass:
-    """One batch through the stream. Tensors are detached, on the CPU, per-sample views (B, d)."""
+        def pre(i):
+            def f(a, k):
+                if i == 0:
+                    outs[0] = _get_arg(a, k)
+                return _set_arg(a, k, _get_arg(a, k).detach())
+            return f
 
-    logits: torch.Tensor
-    hiddens: list
-    grads: list
-    loss: float
-    view: object = None
-    shapes: list = field(default_factory=list)
-    """The full shape of each h_l (before pooling), e.g. (B, C, H, W) per ResNet stage."""
+        def post(i):
+            def f(a, k, o):
+                out = self._out(o)
+                outs[i + 1] = out - _get_arg(a, k) if res == "inside" else out
+                return self._with_out(o, out.detach()) if i == L - 1 and res == "inside" else None
+            return f
 
-
-def per_sample(h: torch.Tensor) -> torch.Tensor:
-    """(B, d) as is; (B, T, d) -> the class token (B, d); (B, ...) else flattened (pool: cls)."""
-    if h.dim() == 3:
-        return h[:, 0]
-    if h.dim() == 2:
-        return h
-    return h.flatten(1)
-
-
-class _Modes:
-    """Eval mode for the pass; every submodule's own mode restored on exit."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for m, mode in self.modes:
-            m.training = mode
-
-
-def full_pass(view: StreamView, x, y, *, reduction: str = "mean"):
-    """(logits, hs, grads, per-sample losses, io): ONE forward + backward; grads of the mean (or sum) loss
-    with respect to the full states h_l. Runs under enable_grad; the caller restores modes."""
-    with torch.enable_grad():
-        if x.dtype.is_floating_point:
-            # A leaf that requires grad puts every h_l in the graph even when all params are frozen.
-            x = x.detach().clone().requires_grad_(True)
-        logits, hs, io = view.capture(x)
-        per = per_sample_loss(logits, y, view.stream.loss)
-        loss = per.mean() if reduction == "mean" else per.sum()
-        need = [h for h in hs if h.requires_grad]
-        got = torch.autograd.grad(loss, need, allow_unused=True) if need and loss.requires_grad else []
-        it = iter(got)
-        grads = []
-        for h in hs:
-            g = next(it) if h.requires_grad else None
-            grads.append(torch.zeros_like(h) if g is None else g)
-    return logits.detach(), [h.detach() for h in hs], [g.detach() for g in grads], per.detach(), io
-
-
-def settled_pass(view: StreamView, x, y, *, reduction: str = "mean"):
-    """(view, full_pass results). An unsettled view is settled on this batch by the same pass (the residual
-    check reads the blocks' inputs and outputs it captured); only when that changes what is captured
-    (residual auto measured outside) does the batch run again."""
-    res = full_pass(view, x, y, reduction=reduction)
-    if view.settled:
-        return view, res
-    with torch.no_grad():
-        v = _settle(view, res[4], res[1], x)
-    if v.stream.residual == "outside" and view.stream.residual != "outside":
-        res = full_pass(v, x, y, reduction=reduction)
-    return v, res
-
-
-def stream_pass(view, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> StreamPass:
-    """One batch: logits, pooled h_l and g_l = d(mean loss)/dh_l (loss in float64). ``pass.view`` is the view
-    settled on this batch (residual inside/outside checked): pass it on to the next batch."""
-    if not isinstance(view, StreamView):
-        from .presets import resolve_view
-
-        view = resolve_view(view)
-    with _Modes(view.model):
-        x, y = x.to(device), y.to(device)
-        view, (logits, hs, grads, per, _) = settled_pass(view, x, y)
-    return StreamPass(
-        logits=logits.cpu(),
-        hiddens=[view.pool(h).cpu() for h in hs],
-        grads=[view.pool_grad(g).cpu() for g in grads],
-        loss=float(per.mean()), view=view, shapes=[tuple(h.shape) for h in hs])
-
-
-def _settle(view: StreamView, io, hs, x) -> StreamView:
-    v = view.check_residual(io, hs)
-    if v.stream.residual == "outside" and v.embed is None:
-        e = v.find_embed(x)
-        v = v.with_residual("outside", f"embed {e!r}: its output is what block 0 consumes (first batch)", embed=e)
-    return v
-
-
-def first_batch_view(view: StreamView, x, device: str = "cpu") -> StreamView:
-    """Settle a view on a batch without the audit (one extra forward; no gradients are used)."""
-    with _Modes(view.model), torch.no_grad():
-        _, hs, io = view.capture(x.to(device))
-        return _settle(view, io, hs, x.to(device))
+        ro = (lambda a: (a[0].detach(), *a[1:])) if res == "outside" else None
+        handles = self._hooks({i: pre(i) for i in range(L)}, {i: post(i) for i in range(L)}, ro)
+        try:
+            logits = self.call(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return logits, outs

@@ -1,0 +1,153 @@
+"""What a residual stream is: the :class:`Stream` description, module paths, logits and per-sample losses,
+and the token pooling that turns a state into one vector per sample (docs/models.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import SpecError
+
+POOLS = ("cls", "mean", "last", "none")
+RESIDUALS = ("auto", "inside", "outside")
+LOSSES = ("ce", "lm", "mse")
+CONTRACT = "model(x, return_hidden=True) -> (logits, [h_0..h_L])"
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A resolved description of a model's residual stream (every path relative to the model)."""
+
+    blocks: tuple
+    """Block module paths, in order; h_{l+1} = what block l hands on."""
+    embed: str | None = None
+    """Module whose output is h_0 (needed for residual: outside; trained by the frozen baseline)."""
+    residual: str = "auto"
+    output_index: int = 0
+    readout: object = "model"
+    """Tuple of module paths applied after the last block, or "model" (the model's own forward)."""
+    pool: str = "cls"
+    prefix_tokens: int = 0
+    """Tokens before the pooled ones (pool: mean skips them: timm's num_prefix_tokens)."""
+    loss: str = "ce"
+    source: str = "spec"
+    """Where the description came from: "spec", "preset: <family>", "auto: ...", "reference contract"."""
+    notes: tuple = field(default_factory=tuple)
+
+    def describe(self) -> dict:
+        token = {"cls": "token 0 (class token)", "last": "the last token", "mean": "the mean over tokens"
+                 + (f" after {self.prefix_tokens} prefix token(s)" if self.prefix_tokens else ""),
+                 "none": "the whole state, flattened"}[self.pool]
+        blocks = list(self.blocks)
+        return {"source": self.source, "embed": self.embed, "blocks": _compact(blocks), "n_blocks": len(blocks),
+                "residual": self.residual, "output_index": self.output_index,
+                "readout": self.readout if isinstance(self.readout, str) else list(self.readout),
+                "pool": self.pool, "token": token + " for token states (B, T, d); (B, ...) states are flattened",
+                "loss": self.loss, "notes": list(self.notes)}
+
+
+def _compact(paths: list) -> str:
+    """["blocks.0", "blocks.1"] -> "blocks.0..1"; mixed parents are listed."""
+    if not paths:
+        return ""
+    heads = {p.rpartition(".")[0] for p in paths}
+    if len(heads) == 1 and all(p.rpartition(".")[2].isdigit() for p in paths):
+        h = heads.pop()
+        return f"{h}.{paths[0].rpartition('.')[2]}..{paths[-1].rpartition('.')[2]}"
+    return ", ".join(paths)
+
+
+def _sub(model, path: str, what: str):
+    try:
+        return model.get_submodule(path) if path else model
+    except AttributeError:
+        names = [n for n, _ in model.named_children()]
+        raise SpecError(f"stream.{what}: the model has no module {path!r} (top-level modules: "
+                        f"{', '.join(names[:12]) or 'none'})", source="stream") from None
+
+
+def expand_blocks(model, blocks) -> tuple:
+    """A path (or list of paths) -> block paths: a ModuleList/Sequential stands for its children."""
+    paths = [blocks] if isinstance(blocks, str) else list(blocks or [])
+    out = []
+    for p in paths:
+        if not isinstance(p, str):
+            raise SpecError(f"stream.blocks: expected module paths, got {p!r}", source="stream")
+        m = _sub(model, p, "blocks")
+        if isinstance(m, (torch.nn.ModuleList, torch.nn.Sequential)):
+            out += [f"{p}.{n}" if p else n for n, _ in m.named_children()]
+        else:
+            out.append(p)
+    if not out:
+        raise SpecError("stream.blocks: no blocks (an empty ModuleList?)", source="stream")
+    return tuple(out)
+
+
+def logits_of(out):
+    """A model's output -> the logits tensor: a tensor, a Hugging Face output's .logits, or a tuple's first."""
+    if isinstance(out, torch.Tensor):
+        return out
+    lg = getattr(out, "logits", None)
+    if isinstance(lg, torch.Tensor):
+        return lg
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise SpecError(f"the model returned {type(out).__name__}, not logits (a tensor, .logits, or a tuple)",
+                    source="model.arch")
+
+
+def per_sample_loss(logits, y, loss: str):
+    """(B,) per-sample loss in float64. ce: cross-entropy; lm: next-token CE, mean over each row's labelled
+    positions (label -100 = ignored); mse: mean squared error over each row's outputs."""
+    z = logits.double()
+    if loss == "ce":
+        if z.dim() != 2:
+            raise SpecError(f"loss: ce needs (B, classes) logits, the model gives {tuple(z.shape)} "
+                            "(loss: lm for a language model)", source="loss")
+        return F.cross_entropy(z, y, reduction="none")
+    if loss == "lm":
+        if z.dim() != 3 or y.dim() != 2 or y.shape[:2] != z.shape[:2]:
+            raise SpecError(f"loss: lm needs (B, T, vocab) logits and (B, T) labels, got {tuple(z.shape)} and "
+                            f"{tuple(y.shape)}", source="loss")
+        zz, yy = z[:, :-1], y[:, 1:]
+        ce = F.cross_entropy(zz.reshape(-1, zz.shape[-1]), yy.reshape(-1), reduction="none", ignore_index=-100)
+        ce = ce.view(yy.shape)
+        n = (yy != -100).sum(1)
+        return ce.sum(1) / n.clamp(min=1)
+    t = y.double().reshape(z.shape) if y.numel() == z.numel() else y.double()
+    return ((z - t) ** 2).flatten(1).mean(1)
+
+
+def accuracy(logits_list: list, y_list: list, loss: str = "ce") -> float:
+    """Classification accuracy; for loss lm, next-token accuracy over the labelled positions."""
+    correct = total = 0
+    for lg, y in zip(logits_list, y_list):
+        if loss == "lm":
+            pred, yy = lg[:, :-1].argmax(-1), y[:, 1:]
+            keep = yy != -100
+            correct += int((pred[keep] == yy[keep]).sum())
+            total += int(keep.sum())
+        else:
+            correct += int((lg.argmax(-1) == y).sum())
+            total += int(y.numel())
+    return correct / total if total else float("nan")
+
+
+def pool_state(h: torch.Tensor, pool: str = "cls", prefix_tokens: int = 0) -> torch.Tensor:
+    """One vector per sample: a (B, T, d) state -> (B, d) by ``pool`` (cls: token 0, last: token T-1, mean: the
+    mean over the tokens after ``prefix_tokens``); ``none`` or a (B, ...) state that is not (B, T, d) is
+    flattened; (B, d) is returned as is."""
+    if h.dim() != 3 or pool == "none":
+        return h.reshape(h.shape[0], -1) if h.dim() != 2 else h
+    if pool == "cls":
+        return h[:, 0]
+    if pool == "last":
+        return h[:, -1]
+    return h[:, prefix_tokens:].mean(1)
+
+
+def per_sample(h: torch.Tensor) -> torch.Tensor:
+    """(B, d) as is; (B, T, d) -> the class token (B, d); (B, ...) else flattened (pool: cls)."""
+    return pool_state(h, "cls")
