@@ -63,7 +63,9 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
                   method_name=a.method_name or _guess_method(subject.path), notes=a.notes, growth_mode=mode,
                   checkpoint=subject.checkpoint.describe(), data=data, weight_dtypes=subject.weight_dtypes,
                   spec=sp.origin, fadiag_version=__version__, median=med)
-    return AuditReport(**fields)
+    from .compat.biotorch import report_extra
+
+    return AuditReport(**fields, extra=report_extra(subject))
 
 
 def _modes(sp, growth_mode: str | None, median: str | None) -> tuple:

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from . import __version__
+from .compat.biotorch import report_extra
 from .credit_signals import PROVIDERS, CreditPass, value_net
 from .diagnostics.common import G_NORM_FLOOR, count_nonfinite
 from .errors import InputError
@@ -256,7 +257,8 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
                 "bridge_k": cs.bridge_k, "bridge_lambda": cs.bridge_lambda, "bridge_sigma": cs.bridge_sigma,
                 "batch": "first eval batch", "weight_dtypes": subject.weight_dtypes},
         thresholds=o.thresholds, checkpoint=subject.checkpoint.describe(), data=dict(subject.data_info),
-        spec=sp.origin, stream=p.view.stream.describe())
+        spec=sp.origin, stream=p.view.stream.describe(),
+        extra=report_extra(subject))
 
 
 def toy_lq(*, d: int = 16, depth: int = 6, batch: int = 64, seed: int = 0) -> CreditReport:

@@ -69,6 +69,12 @@ def _feedback(p: CreditPass, signal: str):
         fb = list(fb)
     elif fb is not None and not isinstance(fb, dict):
         raise InputError(f"checkpoint entry {key!r} is not a tensor, list of tensors or dict", source=path)
+    rule = extras.get("learning_rule")
+    if fb is None and rule is not None and signal in ("dfa", "fa"):
+        from .compat.biotorch import dfa_feedback, fa_feedback
+
+        make = dfa_feedback if signal == "dfa" else fa_feedback
+        fb = make(extras["learning_rule_feedback"], None, p.n, p.hs_flat[0].shape[1], source=path)
     if fb is None:  # a missing input is bad input (exit 2), never a redraw and never a report of N/As
         raise MissingInputError(f"--signal {signal}: no training-time feedback matrices under {key!r} in the "
                                 "checkpoint (credit.feedback names the key); fadiag never redraws them, a fresh "
@@ -89,7 +95,7 @@ def _dfa(p: CreditPass, seed: int, tensors_path):
         signals = dfa_signals(p.logits, p.y, fb)
     except ValueError as e:
         raise InputError(str(e), source=path) from None
-    return signals, f"DFA: e = softmax - onehot times the training-time B_l under {key!r}"
+    return signals, f"DFA: e = softmax - onehot times the training-time B_l under {_where(p, key)}"
 
 
 def _fa(p: CreditPass, seed: int, tensors_path):
@@ -108,7 +114,31 @@ def _fa(p: CreditPass, seed: int, tensors_path):
         signals = fa_signals(top, list(fb["layers"]))
     except ValueError as err_:
         raise InputError(str(err_), source=path) from None
-    return signals, f"FA: a_L = e B_top, a_l = B_l a_(l+1), matrices under {key!r}"
+    return signals, f"FA: a_L = e B_top, a_l = B_l a_(l+1), matrices under {_where(p, key)}"
+
+
+def _where(p: CreditPass, key: str) -> str:
+    return repr(key) if key in p.subject.extras else "the state dict's *.weight_backward"
+
+
+def _native(p: CreditPass, seed: int, tensors_path):
+    """The learning-rule library's own a_l: its backward rule (FA/DFA/sign-symmetric) with the checkpoint's
+    *.weight_backward, run through the float64 view (docs/upstream.md, learning-rule libraries)."""
+    import torch
+
+    from .compat.biotorch import effective_feedback
+    from .compat.biotorch_native import native_backward
+    from .stream import full_pass
+
+    rule = p.subject.extras.get("learning_rule")
+    if rule is None:
+        raise MissingInputError("--signal native: the checkpoint has no learning-rule feedback (*.weight_backward)",
+                                source=p.subject.path)
+    eff = effective_feedback(rule, p.subject.state_dict, p.subject.extras["learning_rule_feedback"])
+    with native_backward(p.view.model, {k: v.to(torch.float64) for k, v in eff.items()}, rule.rule):
+        _, _, g_native, _, _ = full_pass(p.view, p.x, p.y, reduction="sum")
+    return ([p.view.pool_grad(g).to(torch.float64) for g in g_native],
+            f"native {rule.rule.upper()}: the library's own backward rule with the checkpoint's *.weight_backward")
 
 
 def value_net(subject, key: str | None):
@@ -188,4 +218,5 @@ PROVIDERS = {s.name: s for s in (
     SignalProvider("value", "a value net V(h, l) under credit.value (credit.value_arch, value_args)", _value),
     SignalProvider("tensors", "precomputed a_l in --tensors FILE (or credit.tensors)", _tensors),
     SignalProvider("random", "nothing: a seeded Gaussian control (seed + 7919)", _random),
+    SignalProvider("native", "a learning-rule library's *.weight_backward feedback in the state dict", _native),
 )}

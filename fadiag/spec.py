@@ -312,8 +312,9 @@ def _check_values(spec: Spec) -> None:
     c = spec.credit
     if c.bridge_k < 1 or c.bridge_k > 4096 or c.bridge_lambda <= 0 or c.bridge_sigma < 0:
         raise _fail(o, "credit", "need 1 <= bridge_k <= 4096, bridge_lambda > 0, bridge_sigma >= 0")
-    if spec.credit.signal not in ("bp", "dfa", "fa", "value", "tensors", "random"):
-        raise _fail(o, "credit.signal", f"expected bp, dfa, fa, value, tensors or random; got {spec.credit.signal!r}")
+    if spec.credit.signal not in ("bp", "dfa", "fa", "value", "tensors", "random", "native"):
+        raise _fail(o, "credit.signal", f"expected bp, dfa, fa, value, tensors, random or native; got "
+                    f"{spec.credit.signal!r}")
     if spec.edges.ties not in ("average", "ordinal"):
         raise _fail(o, "edges.ties", f"expected average or ordinal, got {spec.edges.ties!r}")
     _check_stream(spec)

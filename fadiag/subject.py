@@ -121,7 +121,11 @@ def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) ->
     """(model with the checkpoint's weights in float32 eval mode on ``device``, state dict, extras)."""
     from .models import build_model
 
+    from .compat.biotorch import bp_twin_module, needs_bp_twin
+
     model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
+    if needs_bp_twin(model):  # learning-rule layers (BioTorch FA/DFA): autograd through the twin is BP
+        model, _ = bp_twin_module(model)
     sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint,
                                model_keys=model.state_dict().keys())
     extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
@@ -156,6 +160,12 @@ def _fit_state(model, sd: dict, extras: dict, raw: RawCheckpoint, checkpoint: st
         from .checkpoint.hf import fill_tied
 
         fill_tied(model, sd)
+    from .compat.biotorch import bp_twin_state_dict, detect_learning_rule
+
+    rule = detect_learning_rule(sd, source=checkpoint)
+    if rule.detected:  # *.weight_backward feedback (docs/upstream.md): the BP twin gets the forward weights
+        sd, feedback = bp_twin_state_dict(sd, source=checkpoint)
+        extras = {**extras, "learning_rule": rule, "learning_rule_feedback": feedback}
     if hasattr(model, "build_from_state_dict"):
         # Models whose structure lives in the checkpoint (gsnn-upstream) take their shapes from it.
         try:

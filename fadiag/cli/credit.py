@@ -18,7 +18,8 @@ _opt = typer.Option
 Checkpoint = Annotated[Optional[Path], typer.Argument(help="Checkpoint file (not needed with --toy-lq).")]
 SignalOpt = Annotated[Optional[str], _opt("--signal", help="Credit signal a_l: bp | dfa (training-time feedback in "
                                           "the checkpoint) | fa | value (dV/dh of a stored value net) | tensors | "
-                                          "random (a control). Default: credit.signal in the spec.")]
+                                          "random (a control) | native (a learning-rule library's own a_l from its *.weight_backward). "
+                                          "Default: credit.signal in the spec.")]
 InitOpt = Annotated[Optional[Path], _opt("--init", help="Init checkpoint, for feature drift M_l.")]
 TensorsOpt = Annotated[Optional[Path], _opt("--tensors", help="Precomputed a_l (.pt/.npz) for --signal tensors.")]
 EpsOpt = Annotated[Optional[float], _opt("--eps", help="Perturbation size ε for ρ_l (default 1e-3).")]

@@ -347,3 +347,10 @@ def bp_twin_module(model):
             setattr(twin.get_submodule(parent) if parent else twin, leaf, plain)
             changes.append(f"{name}: {type(m).__module__}.{type(m).__name__} -> plain {type(plain).__name__}")
     return twin, changes
+
+
+def report_extra(subject) -> dict:
+    """The report's {"learning_rule": ...} when the checkpoint carries learning-rule feedback: its numbers are the
+    BP twin's (docs/upstream.md); {} otherwise."""
+    rule = subject.extras.get("learning_rule")
+    return {"learning_rule": rule.to_dict()} if rule is not None else {}
