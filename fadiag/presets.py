@@ -138,12 +138,6 @@ def resolve_view(model, sspec=None, loss: str | None = None) -> StreamView:
         if sspec.readout is not None:
             ro = sspec.readout
             over["readout"] = ro if ro == "model" else ((ro,) if isinstance(ro, str) else tuple(ro))
-    fb = [k for k in model.state_dict() if k.endswith("weight_backward")]
-    if fb:  # BioTorch-style learning-rule layers (Linear/Conv2d with a feedback matrix)
-        over["notes"] = base.notes + (
-            f"learning-rule layers: {len(fb)} '*weight_backward' tensor(s) ({fb[0]}, ...): autograd through "
-            "them gives the library's FA/DFA signal, not backprop, so (b) and the bp signal are about that "
-            "signal (fadiag builds no BP twin yet)",)
     st = replace(base, **over, loss=loss or dloss)
     if "blocks" not in over:
         st = replace(st, blocks=expand_blocks(model, list(st.blocks)))
