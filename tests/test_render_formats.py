@@ -241,20 +241,23 @@ def test_github_step_summary_is_pure(reports, tmp_path, monkeypatch):
 
 
 def test_github_step_summary_appends(capsys, reports, tmp_path, monkeypatch):
+    """The CLI layer appends the pure step_summary_markdown (rendering itself writes no file)."""
+    from fadiag.cli.output import append_step_summary
+
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n", encoding="utf-8")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    assert github.append_step_summary(typed(reports["dfa"])) == str(summary)
-    github.append_step_summary(typed(reports["dfa"]))
+    assert append_step_summary(typed(reports["dfa"])) == str(summary)
+    append_step_summary(typed(reports["dfa"]))
     text = summary.read_text(encoding="utf-8")
     assert text.startswith("earlier step\n")
     assert text.count("## 1. Identification") == 2
     assert text.count(reports["dfa"]["checkpoint"]["sha256"]) == 2
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", "")
-    assert github.append_step_summary([reports["dfa"]]) is None
+    assert append_step_summary(typed(reports["dfa"])) is None
     # An unwritable summary warns on stderr; the annotations and the exit code still go out.
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no" / "such" / "dir.md"))
-    assert github.append_step_summary([reports["dfa"]]) is None
+    assert append_step_summary(typed(reports["dfa"])) is None
     assert "cannot append the job summary" in capsys.readouterr().err
 
 

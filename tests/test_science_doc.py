@@ -63,7 +63,7 @@ def test_every_json_key_is_named_in_science_doc():
         for k in schema_keys(rep):
             keys.setdefault(k, name)
     for k in AUDIT_KEYS:
-        keys.setdefault(k, "fadiag.report.AUDIT_KEYS")
+        keys.setdefault(k, "fadiag.reports.audit.AUDIT_KEYS")
     missing = sorted(f"{k} ({where})" for k, where in keys.items() if not _named(k, text))
     assert not missing, f"JSON keys not named in docs/science.md: {missing}"
     assert len(keys) > 150  # the walker really saw every schema

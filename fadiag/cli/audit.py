@@ -9,6 +9,7 @@ import typer
 
 from ..errors import InputError
 from .app import command
+from ..diagnostics.audit_quantities import threshold_help
 from .options import plot_opt
 from .run import checkpoint_opts, parse_thresholds, sweep
 
@@ -16,8 +17,7 @@ _opt = typer.Option
 Checkpoints = Annotated[List[Path], typer.Argument(help="Checkpoint file(s): .pt/.pth, .safetensors, .npz (default: "
                                                    "audit.checkpoints in the project config).", show_default=False)]
 ThresholdOpt = Annotated[Optional[List[str]], _opt("--threshold", "-t", envvar="FADIAG_THRESHOLD", help=(
-    "Override a threshold, NAME=VALUE (g_norm_floor, h_norm_explosion_ratio, stability_drift_ceiling, "
-    "frozen_acc_margin_pp). Repeatable."))]
+    f"Override a threshold, NAME=VALUE ({threshold_help()}). Repeatable."))]
 FrozenAccOpt = Annotated[Optional[float], _opt("--frozen-baseline-acc", help="Accuracy (0-1) of the "
                                                "frozen-random-blocks baseline, for diagnostic (d).")]
 FrozenOpt = Annotated[Optional[str], _opt("--frozen-baseline", help="'train': train the architecture-matched "

@@ -8,12 +8,10 @@ message data escapes ``%`` ``\\r`` ``\\n``; property values additionally ``:`` a
 The job summary page: ``step_summary_markdown(reports)`` is the text to append to the file that
 ``$GITHUB_STEP_SUMMARY`` names (the markdown form of the reports, the filled reporting form). Rendering has
 no side effect; the CLI appends it (appending, never overwriting: several fadiag steps in one job each add
-their own summary). ``append_step_summary`` is that append, kept for callers of the Python API.
+their own summary): ``fadiag.cli.output.append_step_summary``.
 """
 
 from __future__ import annotations
-
-import os
 
 from .markdown import render as render_markdown
 
@@ -62,27 +60,6 @@ def step_summary_markdown(reports: list) -> str | None:
     if not reports:
         return None
     return render_markdown([as_report(r) for r in reports]) + "\n"
-
-
-def append_step_summary(reports: list) -> str | None:
-    """Append ``step_summary_markdown(reports)`` to ``$GITHUB_STEP_SUMMARY`` when it is set.
-
-    Returns the path written, or None when the variable is unset or empty, or the file cannot be appended
-    to (then a warning on stderr: the annotations and the exit code matter more than the summary page)."""
-    path = os.environ.get("GITHUB_STEP_SUMMARY")
-    text = step_summary_markdown(reports)
-    if not path or text is None:
-        return None
-    try:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as e:
-        import sys
-
-        sys.stderr.write(f"fadiag: warning: GITHUB_STEP_SUMMARY={path}: cannot append the job summary "
-                         f"({e.strerror or e})\n")
-        return None
-    return path
 
 
 def render(reports: list, **_) -> str:
