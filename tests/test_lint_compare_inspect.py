@@ -116,7 +116,7 @@ def test_compare_side_by_side(run_cli, saved_reports):
 
 
 def test_a_new_audit_flag_reaches_every_view(saved_reports):
-    """A sixth audit quantity is a new flag: compare, table, markdown and junit show it, no renderer edited."""
+    """A sixth audit quantity is a new flag: compare, table, markdown and junit show it, no renderer edited. (Id z: a real new quantity would take the next free letter.)"""
     import dataclasses
     import xml.etree.ElementTree as ET
 
@@ -125,19 +125,19 @@ def test_a_new_audit_flag_reaches_every_view(saved_reports):
     from fadiag.reports import Flag, from_dict
 
     bp = from_dict(json.loads(saved_reports["bp"].read_text()))
-    toy = Flag("g", "toy quantity over its bound", True, 0.625, 0.5, "toy detail")
+    toy = Flag("z", "toy quantity over its bound", True, 0.625, 0.5, "toy detail")
     new = dataclasses.replace(bp, flags=bp.flags + (toy,))
     assert new.verdict == "needs walk-back: toy quantity over its bound"
     rows = {r["metric"]: r["values"] for r in compare_reports([bp, new]).rows}
-    assert rows["(g) toy quantity over its bound"] == [None, 0.625]
+    assert rows["(z) toy quantity over its bound"] == [None, 0.625]
     assert "toy quantity over its bound" in render([new], "table", width=200)
-    md = [line for line in render([new], "markdown").splitlines() if line.startswith("| (g) | toy quantity")]
+    md = [line for line in render([new], "markdown").splitlines() if line.startswith("| (z) | toy quantity")]
     assert len(md) == 1 and "| **FLAG** | toy detail |" in md[0]
     junit = ET.fromstring(render([new], "junit"))
     assert [c.get("name") for c in junit.iter("testcase") if c.find("failure") is not None] == [
-        "(g) toy quantity over its bound"]
+        "(z) toy quantity over its bound"]
     gate = compare_reports([new], [bp])
-    assert [g["flag"] for g in gate.regressions] == ["g"] and gate.verdict.startswith("needs walk-back: ")
+    assert [g["flag"] for g in gate.regressions] == ["z"] and gate.verdict.startswith("needs walk-back: ")
 
 
 def test_compare_regression_gate(run_cli, saved_reports, tmp_path):
