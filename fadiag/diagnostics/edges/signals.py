@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import torch
@@ -116,46 +115,16 @@ def capture_block_signals(model, x, y, where: str = "pre", loss: str = "ce"):
         raise ValueError(f"where must be 'pre' or 'post', got {where!r}")
     if loss not in ("ce", "mse"):
         raise ValueError(f"loss must be 'ce' or 'mse', got {loss!r}")
-    norms = _norm_modules(model)
-    captured: list[torch.Tensor | None] = [None] * len(norms)
+    from ...stream import capture_modules  # the one residual view's capture (fadiag/stream)
 
-    def make_hook(i: int):
-        def hook(_module, inputs, output):
-            captured[i] = inputs[0] if where == "pre" else output
-
-        return hook
-
-    with _restored(model):
-        # Parameters require grad so that every captured activation is in the autograd graph,
-        # even for a frozen model; autograd.grad below never accumulates into .grad.
-        for p in model.parameters():
-            p.requires_grad_(True)
-        handles = []
-        try:
-            for i, norm_mod in enumerate(norms):
-                handles.append(norm_mod.register_forward_hook(make_hook(i)))
-            with torch.enable_grad():
-                out = model(x)
-                if loss == "ce":
-                    loss_t = torch.nn.functional.cross_entropy(out, y)
-                else:
-                    loss_t = torch.nn.functional.mse_loss(out, y.to(out.dtype).reshape(out.shape))
-                missing = [i for i, c in enumerate(captured) if c is None]
-                if missing:
-                    raise ValueError(f"blocks {missing} were not run by the forward pass")
-                targets = [c for c in captured if c.requires_grad]
-                grads_list = torch.autograd.grad(loss_t, targets, allow_unused=True) if targets else []
-        finally:
-            for h in handles:
-                h.remove()
-    it = iter(grads_list)
-    grads = []
-    for c in captured:
-        g = next(it) if c.requires_grad else None
-        grads.append(torch.zeros_like(c) if g is None else g)
-    acts_t = torch.stack([c.detach() for c in captured])
-    grads_t = torch.stack([g.detach() for g in grads])
-    return acts_t, grads_t, float(loss_t.detach())
+    if loss == "ce":
+        def loss_fn(out):
+            return torch.nn.functional.cross_entropy(out, y)
+    else:
+        def loss_fn(out):
+            return torch.nn.functional.mse_loss(out, y.to(out.dtype).reshape(out.shape))
+    acts, grads, value = capture_modules(model, x, loss_fn, _norm_modules(model), where)
+    return torch.stack(acts), torch.stack(grads), value
 
 
 def _norm_modules(model) -> list:
@@ -170,22 +139,3 @@ def _norm_modules(model) -> list:
             raise ValueError(f"model.blocks[{i}] has no 'norm' submodule to hook")
         norms.append(norm_mod)
     return norms
-
-
-@contextlib.contextmanager
-def _restored(model):
-    """Eval mode for the duration; on exit, also on exception, every submodule's training flag, every
-    parameter's requires_grad and every parameter's ``.grad`` (None or the same tensor) are restored."""
-    modes = [(mod, mod.training) for mod in model.modules()]
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    saved_grads = [p.grad for p in params]
-    try:
-        model.eval()
-        yield
-    finally:
-        for mod, was in modes:
-            mod.training = was
-        for p, flag, g in zip(params, flags, saved_grads):
-            p.requires_grad_(flag)
-            p.grad = g
