@@ -218,3 +218,25 @@ def test_the_mask_is_batched_like_x_and_read_from_pt(tmp_path):
         rows = [int((x == r).all(1).nonzero()[0]) for r in xb]  # the rows' ids are distinct
         assert torch.equal(mask_of(xb), mask[rows]) and torch.equal(yb, ys[rows])
         assert torch.equal(mask_of(xb.repeat(2, 1)), mask[rows].repeat(2, 1))
+
+
+@pytest.mark.parametrize("pool", ["last", "mean"])
+def test_masked_unpool_moves_only_the_pooled_real_tokens(pool):
+    from fadiag.stream import Stream, StreamView, with_mask
+
+    m = _build("GPT2LMHeadModel", GPT2)
+    x, mask = _padded(7)
+    view = StreamView(m, Stream(blocks=("transformer.h",), pool=pool, loss="lm")).for_batch(with_mask(x, mask))
+    g = torch.Generator().manual_seed(8)
+    base = torch.randn(x.shape[0], T, 5, generator=g, dtype=torch.float64)
+    v = torch.randn(x.shape[0], 5, generator=g, dtype=torch.float64)
+    np.testing.assert_allclose(view.pool(base), _pool_rows(base, mask, pool), **tol("float64"))
+    np.testing.assert_allclose(view.pool_grad(base), _pool_rows(base, mask, "sum" if pool == "mean" else pool),
+                               **tol("float64"))
+    out = view.unpool(v, base)
+    np.testing.assert_allclose(view.pool(out), v, **tol("float64"))
+    moved = (out != base).any(-1)
+    assert not bool((moved & (mask == 0)).any())  # pads keep their values
+    if pool == "last":
+        assert torch.equal(moved.sum(1), torch.ones(x.shape[0], dtype=torch.long))
+    assert view.stream.masked and "non-pad" in view.stream.describe()["token"]
