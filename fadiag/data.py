@@ -1,7 +1,9 @@
 """Evaluation data sources -> disjoint (x, y) batches.
 
 Sources: ``npz`` (arrays x, y; allow_pickle=False), ``pt`` (a dict with tensors x, y, read with
-weights_only=True), ``synthetic`` (Gaussian x, uniform labels, seeded; for smoke tests only).
+weights_only=True), ``synthetic`` (Gaussian x, uniform labels, seeded; for smoke tests only). An npz or pt
+file may also hold ``attention_mask`` (N, T) of 0/1 beside token ids x (N, T): x then carries it
+(fadiag.stream.mask.MaskedIds) through batching to the model (docs/models.md, "Attention masks").
 Batch i holds rows [i*B, (i+1)*B) of the (optionally seeded-permuted) rows: batches never overlap.
 """
 
@@ -15,7 +17,8 @@ from .errors import DataError
 def load_arrays(path: str, source: str | None = None, *, integer_labels=True, keep_int: bool = False):
     """Return (x, y) tensors from an npz/pt file, validated: x float finite (integer token ids stay int64 with
     keep_int), y integer labels (1-D; (B, T) token labels with integer_labels="tokens"; finite regression
-    targets with integer_labels=False or "regression")."""
+    targets with integer_labels=False or "regression"). With an ``attention_mask`` in the file, x carries it
+    (fadiag.stream.mask) and (B, T) token labels are -100 (ignored) at its pad positions."""
     import numpy as np
     import torch
 
@@ -34,17 +37,31 @@ def load_arrays(path: str, source: str | None = None, *, integer_labels=True, ke
                     raise DataError(f"missing array(s) {', '.join(missing)} (found {', '.join(z.files) or 'none'})",
                                     source=str(path))
                 x, y = torch.from_numpy(np.array(z["x"])), torch.from_numpy(np.array(z["y"]))
+                mask = torch.from_numpy(np.array(z["attention_mask"])) if "attention_mask" in z.files else None
         else:
             obj = torch.load(p, map_location="cpu", weights_only=True)
             if not isinstance(obj, dict) or not all(isinstance(obj.get(k), torch.Tensor) for k in ("x", "y")):
                 raise DataError("expected a dict with tensors 'x' and 'y'", source=str(path))
-            x, y = obj["x"], obj["y"]
+            x, y, mask = obj["x"], obj["y"], obj.get("attention_mask")
+            if mask is not None and not isinstance(mask, torch.Tensor):
+                raise DataError("'attention_mask' must be a tensor", source=str(path))
     except DataError:
         raise
     except Exception as e:
         raise DataError(f"cannot read data ({type(e).__name__}: {' '.join(str(e).split())[:120]})",
                         source=str(path)) from None
-    return validate_xy(x, y, source=str(path), integer_labels=integer_labels, keep_int=keep_int)
+    x, y = validate_xy(x, y, source=str(path), integer_labels=integer_labels, keep_int=keep_int)
+    return (x, y) if mask is None else attach_mask(x, y, mask, source=str(path), tokens=integer_labels == "tokens")
+
+
+def attach_mask(x, y, mask, *, source: str, tokens: bool = False):
+    """(x carrying the validated attention mask, y): (B, T) token labels (``tokens``) set to -100 at pads."""
+    from .stream.mask import check_mask, with_mask
+
+    m = check_mask(mask, x, source=source)
+    if tokens and tuple(y.shape) == tuple(m.shape):
+        y = y.masked_fill(m == 0, -100)
+    return with_mask(x, m), y
 
 
 def validate_xy(x, y, *, source: str, integer_labels=True, keep_int: bool = False):

@@ -190,15 +190,19 @@ def _takes_tokens(model) -> bool:
 
 
 def _trial_forward(model, x, source: str) -> None:
-    """Two rows through the model first: data the model cannot take is bad input (exit 2), not a crash."""
+    """Two rows through the model first: data the model cannot take is bad input (exit 2), not a crash. Token
+    ids with an attention mask go in with ``attention_mask=`` (a model that takes none: exit 2)."""
     import contextlib
     import sys
 
     import torch
 
+    from .stream.mask import model_inputs
+
+    args, kw = model_inputs(model, x)
     try:
         with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
-            model(x)
+            model(*args, **kw)
     except Exception as e:
         msg = " ".join(str(e).split())[:160]
         raise DataError(f"the model cannot take rows of shape {tuple(x.shape[1:])} ({type(e).__name__}: {msg})",
@@ -249,6 +253,8 @@ def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=No
                         source=src_name)
     bl = make_batches(x, y, bs, nb, shuf, sd_seed, source=src_name)
     info = {"source": src_name, "batches": nb, "batch_size": bs, "seed": sd_seed, "shuffle": shuf}
+    if getattr(x, "attention_mask", None) is not None:  # fadiag.stream.mask: the model gets attention_mask=
+        info["attention_mask"] = True
     if source == "digits":
         info["split"] = "test (360 of 1797 rows: sklearn train_test_split test_size=0.2, random_state=0, stratified)"
     return bl, info

@@ -21,6 +21,11 @@ Per-sample vectors: ``pool`` turns a (B, T, d) state into (B, d): ``cls`` token 
 (cls/last: that token's gradient; mean: the sum over the pooled tokens, the derivative of a shift applied
 to all of them; none: flattened).
 
+Attention masks (:mod:`fadiag.stream.mask`): token ids that carry a (B, T) 0/1 mask (``MaskedIds``) are given
+to the model with ``attention_mask=mask``; the view bound to the batch (:meth:`StreamView.for_batch`) pools
+``last`` as each row's last non-pad token and ``mean`` over the non-pad tokens only, and ``loss: lm`` ignores
+the pad positions.
+
 Parameter ``.grad`` buffers are never touched and every submodule's training mode is restored.
 """
 
@@ -28,10 +33,11 @@ from __future__ import annotations
 
 from .passes import (StreamPass, capture_modules, first_batch_view, full_pass, grads_or_zeros, settled_pass,
                      stream_pass)
+from .mask import MaskedIds, mask_of, with_mask
 from .spec import (CONTRACT, LOSSES, POOLS, RESIDUALS, Stream, accuracy, expand_blocks, logits_of, per_sample,
                    per_sample_loss, pool_state)
 from .view import StreamView
 
-__all__ = ["CONTRACT", "LOSSES", "POOLS", "RESIDUALS", "Stream", "StreamPass", "StreamView", "accuracy",
+__all__ = ["CONTRACT", "LOSSES", "MaskedIds", "POOLS", "RESIDUALS", "Stream", "StreamPass", "StreamView", "accuracy",
            "capture_modules", "expand_blocks", "first_batch_view", "full_pass", "grads_or_zeros", "logits_of",
-           "per_sample", "per_sample_loss", "pool_state", "settled_pass", "stream_pass"]
+           "mask_of", "per_sample", "per_sample_loss", "pool_state", "settled_pass", "stream_pass", "with_mask"]

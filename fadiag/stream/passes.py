@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .spec import logits_of, per_sample_loss
+from .mask import model_inputs
+from .spec import logits_of
 from .view import StreamView
 
 
@@ -67,7 +68,7 @@ def full_pass(view: StreamView, x, y, *, reduction: str = "mean"):
             # A leaf that requires grad puts every h_l in the graph even when all params are frozen.
             x = x.detach().clone().requires_grad_(True)
         logits, hs, io = view.capture(x)
-        per = per_sample_loss(logits, y, view.stream.loss)
+        per = view.loss_of(logits, x, y)
         grads = grads_or_zeros(per.mean() if reduction == "mean" else per.sum(), hs)
     return logits.detach(), [h.detach() for h in hs], [g.detach() for g in grads], per.detach(), io
 
@@ -76,6 +77,7 @@ def settled_pass(view: StreamView, x, y, *, reduction: str = "mean"):
     """(view, full_pass results). An unsettled view is settled on this batch by the same pass (the residual
     check reads the blocks' inputs and outputs it captured); only when that changes what is captured
     (residual auto measured outside) does the batch run again."""
+    view = view.for_batch(x)  # pooling reads this batch's attention mask, if any
     res = full_pass(view, x, y, reduction=reduction)
     if view.settled:
         return view, res
@@ -113,9 +115,11 @@ def _settle(view: StreamView, io, hs, x) -> StreamView:
 
 def first_batch_view(view: StreamView, x, device: str = "cpu") -> StreamView:
     """Settle a view on a batch without the audit (one extra forward; no gradients are used)."""
+    x = x.to(device)
+    view = view.for_batch(x)
     with _Modes(view.model), torch.no_grad():
-        _, hs, io = view.capture(x.to(device))
-        return _settle(view, io, hs, x.to(device))
+        _, hs, io = view.capture(x)
+        return _settle(view, io, hs, x)
 
 
 def capture_modules(model, x, loss_fn, modules, where: str = "pre"):
@@ -142,8 +146,9 @@ def capture_modules(model, x, loss_fn, modules, where: str = "pre"):
         with _Modes(model), torch.enable_grad():
             for p in params:
                 p.requires_grad_(True)
+            args, kw = model_inputs(model, x)  # attention_mask= when x carries one (fadiag.stream.mask)
             with contextlib.redirect_stdout(sys.stderr):  # a model's print() must not corrupt JSON on stdout
-                loss = loss_fn(logits_of(model(x)))
+                loss = loss_fn(logits_of(model(*args, **kw)))
             missing = [i for i, c in enumerate(captured) if c is None]
             if missing:
                 raise ValueError(f"blocks {missing} were not run by the forward pass")

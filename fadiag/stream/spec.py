@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SpecError
+from .mask import last_index
 
 POOLS = ("cls", "mean", "last", "none")
 RESIDUALS = ("auto", "inside", "outside")
@@ -35,17 +36,23 @@ class Stream:
     source: str = "spec"
     """Where the description came from: "spec", "preset: <family>", "auto: ...", "reference contract"."""
     notes: tuple = field(default_factory=tuple)
+    masked: bool = False
+    """The batches carry an attention mask (fadiag.stream.mask): last/mean pool the non-pad tokens only."""
 
     def describe(self) -> dict:
-        token = {"cls": "token 0 (class token)", "last": "the last token", "mean": "the mean over tokens"
+        real = " non-pad" if self.masked else ""
+        token = {"cls": "token 0 (class token)", "last": f"the last{real} token", "mean": f"the mean over{real} tokens"
                  + (f" after {self.prefix_tokens} prefix token(s)" if self.prefix_tokens else ""),
                  "none": "the whole state, flattened"}[self.pool]
+        notes = list(self.notes) + (["attention mask: the model is called with attention_mask; pool "
+                                     f"{self.pool} reads {token}; loss lm ignores pad positions"]
+                                    if self.masked else [])
         blocks = list(self.blocks)
         return {"source": self.source, "embed": self.embed, "blocks": _compact(blocks), "n_blocks": len(blocks),
                 "residual": self.residual, "output_index": self.output_index,
                 "readout": self.readout if isinstance(self.readout, str) else list(self.readout),
                 "pool": self.pool, "token": token + " for token states (B, T, d); (B, ...) states are flattened",
-                "loss": self.loss, "notes": list(self.notes)}
+                "loss": self.loss, "notes": notes}
 
 
 def _compact(paths: list) -> str:
@@ -135,17 +142,29 @@ def accuracy(logits_list: list, y_list: list, loss: str = "ce") -> float:
     return correct / total if total else float("nan")
 
 
-def pool_state(h: torch.Tensor, pool: str = "cls", prefix_tokens: int = 0) -> torch.Tensor:
+def pool_state(h: torch.Tensor, pool: str = "cls", prefix_tokens: int = 0, mask=None) -> torch.Tensor:
     """One vector per sample: a (B, T, d) state -> (B, d) by ``pool`` (cls: token 0, last: token T-1, mean: the
     mean over the tokens after ``prefix_tokens``); ``none`` or a (B, ...) state that is not (B, T, d) is
-    flattened; (B, d) is returned as is."""
+    flattened; (B, d) is returned as is. With an attention ``mask`` (B, T) of 0/1, last is each row's last
+    token with mask 1 and mean the mean over its tokens with mask 1 (docs/models.md, "Attention masks")."""
     if h.dim() != 3 or pool == "none":
         return h.reshape(h.shape[0], -1) if h.dim() != 2 else h
+    w = token_weights(h, mask, prefix_tokens)
     if pool == "cls":
         return h[:, 0]
     if pool == "last":
-        return h[:, -1]
-    return h[:, prefix_tokens:].mean(1)
+        return h[:, -1] if w is None else h[torch.arange(h.shape[0], device=h.device), last_index(mask)]
+    if w is None:
+        return h[:, prefix_tokens:].mean(1)
+    return (h[:, prefix_tokens:] * w).sum(1) / w.sum(1).clamp(min=1)
+
+
+def token_weights(h, mask, prefix_tokens: int = 0):
+    """(B, T - prefix_tokens, 1) 0/1 weights of the pooled tokens of ``h`` from its attention mask (None without
+    a mask, or when the mask is not (B, T) of h)."""
+    if mask is None or h.dim() != 3 or tuple(mask.shape) != tuple(h.shape[:2]):
+        return None
+    return (mask[:, prefix_tokens:] != 0).to(device=h.device, dtype=h.dtype).unsqueeze(-1)
 
 
 def per_sample(h: torch.Tensor) -> torch.Tensor:

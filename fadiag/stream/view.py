@@ -15,7 +15,9 @@ from dataclasses import replace
 import torch
 
 from ..errors import SpecError
-from .spec import LOSSES, POOLS, RESIDUALS, Stream, _compact, _sub, logits_of, per_sample_loss, pool_state
+from .mask import last_index, mask_of, masked_labels, model_inputs
+from .spec import (LOSSES, POOLS, RESIDUALS, Stream, _compact, _sub, logits_of, per_sample_loss, pool_state,
+                   token_weights)
 
 #: keyword names under which blocks receive the stream (Hugging Face: hidden_states)
 _STREAM_KWARGS = ("hidden_states", "hidden_state", "x", "h", "input", "inputs")
@@ -58,6 +60,8 @@ class StreamView:
         self.model, self.stream = model, stream
         self.settled = False
         """True once the first batch has checked residual inside/outside (check_residual)."""
+        self.mask = None
+        """The attention mask (B, T) of the batch the view is bound to (for_batch), or None."""
         self.blocks = [_sub(model, p, "blocks") for p in stream.blocks]
         self.embed = _sub(model, stream.embed, "embed") if stream.embed else None
         ro = stream.readout
@@ -68,15 +72,26 @@ class StreamView:
         """L + 1: the number of stream states h_0..h_L."""
         return len(self.blocks) + 1
 
-    def double(self) -> "StreamView":
-        v = StreamView(copy.deepcopy(self.model).double().eval(), self.stream)
-        v.settled = self.settled
+    def _like(self, model, stream, settled: bool) -> "StreamView":
+        v = StreamView(model, stream)
+        v.settled, v.mask = settled, self.mask
         return v
+
+    def double(self) -> "StreamView":
+        return self._like(copy.deepcopy(self.model).double().eval(), self.stream, self.settled)
 
     def with_residual(self, residual: str, note: str | None = None, **kw) -> "StreamView":
         notes = self.stream.notes + ((note,) if note else ())
-        v = StreamView(self.model, replace(self.stream, residual=residual, notes=notes, **kw))
-        v.settled = True
+        return self._like(self.model, replace(self.stream, residual=residual, notes=notes, **kw), True)
+
+    def for_batch(self, x) -> "StreamView":
+        """The view bound to batch x's attention mask (fadiag.stream.mask; None: no mask): what pool, pool_grad
+        and unpool read. The view itself when nothing changes."""
+        m = mask_of(x)
+        if m is None and self.mask is None:
+            return self
+        v = self._like(self.model, replace(self.stream, masked=m is not None), self.settled)
+        v.mask = m
         return v
 
     def find_embed(self, x) -> str:
@@ -109,8 +124,14 @@ class StreamView:
 
     # -- calling the model -------------------------------------------------------------------------
     def call(self, x):
+        """The model's logits on x (with ``attention_mask=`` when x carries one, fadiag.stream.mask)."""
+        args, kw = model_inputs(self.model, x)
         with contextlib.redirect_stdout(sys.stderr):  # a model's print() must not corrupt JSON on stdout
-            return logits_of(self.model(x))
+            return logits_of(self.model(*args, **kw))
+
+    def loss_of(self, logits, x, y):
+        """(B,) per-sample loss in float64 (spec.per_sample_loss); loss lm ignores x's pad positions."""
+        return per_sample_loss(logits, masked_labels(y, x, self.stream.loss), self.stream.loss)
 
     def _out(self, o):
         return o[self.stream.output_index] if isinstance(o, (tuple, list)) else o
@@ -219,11 +240,13 @@ class StreamView:
 
     def pool(self, h):
         """The per-sample vector of a state (B, ...) -> (B, d): the stream's token pooling (spec.pool_state)."""
-        return pool_state(h, self.stream.pool, self.stream.prefix_tokens)
+        return pool_state(h, self.stream.pool, self.stream.prefix_tokens, self.mask)
 
     def pool_grad(self, g):
         if self._tok(g) and self.stream.pool == "mean":
-            return g[:, self.stream.prefix_tokens:].sum(1)
+            k = self.stream.prefix_tokens
+            w = token_weights(g, self.mask, k)
+            return g[:, k:].sum(1) if w is None else (g[:, k:] * w).sum(1)  # masked: the pad tokens do not shift
         return self.pool(g)
 
     def unpool(self, v, base):
@@ -232,14 +255,17 @@ class StreamView:
         b = base.repeat(reps, *([1] * (base.dim() - 1))) if reps > 1 else base
         if not self._tok(base):
             return v.reshape(b.shape)
-        p = self.stream.pool
-        if p in ("cls", "last"):
-            out = b.clone()
-            out[:, 0 if p == "cls" else -1] = v
-            return out
-        k = self.stream.prefix_tokens
+        p, k = self.stream.pool, self.stream.prefix_tokens
+        m = self.mask.repeat(reps, 1) if self.mask is not None and reps > 1 else self.mask
+        w = token_weights(b, m, k)
         out = b.clone()
-        out[:, k:] = b[:, k:] + (v - b[:, k:].mean(1)).unsqueeze(1)
+        if p == "last" and w is not None:
+            out[torch.arange(b.shape[0], device=b.device), last_index(m)] = v
+        elif p in ("cls", "last"):
+            out[:, 0 if p == "cls" else -1] = v
+        else:
+            shift = (v - pool_state(b, "mean", k, m)).unsqueeze(1)
+            out[:, k:] = b[:, k:] + (shift if w is None else shift * w)
         return out
 
     # -- the rest of the network -------------------------------------------------------------------
@@ -271,7 +297,7 @@ class StreamView:
             finally:
                 for h in handles:
                     h.remove()
-            return per_sample_loss(logits, rep(y), self.stream.loss)
+            return self.loss_of(logits, rep(x), rep(y))
 
         return run
 
