@@ -167,6 +167,19 @@ def test_compare_refuses_mixed_kinds(run_cli, saved_reports, tmp_path):
     assert code == 2 and "different kinds" in err
 
 
+def test_a_saved_compare_1_report_is_refused_not_half_upgraded(run_cli, saved_reports, tmp_path):
+    """A compare/1 file's rows follow the /1 layout and it does not hold the reports they came from: `fadiag report`
+    says so (exit 2, one line naming the file) instead of relabelling those rows /2."""
+    code, out, _ = run_cli(["compare", saved_reports["bp"], saved_reports["dfa"], "--format", "json"])
+    old = json.loads(out)
+    old.update(schema="fadiag.compare/1", verdict="compared")
+    p = tmp_path / "old_compare.json"
+    p.write_text(json.dumps(old))
+    code, out, err = run_cli(["report", p, "--format", "json"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert str(p) in err and "run fadiag compare again" in err
+
+
 def test_inspect_lists_tensors_and_feedback(run_cli):
     code, out, err = run_cli(["inspect", EXAMPLES / "resmlp_dfa.pt", "--format", "json"])
     assert code == 0, err

@@ -153,7 +153,10 @@ class Report:
     @classmethod
     def from_dict(cls, d: dict, source: str = "report") -> "Report":
         if d.get("schema") != cls.SCHEMA:
-            d = cls.upgrade(dict(d))
+            try:
+                d = cls.upgrade(dict(d))
+            except InputError as e:
+                raise InputError(str(e), source=source) if e.source is None else e from None
         flags = d.get("flags")
         if not isinstance(flags, list):
             raise InputError("malformed report: 'flags' must be a list of {id, flagged, ...}", source=source)
