@@ -472,3 +472,19 @@ def test_cli_credit_signal_native_is_the_library_signal(tmp_path, run_cli):
     d, ck, sp = _write_cli_case(tmp_path, "mlp_dfa")
     rep = _cli_json(run_cli, "credit", ck, "--spec", sp, "--signal", "native")
     assert rep["signal"] == "native" and "DFA" in rep["signal_source"]
+
+
+def test_a_custom_linear_without_feedback_is_left_alone():
+    """Only layers that carry learning-rule feedback get a plain twin: a Linear subclass with its own forward
+    (here a scaled one) and no weight_backward computes something else, and replacing it would change the net."""
+
+    class Scaled(nn.Linear):
+        def forward(self, x):
+            return 2.0 * super().forward(x)
+
+    torch.manual_seed(0)
+    m = nn.Sequential(Scaled(3, 3), nn.Tanh(), nn.Linear(3, 2))
+    x = torch.randn(4, 3)
+    assert not needs_bp_twin(m)
+    twin, changes = bp_twin_module(m)
+    assert changes == [] and torch.equal(twin(x), m(x))

@@ -291,16 +291,12 @@ def fa_feedback(feedback: dict, layer_names, n_layers_plus_one: int, width: int,
 
 
 def _needs_twin(m) -> bool:
-    """A Linear/Conv2d whose forward is not torch's own (a custom autograd layer) or that carries feedback."""
+    """A Linear/Conv2d that carries learning-rule feedback (``weight_backward``). A Linear subclass with its own
+    forward but no feedback (masked, weight-standardised, LoRA...) is left alone: replacing it would change the
+    function the network computes."""
     import torch.nn as nn
 
-    if isinstance(m, nn.Conv2d):
-        own = type(m).forward is nn.Conv2d.forward and type(m)._conv_forward is nn.Conv2d._conv_forward
-    elif isinstance(m, nn.Linear):
-        own = type(m).forward is nn.Linear.forward
-    else:
-        return False
-    return not own or hasattr(m, "weight_backward")
+    return isinstance(m, (nn.Linear, nn.Conv2d)) and hasattr(m, "weight_backward")
 
 
 def _plain_twin(m):
@@ -324,7 +320,7 @@ def needs_bp_twin(model) -> bool:
 
 def bp_twin_module(model):
     """``(twin, changes)``: a copy of ``model`` that shares its parameters and buffers, with every Linear /
-    Conv2d whose forward is not torch's own or that carries ``weight_backward`` replaced by a plain
+    Conv2d that carries ``weight_backward`` (a learning-rule layer) replaced by a plain
     ``nn.Linear`` / ``nn.Conv2d`` on the same weights and every module backward hook cleared, so autograd
     gives BP. ``changes`` lists what was replaced or cleared, for the report. ``model`` is left as it was."""
     memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
