@@ -119,17 +119,19 @@ def read_input(checkpoint: str, spec: str | Spec | None, *, trust: bool) -> tupl
 
 def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) -> tuple:
     """(model with the checkpoint's weights in float32 eval mode on ``device``, state dict, extras)."""
+    from .compat.biotorch import bp_twin_module, needs_bp_twin
     from .models import build_model
 
-    from .compat.biotorch import bp_twin_module, needs_bp_twin
-
     model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
-    if needs_bp_twin(model):  # learning-rule layers (BioTorch FA/DFA): autograd through the twin is BP
-        model, _ = bp_twin_module(model)
+    twin = []
+    if needs_bp_twin(model):  # learning-rule layers or backward hooks (BioTorch FA/DFA): the twin's autograd is BP
+        model, twin = bp_twin_module(model)
     sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, sp.checkpoint.strip_prefix, source=checkpoint,
                                model_keys=model.state_dict().keys())
     extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
     sd, extras = _fit_state(model, sd, extras, raw, checkpoint)
+    if twin:
+        extras = {**extras, "bp_twin": twin}
     check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)
     model.load_state_dict(sd, strict=True)
     model = model.float()  # small-magnitude metrics are never computed in fp16 (docs/science.md §2, pitfall 3)

@@ -488,3 +488,62 @@ def test_a_custom_linear_without_feedback_is_left_alone():
     assert not needs_bp_twin(m)
     twin, changes = bp_twin_module(m)
     assert changes == [] and torch.equal(twin(x), m(x))
+
+
+def test_a_backward_hook_is_cleared_and_the_report_says_so(tmp_path, run_cli):
+    """A module backward hook that rewrites gradients (how hook-based DFA implementations work) would make (b)
+    the hook's signal: the audit runs on the twin with the hook cleared, and the report lists what changed."""
+    import shutil
+
+    import numpy as np
+    import yaml
+
+    shutil.copy(FIX / "archs.py", tmp_path / "archs.py")
+    (tmp_path / "hooked.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Block(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.lin = nn.Linear(5, 5)\n\n"
+        "    def forward(self, h):\n"
+        "        return torch.tanh(self.lin(h))\n\n"
+        "class Hooked(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.inp = nn.Linear(4, 5)\n"
+        "        self.blocks = nn.ModuleList([Block(), Block()])\n"
+        "        self.out = nn.Linear(5, 3)\n"
+        "        self.blocks[0].register_full_backward_hook(lambda m, gi, go: tuple(g * 0 if g is not None else g "
+        "for g in gi))\n\n"
+        "    def forward(self, x):\n"
+        "        h = self.inp(x)\n"
+        "        for b in self.blocks:\n"
+        "            h = h + b(h)\n"
+        "        return self.out(h)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import hooked
+
+        torch.manual_seed(0)
+        m = hooked.Hooked()
+    finally:
+        sys.path.remove(str(tmp_path))
+    torch.save({"model": m.state_dict()}, tmp_path / "h.pt")
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
+    np.savez(tmp_path / "h_data.npz", x=x.numpy(), y=y.numpy())
+    spec = {"model": {"arch": "hooked:Hooked", "args": {}},
+            "stream": {"embed": "inp", "blocks": ["blocks.0", "blocks.1"], "residual": "outside",
+                       "readout": ["out"], "pool": "none"},
+            "data": {"source": "npz", "path": "h_data.npz", "batch_size": 8, "batches": 2}}
+    (tmp_path / "h.yaml").write_text(yaml.safe_dump(spec))
+    rep = _cli_json(run_cli, "audit", tmp_path / "h.pt", "--spec", tmp_path / "h.yaml")
+    assert any("backward hook" in c for c in rep["bp_twin"])
+    # (b) is BP's: the gradient at h_0 flows back through block 0 (which the hook would have zeroed)
+    p = {k: v.double() for k, v in m.state_dict().items()}
+    h0 = F.linear(x[:8].double(), p["inp.weight"], p["inp.bias"]).requires_grad_(True)
+    h1 = h0 + torch.tanh(F.linear(h0, p["blocks.0.lin.weight"], p["blocks.0.lin.bias"]))
+    h2 = h1 + torch.tanh(F.linear(h1, p["blocks.1.lin.weight"], p["blocks.1.lin.bias"]))
+    loss = F.cross_entropy(F.linear(h2, p["out.weight"], p["out.bias"]), y[:8])
+    want = [median_norms(t) for t in torch.autograd.grad(loss, [h0, h1, h2])]
+    assert all(abs(g_ / w - 1) < 1e-5 for g_, w in zip(rep["bp_grad_norms"], want)), (rep["bp_grad_norms"], want)

@@ -346,7 +346,13 @@ def bp_twin_module(model):
 
 
 def report_extra(subject) -> dict:
-    """The report's {"learning_rule": ...} when the checkpoint carries learning-rule feedback: its numbers are the
-    BP twin's (docs/upstream.md); {} otherwise."""
+    """The report's {"learning_rule": ...} when the checkpoint carries learning-rule feedback, and {"bp_twin":
+    [...]} when the model was changed into its BP twin (layers replaced, backward hooks cleared): the numbers are
+    the twin's (docs/upstream.md); {} otherwise."""
+    out = {}
     rule = subject.extras.get("learning_rule")
-    return {"learning_rule": rule.to_dict()} if rule is not None else {}
+    if rule is not None:
+        out["learning_rule"] = rule.to_dict()
+    if subject.extras.get("bp_twin"):
+        out["bp_twin"] = list(subject.extras["bp_twin"])
+    return out
