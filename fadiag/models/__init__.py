@@ -126,10 +126,12 @@ def resolve_arch(arch: str, *, origin: str = "<spec>", base_dir: str | None = No
 
 
 def _hf_builder(cls):
-    def build(**args):
-        args = {k: v for k, v in args.items() if k != "trust_remote_code"}  # never
-        return cls(cls.config_class(**args))
+    from ..checkpoint.hf import make_config
 
+    def build(**args):
+        return cls(make_config(cls, args))  # never trust_remote_code (make_config drops it)
+
+    build.hf_class = cls  # fadiag.subject loads it through transformers' own from_pretrained
     return build
 
 
