@@ -24,34 +24,12 @@ _DECODER_TYPES = ("gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2", "qwen3
 
 
 def _is_lm_class(model) -> bool:
+    """A causal LM, or an encoder-decoder LM (fadiag.stream.seq2seq): its labels are (B, T) tokens."""
+    from .stream.seq2seq import is_encoder_decoder
+
     n = type(model).__name__
-    return n.endswith(("LMHeadModel", "ForCausalLM"))
-
-
-def _list_of(model, cls_or_name) -> str | None:
-    """Path of the ModuleList holding the instances of a block class (given as class or class name)."""
-    import torch
-
-    def match(m):
-        return type(m).__name__ == cls_or_name if isinstance(cls_or_name, str) else isinstance(m, cls_or_name)
-
-    for path, m in model.named_modules():
-        if isinstance(m, torch.nn.ModuleList) and len(m) and all(match(c) for c in m):
-            return path
-    return None
-
-
-def _hf_blocks(model) -> str | None:
-    rec = getattr(type(model), "_can_record_outputs", None) or {}
-    target = rec.get("hidden_states") if isinstance(rec, dict) else None
-    target = getattr(target, "target_class", target)
-    cands = [target] if target is not None else []
-    cands += list(getattr(model, "_no_split_modules", None) or [])
-    for c in cands:
-        p = _list_of(model, c)
-        if p is not None:
-            return p
-    return None
+    return n.endswith(("LMHeadModel", "ForCausalLM")) or (n.endswith("ForConditionalGeneration")
+                                                          and is_encoder_decoder(model))
 
 
 def preset_for(model, loss: str | None):
@@ -66,18 +44,7 @@ def preset_for(model, loss: str | None):
         return Stream(blocks=("blocks",), embed="norm_pre", residual="inside", readout="model", pool=pool,
                       prefix_tokens=k, source="preset: timm VisionTransformer", notes=(note,)), "ce"
     if cfg is not None and hasattr(type(model), "config_class"):  # Hugging Face PreTrainedModel
-        path = _hf_blocks(model)
-        if path is None:
-            return None
-        mt = str(getattr(cfg, "model_type", ""))
-        decoder = _is_lm_class(model) or mt in _DECODER_TYPES or bool(getattr(cfg, "is_decoder", False))
-        default_loss = "lm" if _is_lm_class(model) else "ce"
-        use = loss or default_loss
-        pool = ("mean" if use == "lm" else "last") if decoder else "cls"
-        note = (f"Hugging Face {mt or type(model).__name__}: blocks {path!r} (block class from the model); "
-                "h_L is the last block's output, before the final norm (never hidden_states[-1])")
-        return Stream(blocks=(path,), residual="inside", readout="model", pool=pool,
-                      source=f"preset: Hugging Face {type(model).__name__}", notes=(note,)), default_loss
+        return _hf_preset(model, cfg, loss)
     if has("conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4", "fc"):  # torchvision ResNet
         return Stream(blocks=("layer1", "layer2", "layer3", "layer4"), embed="maxpool", residual="inside",
                       readout="model", pool="none", source="preset: torchvision ResNet",
@@ -90,6 +57,32 @@ def preset_for(model, loss: str | None):
         return Stream(blocks=("blocks",), embed=embed, residual="outside", readout=ro, pool="cls",
                       source="reference contract"), "ce"
     return None
+
+
+def _hf_preset(model, cfg, loss):
+    from .library_blocks import hf_blocks
+    from .stream.seq2seq import is_encoder_decoder
+
+    found = hf_blocks(model)
+    if found is None:
+        return None
+    paths, how = found
+    mt = str(getattr(cfg, "model_type", ""))
+    decoder = _is_lm_class(model) or mt in _DECODER_TYPES or bool(getattr(cfg, "is_decoder", False))
+    default_loss = "lm" if _is_lm_class(model) else "ce"
+    use = loss or default_loss
+    vision_no_cls = hasattr(cfg, "num_channels") and not any(n.endswith("cls_token") for n, _ in
+                                                             model.named_parameters())
+    pool = ("mean" if use == "lm" else "last") if decoder else "mean" if vision_no_cls else "cls"
+    notes = [f"Hugging Face {mt or type(model).__name__}: {len(paths)} blocks ({how}); h_L is the last block's "
+             "output, before the final norm (never hidden_states[-1])"]
+    if vision_no_cls:
+        notes.append("no class token (no cls_token parameter): a token state is read as its token mean")
+    if is_encoder_decoder(model):
+        notes.append("encoder-decoder: the decoder's blocks; the decoder is fed (start token, x) and its logits at "
+                     "positions 1..T are scored against the labels shifted once, as a causal LM's (labels must be x)")
+    return Stream(blocks=tuple(paths), residual="inside", readout="model", pool=pool,
+                  source=f"preset: Hugging Face {type(model).__name__}", notes=tuple(notes)), default_loss
 
 
 def auto_stream(model):

@@ -81,6 +81,8 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
         bl, info = load_batches(sp, model, data=data, batches=batches, batch_size=batch_size, seed=seed,
                                 shuffle=shuffle, labels=labels)
         _trial_forward(model, bl[0][0][:2].to(device), info.get("source", "data"))
+        if labels == "tokens":
+            _check_decoder_targets(model, bl, info.get("source", "data"))
     return Subject(model=model, batches=bl, spec=sp, checkpoint=raw, state_dict=sd, extras=extras,
                    data_info=info, device=device, weight_dtypes=dtypes)
 
@@ -227,6 +229,20 @@ def _lm_labels(sp: Spec, model) -> bool:
     from .presets import _is_lm_class
 
     return sp.loss == "lm" or (sp.loss is None and _is_lm_class(model))
+
+
+def _check_decoder_targets(model, bl: list, source: str) -> None:
+    """An encoder-decoder is fed x as its decoder's input (fadiag.stream.seq2seq): labels other than x would be
+    scored against a decoder that never saw them."""
+    import torch
+
+    from .stream.mask import plain
+    from .stream.seq2seq import is_encoder_decoder
+
+    if is_encoder_decoder(model) and not all(torch.equal(plain(x).to(y.device), y) for x, y in bl):
+        raise DataError(f"{type(model).__name__} is an encoder-decoder: fadiag feeds its decoder the ids x (after the "
+                        "start token) and scores next-token predictions, so the labels y must equal x",
+                        source=source)
 
 
 def _takes_tokens(model) -> bool:
