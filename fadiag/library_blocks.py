@@ -146,3 +146,24 @@ def hf_blocks(model):
         return shared, how + f"; {len(paths)} layer(s) applied {len(shared)} times (shared weights): one h_l per " \
                              "application"
     return paths, how + where
+
+
+#: Attributes timm and torchvision give a block's residual branch (stochastic depth); a block flag (timm
+#: ``has_skip``, torchvision ``use_res_connect``) overrides them: False means the block adds no shortcut.
+_SKIP_FLAGS = ("has_skip", "use_res_connect")
+_DROP_PATHS = ("drop_path", "drop_path1", "stochastic_depth")
+
+
+def residual_units(model) -> list | None:
+    """The outermost modules timm or torchvision mark as residual units (a skip flag that is True, or, with no
+    flag, a stochastic-depth attribute on the residual branch), in module order; None when fewer than 2. Blocks
+    whose flag is False (a stride or width change with no shortcut) are not units: they are part of the map
+    from one unit's output to the next unit's input."""
+    units: list = []
+    for path, m in model.named_modules():
+        if not path or any(path.startswith(u + ".") for u in units):
+            continue
+        flag = next((getattr(m, f) for f in _SKIP_FLAGS if isinstance(getattr(m, f, None), bool)), None)
+        if flag is True or (flag is None and any(hasattr(m, a) for a in _DROP_PATHS)):
+            units.append(path)
+    return units if len(units) >= 2 else None

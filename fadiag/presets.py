@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .errors import SpecError
 from .stream import Stream, StreamView, expand_blocks
+from .stream.spec import _compact
 
 _DECODER_TYPES = ("gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi",
                   "phi3", "opt", "falcon", "olmo", "smollm3", "gpt_neox", "bloom")
@@ -56,7 +57,31 @@ def preset_for(model, loss: str | None):
         ro = ("out_ln", "out_head") if has("out_ln", "out_head") else ("norm", "head")
         return Stream(blocks=("blocks",), embed=embed, residual="outside", readout=ro, pool="cls",
                       source="reference contract"), "ce"
-    return None
+    return _library_preset(model)
+
+
+def _library_preset(model):
+    """torchvision VisionTransformer (class_token, encoder.layers), then the residual units timm and torchvision
+    mark (fadiag.library_blocks.residual_units: ConvNeXt, EfficientNet, MobileNetV3, Swin, RegNet, ...)."""
+    from .library_blocks import residual_units
+
+    if all(hasattr(model, n) for n in ("class_token", "conv_proj", "heads")) and \
+            hasattr(getattr(model, "encoder", None), "layers"):
+        return Stream(blocks=("encoder.layers",), residual="inside", readout="model", pool="cls",
+                      source="preset: torchvision VisionTransformer",
+                      notes=("the head reads the class token (token 0)",)), "ce"
+    units = residual_units(model)
+    if units is None:
+        return None
+    return Stream(blocks=tuple(units), residual="inside", readout="model", pool="mean",
+                  source=f"preset: residual units of {type(model).__name__}",
+                  notes=(_UNITS_NOTE,)), "ce"
+
+
+_UNITS_NOTE = ("blocks: every outermost module the library marks as a residual unit (has_skip / use_res_connect "
+               "true, or stochastic depth on its branch), never a stage; blocks without a shortcut (stride or "
+               "width changes) lie between units; (B, C, H, W) and (B, H, W, C) states are flattened, token states "
+               "(B, T, d) read as their token mean")
 
 
 def _hf_preset(model, cfg, loss):
@@ -86,9 +111,19 @@ def _hf_preset(model, cfg, loss):
 
 
 def auto_stream(model):
-    """The single ModuleList of >= 2 identical blocks (nested lists inside a block are ignored)."""
+    """The finest repeated residual unit: a Hugging Face model's blocks (fadiag.library_blocks.hf_blocks), the
+    residual units timm / torchvision mark, else the single ModuleList of >= 2 identical blocks (nested lists
+    inside a block are ignored)."""
     import torch
 
+    from .library_blocks import hf_blocks, residual_units
+
+    found = hf_blocks(model) if hasattr(type(model), "config_class") else None
+    units = found[0] if found else residual_units(model)
+    if units:
+        how = found[1] if found else "marked by the library as residual units"
+        return Stream(blocks=tuple(units), residual="auto", readout="model", pool="cls",
+                      source=f"auto: {len(units)} blocks {_compact(list(units))!r} ({how})")
     cands = []
     for path, m in model.named_modules():
         if isinstance(m, (torch.nn.ModuleList, torch.nn.Sequential)) and len(m) >= 2 and path:
