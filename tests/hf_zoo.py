@@ -1,6 +1,6 @@
-"""The 48 Hugging Face architectures of issue 22 as tiny random configs (2 layers, hidden 64), each saved with
-``save_pretrained`` and audited with no spec (tests/test_hf_zoo.py). Nothing is downloaded: every model is
-built from its config class with a fixed seed."""
+"""The 48 Hugging Face architectures of issue 22 (49 cases: Llama tied and untied) as tiny random configs
+(2 layers, hidden 64), each saved with ``save_pretrained`` and audited with no spec (tests/test_hf_zoo.py).
+Nothing is downloaded: every model is built from its config class with a fixed seed."""
 
 from __future__ import annotations
 

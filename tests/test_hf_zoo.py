@@ -15,6 +15,7 @@ from test_stream import B, NB, check_ab, ce_loss, grads64, lm_loss
 
 transformers = pytest.importorskip("transformers")
 import hf_zoo  # noqa: E402
+from coverage_table import check as check_row  # noqa: E402
 
 
 def _audit(run_cli, tmp_path, name, m=None, x=None, y=None):
@@ -42,6 +43,7 @@ def _check_zoo(name, tmp_path, run_cli):
     assert code in (0, 1), f"{name}: {err}"
     st = json.loads(out)["data"]["stream"]
     assert st["source"] == f"preset: Hugging Face {type(m).__name__}", st
+    check_row(name, st)  # docs/models.md's coverage table
     assert st["n_blocks"] == _expected_blocks(m) == (3 if name in ("convnext", "resnet") else 2), st
     if name == "mamba2":  # its config.json holds an encoded infinity that transformers' config decodes
         assert "__float__" in (folder / "config.json").read_text()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from coverage_table import check as check_row
 from test_stream import B, check_ab, ce_loss, grads64, run, write_case, xy
 
 timm = pytest.importorskip("timm")
@@ -90,6 +91,7 @@ def test_library_model_by_arch_alone_matches_float64(name, tmp_path, run_cli):
     rep = run(run_cli, "audit", ck, sp)
     st = rep["data"]["stream"]
     assert st["n_blocks"] == len(units), (st["blocks"], units)
+    check_row(name, st)  # docs/models.md's coverage table
     hs, gs = _oracle(m, units, x[:B], y[:B], pool)
     check_ab(rep, hs, gs)
 
