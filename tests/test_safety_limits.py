@@ -13,6 +13,7 @@ written here by build_big).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -118,12 +119,23 @@ print(json.dumps(res))
 """
 
 
+@functools.lru_cache(maxsize=1)
+def _import_vm_bytes() -> int:
+    """Address space a process holds once torch and fadiag are imported (VmSize): a CUDA build of torch maps
+    over 3 GiB of libraries before anything is read, so the bound below is on top of it."""
+    code = "import fadiag.cli, torch; print(next(l for l in open('/proc/self/status') if l.startswith('VmSize')))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    return int(r.stdout.split()[1]) * 1024 if r.returncode == 0 else 0
+
+
 def run_bounded(runs: list, limit_bytes: int = 2 * 1024**3) -> list:
-    """Run fadiag.cli.main on each argument list in ONE process under ``prlimit --as``; [(args, code, stderr)]."""
+    """Run fadiag.cli.main on each argument list in ONE process under ``prlimit --as`` (``limit_bytes`` more
+    address space than importing torch and fadiag takes); [(args, code, stderr)]."""
     if not Path("/usr/bin/prlimit").exists() and not any(
             (Path(p) / "prlimit").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
         pytest.skip("prlimit not available")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
+    limit_bytes += _import_vm_bytes()
     r = subprocess.run(["prlimit", f"--as={limit_bytes}", sys.executable, "-c", _DRIVER,
                         json.dumps([[str(a) for a in run] for run in runs])],
                        capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
