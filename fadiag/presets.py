@@ -86,8 +86,9 @@ _UNITS_NOTE = ("blocks: every outermost module the library marks as a residual u
 
 def _hf_preset(model, cfg, loss):
     from .library_blocks import hf_blocks
-    from .stream.seq2seq import is_encoder_decoder
+    from .stream.seq2seq import attach, is_encoder_decoder
 
+    attach(model)  # no-op unless an encoder-decoder (fadiag.stream.seq2seq)
     found = hf_blocks(model)
     if found is None:
         return None

@@ -186,6 +186,9 @@ def _load_transformers(builder, raw: RawCheckpoint, sp: Spec, checkpoint: str) -
         msg = " ".join(str(e).split())[:200]
         raise SpecError(f"transformers cannot load {builder.hf_class.__name__} ({type(e).__name__}: {msg})",
                         source=checkpoint) from None
+    from .stream.seq2seq import attach
+
+    attach(model)  # encoder-decoder: the decoder is fed (start, x) and scored as a causal LM
     own = {k: v.detach() for k, v in model.state_dict().items()}
     return model, own, extras, _dtypes(sd)
 

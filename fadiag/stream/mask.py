@@ -120,16 +120,13 @@ def _takes_mask(cls) -> bool:
 def model_inputs(model, x) -> tuple:
     """(args, kwargs) for ``model(...)``: (x,) alone, or the plain ids with ``attention_mask=mask``. A mask for
     a model whose forward has no ``attention_mask`` parameter is bad input."""
-    from .seq2seq import decoder_inputs, is_encoder_decoder
-
     m = mask_of(x)
-    dec = {"decoder_input_ids": decoder_inputs(model, plain(x))} if is_encoder_decoder(model) else {}
     if m is None:
-        return (x,), dec
+        return (x,), {}
     if not _takes_mask(type(model)):
         raise DataError(f"the data holds an attention_mask but {type(model).__name__}.forward takes no "
                         "attention_mask parameter (drop attention_mask from the data file)", source="data")
-    return (plain(x),), {"attention_mask": m, **dec}
+    return (plain(x),), {"attention_mask": m}
 
 
 def masked_labels(y, x, loss: str):

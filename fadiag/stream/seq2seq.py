@@ -5,6 +5,10 @@ position, ``prepare_decoder_input_ids_from_labels(x + [x_last])`` = (decoder sta
 the logits of positions 1..T are kept: logits[:, t] has seen x_0..x_t, exactly as a causal LM's. ``loss: lm``
 then scores logits[:, t] against y[:, t + 1] as for every LM: the (B, T) labels are the decoder's targets,
 shifted once (never twice). fadiag.subject refuses labels other than x (the decoder is fed x).
+
+:func:`attach` puts this on the model itself as a forward pre-hook (decoder inputs, when the caller gives none)
+and a forward hook (the logits kept), so every caller (the trial forward, the stream view, the float64 copy,
+which keeps the hooks) sees the same model.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import DataError
+
+_MARK = "_fadiag_seq2seq"
+_GIVEN = ("decoder_input_ids", "decoder_inputs_embeds", "labels")
 
 
 def is_encoder_decoder(model) -> bool:
@@ -30,6 +37,30 @@ def decoder_inputs(model, ids: torch.Tensor) -> torch.Tensor:
                         source="model config") from None
 
 
-def decoder_logits(logits: torch.Tensor) -> torch.Tensor:
-    """The logits of decoder positions 1..T (position 0 has seen only the start token)."""
-    return logits[:, 1:]
+def attach(model) -> bool:
+    """Install the hooks on an encoder-decoder model (once); False for any other model."""
+    if not is_encoder_decoder(model) or getattr(model, _MARK, False):
+        return getattr(model, _MARK, False)
+    fed = [False]
+
+    def pre(m, args, kwargs):
+        ids = args[0] if args else kwargs.get("input_ids")
+        fed[0] = isinstance(ids, torch.Tensor) and ids.dim() == 2 and all(kwargs.get(k) is None for k in _GIVEN)
+        if not fed[0]:
+            return None
+        with torch._C.DisableTorchFunctionSubclass():
+            plain = ids.as_subclass(torch.Tensor)
+        return args, {**kwargs, "decoder_input_ids": decoder_inputs(m, plain)}
+
+    def post(m, args, kwargs, out):
+        if not fed[0]:
+            return None
+        if isinstance(out, tuple):
+            return (out[0][:, 1:], *out[1:])
+        out.logits = out.logits[:, 1:]  # position 0 has seen only the start token
+        return out
+
+    model.register_forward_pre_hook(pre, with_kwargs=True)
+    model.register_forward_hook(post, with_kwargs=True)
+    setattr(model, _MARK, True)
+    return True

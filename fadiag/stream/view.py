@@ -16,7 +16,6 @@ import torch
 
 from ..errors import SpecError
 from .mask import last_index, mask_of, masked_labels, model_inputs
-from .seq2seq import decoder_logits
 from .spec import (LOSSES, POOLS, RESIDUALS, Stream, _compact, _sub, logits_of, per_sample_loss, pool_state,
                    token_weights)
 
@@ -128,8 +127,7 @@ class StreamView:
         """The model's logits on x (with ``attention_mask=`` when x carries one, fadiag.stream.mask)."""
         args, kw = model_inputs(self.model, x)
         with contextlib.redirect_stdout(sys.stderr):  # a model's print() must not corrupt JSON on stdout
-            logits = logits_of(self.model(*args, **kw))
-        return decoder_logits(logits) if "decoder_input_ids" in kw else logits  # fadiag.stream.seq2seq
+            return logits_of(self.model(*args, **kw))
 
     def loss_of(self, logits, x, y):
         """(B,) per-sample loss in float64 (spec.per_sample_loss); loss lm ignores x's pad positions."""
