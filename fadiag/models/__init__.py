@@ -5,8 +5,9 @@ code; that only happens because the user wrote it in the spec (DESIGN.md, Safety
 
 - ``timm:NAME``: ``timm.create_model(NAME, pretrained=False, **args)`` (the ``timm`` extra; nothing downloaded);
 - ``transformers:Class``: a Hugging Face class built from a config whose fields are ``args``
-  (``Class.config_class(**args)``, random init, nothing downloaded, never ``trust_remote_code``; the ``hf``
-  extra); a "package.module:Class" that is a Hugging Face class is built the same way;
+  (``Class.config_class.from_dict(args)``, nothing downloaded, never ``trust_remote_code``; the ``hf`` extra);
+  a "package.module:Class" that is a Hugging Face class is built the same way. fadiag.subject loads its
+  weights through transformers' own ``from_pretrained`` (fadiag.checkpoint.hf.load_transformers);
 - ``package.module:factory``: a function annotated to return an ``nn.Module`` subclass (torchvision's
   ``resnet18``), called with ``args``; its result must be an ``nn.Module``.
 
