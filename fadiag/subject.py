@@ -71,7 +71,8 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
         import dataclasses
 
         raw = dataclasses.replace(raw, trusted_code=True)
-    model, sd, extras, dtypes = _build_loaded(raw, sp, checkpoint, device)
+    model, sd, extras = _build_loaded(raw, sp, checkpoint, device)
+    dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values() if v.is_floating_point()})
     if callable(labels):
         labels = labels(sp)
     if labels == "class" and _lm_labels(sp, model):
@@ -118,20 +119,14 @@ def read_input(checkpoint: str, spec: str | Spec | None, *, trust: bool) -> tupl
         raise
 
 
-def _dtypes(sd: dict) -> list:
-    return sorted({str(v.dtype).replace("torch.", "") for v in sd.values() if v.is_floating_point()})
-
-
 def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) -> tuple:
-    """(model with the checkpoint's weights in float32 eval mode on ``device``, state dict, extras, the
-    checkpoint's floating dtypes)."""
+    """(model with the checkpoint's weights in float32 eval mode on ``device``, state dict, extras)."""
     from .compat.biotorch import bp_twin_module, needs_bp_twin
     from .models import build_model, resolve_arch
 
     builder = resolve_arch(sp.model.arch, origin=sp.origin, base_dir=sp.base_dir)
     if getattr(builder, "hf_class", None) is not None:  # Hugging Face: transformers' own loader
-        model, sd, extras, dtypes = _load_transformers(builder, raw, sp, checkpoint)
-        return _to_device(model, device, checkpoint), sd, extras, dtypes
+        return _load_transformers(builder, raw, sp, checkpoint, device)
     model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
     twin = []
     if needs_bp_twin(model):  # learning-rule layers or backward hooks (BioTorch FA/DFA): the twin's autograd is BP
@@ -145,22 +140,19 @@ def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) ->
     check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)
     model.load_state_dict(sd, strict=True)
     model = model.float()  # small-magnitude metrics are never computed in fp16 (docs/science.md §2, pitfall 3)
-    return _to_device(model, device, checkpoint), sd, extras, _dtypes(sd)
-
-
-def _to_device(model, device: str, checkpoint: str):
     try:
         model.to(device)
     except Exception as e:
         raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
-    return model.eval()
+    model.eval()
+    return model, sd, extras
 
 
-def _load_transformers(builder, raw: RawCheckpoint, sp: Spec, checkpoint: str) -> tuple:
+def _load_transformers(builder, raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) -> tuple:
     """A Hugging Face class loaded by transformers itself (fadiag.checkpoint.hf.load_transformers) from the
     state dict fadiag read safely. A folder's keys go as ``save_pretrained`` wrote them; another checkpoint's
     wrapper prefix is stripped as for any model (``checkpoint.strip_prefix``). The state dict kept is the
-    model's own (module names, after transformers' renames)."""
+    model's own (module names, after transformers' renames) in the checkpoint's dtypes; the model is float32."""
     import contextlib
     import sys
 
@@ -190,7 +182,11 @@ def _load_transformers(builder, raw: RawCheckpoint, sp: Spec, checkpoint: str) -
 
     attach(model)  # encoder-decoder: the decoder is fed (start, x) and scored as a causal LM
     own = {k: v.detach() for k, v in model.state_dict().items()}
-    return model, own, extras, _dtypes(sd)
+    try:  # float32: small-magnitude metrics are never computed in fp16
+        model.float().to(device)
+    except Exception as e:
+        raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
+    return model.eval(), own, extras
 
 
 def _fit_state(model, sd: dict, extras: dict, raw: RawCheckpoint, checkpoint: str) -> tuple:

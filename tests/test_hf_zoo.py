@@ -20,6 +20,7 @@ from coverage_table import check as check_row  # noqa: E402
 
 def _audit(run_cli, tmp_path, name, m=None, x=None, y=None):
     m = hf_zoo.build(name) if m is None else m
+    tmp_path.mkdir(parents=True, exist_ok=True)
     folder = tmp_path / name
     m.save_pretrained(folder)
     if x is None:
@@ -113,6 +114,19 @@ def test_encoder_decoder_reads_the_decoder_with_labels_shifted_once(name, tmp_pa
     # labels other than x would be scored against a decoder fed x: refused
     _, _, code, _, err = _audit(run_cli, tmp_path, name, m=hf_zoo.build(name), x=xs, y=xs.flip(1))
     assert code == 2 and "labels y must equal x" in err, err
+
+
+def test_bfloat16_folder_reports_its_dtype_and_reads_as_float32(tmp_path, run_cli):
+    """transformers loads the folder in its own dtype: the report names bfloat16, the numbers are the float32
+    audit of the same (bfloat16-rounded) weights."""
+    m = hf_zoo.build("llama_tied").to(torch.bfloat16)
+    _, _, code, out, err = _audit(run_cli, tmp_path / "bf16", "llama_tied", m=m)
+    assert code in (0, 1), err
+    _, _, code, out32, err = _audit(run_cli, tmp_path / "f32", "llama_tied", m=m.float())
+    assert code in (0, 1), err
+    a, b = json.loads(out), json.loads(out32)
+    assert a["weight_dtypes"] == ["bfloat16"] and b["weight_dtypes"] == ["float32"]
+    assert a["residual_norms"] == b["residual_norms"] and a["bp_grad_norms"] == b["bp_grad_norms"]
 
 
 def test_legacy_buffer_and_missing_weight(tmp_path, run_cli):

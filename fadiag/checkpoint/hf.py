@@ -165,14 +165,13 @@ def _quiet():
 
 
 def load_transformers(cls, args: dict, sd: dict, *, source: str):
-    """The model transformers builds from ``args`` and loads from ``sd`` (see the module docstring); float32,
-    eval mode. Weights transformers reports missing, unexpected or mismatched are refused (exit 2)."""
-    import torch
-
+    """The model transformers builds from ``args`` and loads from ``sd`` (see the module docstring), in the
+    checkpoint's dtype (``dtype="auto"``), eval mode. Weights transformers reports missing, unexpected or
+    mismatched are refused (exit 2)."""
     config = make_config(cls, args)
     with _quiet():
         model, info = cls.from_pretrained(None, config=config, state_dict=sd, output_loading_info=True,
-                                          local_files_only=True, trust_remote_code=False, dtype=torch.float32)
+                                          local_files_only=True, trust_remote_code=False, dtype="auto")
     problems = [f"{len(v)} {what} weight(s): {few(sorted(map(str, v)))}" for what, v in
                 (("missing", info.get("missing_keys")), ("unused", info.get("unexpected_keys")),
                  ("mismatched", info.get("mismatched_keys")), ("unloadable", info.get("error_msgs"))) if v]
@@ -180,7 +179,7 @@ def load_transformers(cls, args: dict, sd: dict, *, source: str):
         raise CheckpointError(f"transformers loads {cls.__name__} from these weights with " + "; ".join(problems)
                               + " (a missing weight would stay random): the weights are not this model's",
                               source=source)
-    return model.float().eval()
+    return model.eval()
 
 
 def fill_tied(model, sd: dict) -> list:
