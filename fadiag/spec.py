@@ -29,6 +29,12 @@ class ModelSpec:
     """Built-in name (resmlp, vit_mini, gsnn, multihead) or "package.module:Class" (imports user code)."""
     args: dict = field(default_factory=dict)
     """Keyword arguments of the architecture's constructor."""
+    args_from: Optional[str] = None
+    """Checkpoint key (dotted for nesting) whose dict gives the constructor's arguments (nanoGPT's model_args,
+    Lightning's hyper_parameters); ``args`` given in the spec win (fadiag.models.construct)."""
+    config_class: Optional[str] = None
+    """"module:Class" of the one config object the constructor takes (nanoGPT's GPTConfig): built from the
+    arguments, then passed as the constructor's only argument. A dataclass or a PretrainedConfig."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,9 @@ class DataSpec:
     seed: int = 0
     n_samples: Optional[int] = None
     """synthetic only: number of rows (default batches * batch_size)."""
+    labels_shifted: Any = "auto"
+    """loss lm: true (y[:, t] is the token after x[:, t], nanoGPT's batches), false (y = x: fadiag shifts) or
+    auto (measured on the first batch; exit 2 when it cannot tell)."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +165,8 @@ class StreamSpec:
     output_index: Optional[int] = None
     """When a block returns a tuple, which element is the stream."""
     readout: Any = None
-    """Module paths applied after the last block, in order, or "model" (the model's own forward)."""
+    """Module paths applied after the last block, in order, "model" (the model's own forward), or "probe" (a
+    linear probe fitted on data.train_path's pooled h_L: fadiag.stream.probe)."""
     pool: Optional[str] = None
     """cls | mean | last | none: how a (B, T, d) state becomes one vector per sample."""
     prefix_tokens: Optional[int] = None
@@ -301,6 +311,8 @@ def _check_values(spec: Spec) -> None:
         raise _fail(o, "data.source", f"expected one of npz, pt, digits, synthetic; got {d.source!r}")
     if d.n_samples is not None and not 1 <= d.n_samples <= 10_000_000:
         raise _fail(o, "data.n_samples", "must be in 1..10,000,000")
+    if d.labels_shifted not in (True, False, "auto"):
+        raise _fail(o, "data.labels_shifted", f"expected true, false or auto, got {d.labels_shifted!r}")
     if d.batch_size < 1 or d.batches < 1:
         raise _fail(o, "data", "batch_size and batches must be positive")
     if d.batch_size * d.batches > 10_000_000:

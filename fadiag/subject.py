@@ -45,7 +45,12 @@ class Subject:
         if self._view is None:
             from .presets import resolve_view
 
-            self._view = resolve_view(self.model, self.spec.stream, self.spec.loss)
+            view = resolve_view(self.model, self.spec.stream, self.spec.loss, self.spec.data.labels_shifted)
+            if view.stream.logits_from == "probe":  # a headless model: fit the documented probe first
+                from .stream.probe import fit_probe
+
+                view = fit_probe(view, self)
+            self._view = view
         return self._view
 
 
@@ -65,13 +70,15 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
     if not spec:  # found beside the checkpoint, not named by the user: no user code without --trust-code
         from .models import require_trusted_code
 
-        for key, arch in (("model.arch", sp.model.arch), ("credit.value_arch", sp.credit.value_arch)):
-            require_trusted_code(arch, key=key, origin=sp.origin, trusted=trust_code)
+        for key, arch in (("model.arch", sp.model.arch), ("credit.value_arch", sp.credit.value_arch),
+                          ("model.config_class", sp.model.config_class or "")):
+            if arch:
+                require_trusted_code(arch, key=key, origin=sp.origin, trusted=trust_code)
     if trust_code:
         import dataclasses
 
         raw = dataclasses.replace(raw, trusted_code=True)
-    model, sd, extras = _build_loaded(raw, sp, checkpoint, device)
+    model, sd, extras, args_note = _build_loaded(raw, sp, checkpoint, device)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values() if v.is_floating_point()})
     if callable(labels):
         labels = labels(sp)
@@ -82,6 +89,8 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
         bl, info = load_batches(sp, model, data=data, batches=batches, batch_size=batch_size, seed=seed,
                                 shuffle=shuffle, labels=labels)
         _trial_forward(model, bl[0][0][:2].to(device), info.get("source", "data"))
+    if args_note:
+        info["model_args"] = args_note
     return Subject(model=model, batches=bl, spec=sp, checkpoint=raw, state_dict=sd, extras=extras,
                    data_info=info, device=device, weight_dtypes=dtypes)
 
@@ -120,9 +129,9 @@ def read_input(checkpoint: str, spec: str | Spec | None, *, trust: bool) -> tupl
 def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) -> tuple:
     """(model with the checkpoint's weights in float32 eval mode on ``device``, state dict, extras)."""
     from .compat.biotorch import bp_twin_module, needs_bp_twin
-    from .models import build_model
+    from .models.construct import build_for_spec
 
-    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
+    model, args_note = build_for_spec(sp, raw.content)
     twin = []
     if needs_bp_twin(model):  # learning-rule layers or backward hooks (BioTorch FA/DFA): the twin's autograd is BP
         model, twin = bp_twin_module(model)
@@ -140,7 +149,7 @@ def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) ->
     except Exception as e:
         raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
     model.eval()
-    return model, sd, extras
+    return model, sd, extras, args_note
 
 
 def _fit_state(model, sd: dict, extras: dict, raw: RawCheckpoint, checkpoint: str) -> tuple:

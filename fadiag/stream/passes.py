@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .mask import model_inputs
+from .readings import read_model
 from .spec import logits_of
 from .view import StreamView
 
@@ -78,12 +79,14 @@ def settled_pass(view: StreamView, x, y, *, reduction: str = "mean"):
     check reads the blocks' inputs and outputs it captured); only when that changes what is captured
     (residual auto measured outside) does the batch run again."""
     view = view.for_batch(x)  # pooling reads this batch's attention mask, if any
+    if not view.settled:  # logits, causal/pooling, label shift (fadiag.stream.readings)
+        view = read_model(view, x, y)
     res = full_pass(view, x, y, reduction=reduction)
     if view.settled:
         return view, res
     with torch.no_grad():
         v = _settle(view, res[4], res[1], x)
-    if v.stream.residual == "outside" and view.stream.residual != "outside":
+    if (v.stream.residual == "outside") != (view.stream.residual == "outside"):  # what capture reads changed
         res = full_pass(v, x, y, reduction=reduction)
     return v, res
 
@@ -118,6 +121,7 @@ def first_batch_view(view: StreamView, x, device: str = "cpu") -> StreamView:
     x = x.to(device)
     view = view.for_batch(x)
     with _Modes(view.model), torch.no_grad():
+        view = read_model(view, x)
         _, hs, io = view.capture(x)
         return _settle(view, io, hs, x)
 
