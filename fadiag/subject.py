@@ -168,9 +168,10 @@ def _fit_state(model, sd: dict, extras: dict, raw: RawCheckpoint, checkpoint: st
         if learner:
             extras = {**extras, "learner": {**extras.get("learner", {}), **learner}}
     if raw.format.startswith("hf-"):
-        from .checkpoint.hf import fill_tied
+        from .checkpoint.hf import drop_nonpersistent, fill_tied
 
         fill_tied(model, sd)
+        drop_nonpersistent(model, sd)
     from .compat.biotorch import bp_twin_state_dict, detect_learning_rule
 
     rule = detect_learning_rule(sd, source=checkpoint)

@@ -43,7 +43,7 @@ def fit_logreg(p: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = PRO
 
     with torch.enable_grad():
         opt.step(closure)
-        f = float(objective())
+        f = float(objective().detach())
     return W.detach(), b.detach(), f
 
 
