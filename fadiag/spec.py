@@ -21,6 +21,8 @@ from typing import Any, Optional
 from .errors import SpecError
 
 MAX_SPEC_BYTES = 1024 * 1024
+#: data.batch_size when neither the spec nor --batch-size sets it ((c) is calibrated at this size).
+DEFAULT_BATCH_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class DataSpec:
     """File with arrays x, y (npz or pt); resolved relative to the spec file."""
     train_path: Optional[str] = None
     """Training split (x, y) used by ``--frozen-baseline train``."""
-    batch_size: int = 128
+    batch_size: Optional[int] = None
+    """Rows per batch; default 128, or for source digits what fits its 360-row test split (360 // batches)."""
     batches: int = 8
     shuffle: bool = False
     """false: batch i = rows [i*B, (i+1)*B). true: a seeded permutation first."""
@@ -313,9 +316,10 @@ def _check_values(spec: Spec) -> None:
         raise _fail(o, "data.n_samples", "must be in 1..10,000,000")
     if d.labels_shifted not in (True, False, "auto"):
         raise _fail(o, "data.labels_shifted", f"expected true, false or auto, got {d.labels_shifted!r}")
-    if d.batch_size < 1 or d.batches < 1:
+    bs = DEFAULT_BATCH_SIZE if d.batch_size is None else d.batch_size
+    if bs < 1 or d.batches < 1:
         raise _fail(o, "data", "batch_size and batches must be positive")
-    if d.batch_size * d.batches > 10_000_000:
+    if bs * d.batches > 10_000_000:
         raise _fail(o, "data", "batches * batch_size over the 10,000,000-row limit")
     if spec.audit.growth not in ("ratio_to_h0", "per_block"):
         raise _fail(o, "audit.growth", f"expected ratio_to_h0 or per_block, got {spec.audit.growth!r}")

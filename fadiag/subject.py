@@ -227,7 +227,16 @@ def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=No
 
     d = sp.data
     nb = d.batches if batches is None else batches
+    from .spec import DEFAULT_BATCH_SIZE
+
     bs = d.batch_size if batch_size is None else batch_size
+    fitted = None
+    if bs is None:
+        bs = DEFAULT_BATCH_SIZE
+        if data is None and d.source == "digits" and nb * bs > DIGITS_TEST_ROWS:  # fit fadiag's own split
+            bs = max(1, DIGITS_TEST_ROWS // nb)
+            fitted = (f"batch size {bs}: the default {DEFAULT_BATCH_SIZE} x {nb} batches does not fit the digits test "
+                      f"split ({DIGITS_TEST_ROWS} rows); (c)'s ceiling is calibrated at batch size {DEFAULT_BATCH_SIZE}")
     sd_seed = d.seed if seed is None else seed
     shuf = d.shuffle if shuffle is None else shuffle
     if nb < 1 or bs < 1:
@@ -267,9 +276,15 @@ def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=No
     info = {"source": src_name, "batches": nb, "batch_size": bs, "seed": sd_seed, "shuffle": shuf}
     if getattr(x, "attention_mask", None) is not None:  # fadiag.stream.mask: the model gets attention_mask=
         info["attention_mask"] = True
+    if fitted:
+        info["batch_size_note"] = fitted
     if source == "digits":
         info["split"] = "test (360 of 1797 rows: sklearn train_test_split test_size=0.2, random_state=0, stratified)"
     return bl, info
+
+
+#: Rows of fadiag's digits test split (fadiag.data.DIGITS_SPLIT: 20% of 1 797, stratified).
+DIGITS_TEST_ROWS = 360
 
 
 def _n_classes(model):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -110,6 +110,7 @@ def stream_pass(view, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> 
 
 def _settle(view: StreamView, io, hs, x) -> StreamView:
     v = view.check_residual(io, hs)
+    v.stream = replace(v.stream, token_states=any(h.dim() == 3 for h in hs))  # v is a new view
     if v.stream.residual == "outside" and v.embed is None:
         e = v.find_embed(x)
         v = v.with_residual("outside", f"embed {e!r}: its output is what block 0 consumes (first batch)", embed=e)

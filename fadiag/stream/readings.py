@@ -274,7 +274,10 @@ def read_as(stream) -> str:
     parts = [f"blocks {_compact(list(stream.blocks))} ({stream.source})", res]
     if "causal" in why:
         parts.append(why["causal"])
-    parts.append(f"pool {stream.pool} ({why.get('pool', stream.pool_from)})")
+    if stream.token_states is False:
+        parts.append("no token pooling (no state is (B, T, d))")
+    else:
+        parts.append(f"pool {stream.pool} ({why.get('pool', stream.pool_from)})")
     loss = f"loss {stream.loss}"
     if "labels" in why:
         loss += f", labels {why['labels']}"

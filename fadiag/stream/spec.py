@@ -53,6 +53,8 @@ class Stream:
     """(what, reason) pairs: how each inference was made (the "read as" line, fadiag.stream.readings)."""
     probe: Optional[dict] = None
     """readout probe: what was fitted (fadiag.stream.probe)."""
+    token_states: Optional[bool] = None
+    """Set on the first batch: does any h_l have token states (B, T, d)? (False: pooling does not apply.)"""
 
     def describe(self) -> dict:
         real = " non-pad" if self.masked else ""
