@@ -117,6 +117,15 @@ def test_measure_shift_and_causal_units():
         v = StreamView(Mix(causal), Stream(blocks=("blocks.0", "blocks.1")))
         assert measure_causal(v, x) is causal
     assert measure_causal(v, torch.randn(4, 10)) is None  # not token ids
+    # the pooling a spec leaves open, per architecture: never token 0 of a causal model
+    from fadiag.stream.readings import read_pool
+
+    want = {(True, "lm", "default"): "mean", (True, "ce", "preset"): "last", (False, "ce", "default"): "mean",
+            (False, "ce", "preset"): "cls"}
+    for (causal, loss, frm), pool in want.items():
+        v = StreamView(Mix(causal), Stream(blocks=("blocks.0", "blocks.1"), pool="cls", loss=loss, pool_from=frm))
+        got = read_pool(v, x).stream
+        assert got.pool == pool and got.causal is causal and dict(got.why)["pool"]
 
 
 LIT = '''
