@@ -191,3 +191,12 @@ def test_lightning_ckpt_residual_inside_measured_not_assumed(tmp_path, run_cli):
             h.append(b(h[-1]))
     ref = [float(torch.median(t.double().norm(dim=1))) for t in h]
     assert rep["residual_norms"] == pytest.approx(ref, rel=1e-5)
+
+
+def test_mse_on_a_headless_output_is_bad_input_with_a_pointer():
+    from fadiag.errors import SpecError
+    from fadiag.stream import per_sample_loss
+
+    with pytest.raises(SpecError, match="readout: probe"):
+        per_sample_loss(torch.randn(4, 3, 5), torch.randn(4), "mse")
+    assert per_sample_loss(torch.randn(4, 1), torch.randn(4), "mse").shape == (4,)

@@ -146,6 +146,9 @@ def per_sample_loss(logits, y, loss: str, shifted: bool = False):
         n = (yy != -100).sum(1)
         return ce.sum(1) / n.clamp(min=1)
     t = y.double().reshape(z.shape) if y.numel() == z.numel() else y.double()
+    if tuple(t.shape) != tuple(z.shape):
+        raise SpecError(f"loss: mse needs targets shaped like the model's output {tuple(z.shape)}, got "
+                        f"{tuple(y.shape)} (a model without a head: stream.readout: probe with loss ce)", source="loss")
     return ((z - t) ** 2).flatten(1).mean(1)
 
 
