@@ -420,6 +420,9 @@ def discover_spec(ckpt_path: str, content: Any = None, spec_path: str | None = N
         # it may only name built-in classes (importing user code stays opt-in, via --spec or a sidecar).
         from .models import BUILTIN
 
+        if sp.model.config_class:
+            raise SpecError("model.config_class: an embedded spec may not name a config class (it would import "
+                            "code); pass --spec to use your own", source=sp.origin)
         for key, arch in (("model.arch", sp.model.arch), ("credit.value_arch", sp.credit.value_arch)):
             if arch not in BUILTIN and arch != CreditSpec.value_arch:
                 raise SpecError(f"{key}: an embedded spec may only name built-in architectures "

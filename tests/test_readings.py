@@ -200,3 +200,19 @@ def test_mse_on_a_headless_output_is_bad_input_with_a_pointer():
     with pytest.raises(SpecError, match="readout: probe"):
         per_sample_loss(torch.randn(4, 3, 5), torch.randn(4), "mse")
     assert per_sample_loss(torch.randn(4, 1), torch.randn(4), "mse").shape == (4,)
+
+
+def test_config_class_is_never_imported_from_a_found_spec_or_an_embedded_one(nanogpt, run_cli):
+    """A sidecar spec naming model.config_class needs --trust-code; an embedded one may not name it at all."""
+    side = nanogpt / "ckpt.yaml"
+    side.write_text(SPEC.replace("DATA", "eval.npz").replace('arch: "model:GPT"', "arch: resmlp"))
+    try:
+        code, _, err = run_cli(["audit", str(nanogpt / "ckpt.pt"), "-q"])
+        assert code == 2 and "model.config_class" in err and "--trust-code" in err
+    finally:
+        side.unlink()
+    ck = torch.load(nanogpt / "ckpt.pt", weights_only=True)
+    ck["fadiag_spec"] = {"model": {"arch": "resmlp", "config_class": "model:GPTConfig"}}
+    torch.save(ck, nanogpt / "embedded.pt")
+    code, _, err = run_cli(["audit", str(nanogpt / "embedded.pt"), "-q"])
+    assert code == 2 and "config class" in err
