@@ -152,6 +152,20 @@ def _guess_method(path: str) -> str:
     return Path(path).stem
 
 
+def _read_first_batch(subject: Subject):
+    """The subject's view with the first batch's readings made (logits, pooling, label shift, residual:
+    fadiag.stream.readings), so a baseline trained before the audit reads the model the same way."""
+    view = subject.view
+    if not view.settled and subject.batches:
+        from .stream.passes import first_batch_view
+        from .stream.readings import read_shift
+
+        x, y = subject.batches[0]
+        view = read_shift(first_batch_view(view, x, subject.device), x.to(subject.device), y.to(subject.device))
+        subject._view = view
+    return view
+
+
 def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable_last: int = 0) -> tuple:
     """Train the architecture-matched frozen-blocks baseline (docs/science.md §1 (d)) and return (acc, source).
 
@@ -170,7 +184,7 @@ def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable
     if not sp.data.train_path and not digits:
         raise InputError("--frozen-baseline train needs data.train_path in the spec (the training split)",
                          source=sp.origin)
-    view = subject.view
+    view = _read_first_batch(subject)
     if view.stream.logits_from == "probe":
         raise InputError("--frozen-baseline train with stream.readout: probe is not supported (the probe is fitted "
                          "to the trained blocks); pass --frozen-baseline-acc", source="--frozen-baseline")

@@ -216,3 +216,18 @@ def test_config_class_is_never_imported_from_a_found_spec_or_an_embedded_one(nan
     torch.save(ck, nanogpt / "embedded.pt")
     code, _, err = run_cli(["audit", str(nanogpt / "embedded.pt"), "-q"])
     assert code == 2 and "config class" in err
+
+
+def test_nanogpt_frozen_baseline_reads_the_model_as_the_audit_does(nanogpt, run_cli):
+    """--frozen-baseline train runs before the audit's first pass: it must already make the logits from the
+    readout and take the labels as shifted (a model-output read would be exit 2, a double shift ~0 accuracy)."""
+    z = np.load(nanogpt / "eval_shifted.npz")
+    np.savez(nanogpt / "train_shifted.npz", x=z["x"][-128:], y=z["y"][-128:])
+    (nanogpt / "fb.yaml").write_text(SPEC.replace("DATA", "eval_shifted.npz").replace(
+        "batches: 4}", "batches: 4, train_path: train_shifted.npz}"))
+    code, out, err = run_cli(["audit", str(nanogpt / "ckpt.pt"), "--spec", str(nanogpt / "fb.yaml"),
+                              "--frozen-baseline", "train", "-f", "json", "-q"])
+    assert code in (0, 1), err
+    rep = json.loads(out)
+    assert rep["data"]["stream"]["labels_shifted"] is True and rep["flags"][3]["flagged"] is not None
+    assert 0.0 <= rep["frozen_baseline_acc"] <= 1.0
