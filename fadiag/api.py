@@ -127,7 +127,8 @@ def _accuracies(subject: Subject, inputs: dict, headline_acc, frozen_baseline_ac
     if headline_acc is None and a.headline_acc is not None:
         headline_acc, acc_source = a.headline_acc, "spec"
     elif headline_acc is None:
-        headline_acc = stream_accuracy(inputs["logits"], inputs["labels"], subject.view.stream.loss)
+        st = subject.view.stream
+        headline_acc = stream_accuracy(inputs["logits"], inputs["labels"], st.loss, bool(st.labels_shifted))
         acc_source = "computed"
     else:
         acc_source = "given"
@@ -151,6 +152,20 @@ def _guess_method(path: str) -> str:
     return Path(path).stem
 
 
+def _read_first_batch(subject: Subject):
+    """The subject's view with the first batch's readings made (logits, pooling, label shift, residual:
+    fadiag.stream.readings), so a baseline trained before the audit reads the model the same way."""
+    view = subject.view
+    if not view.settled and subject.batches:
+        from .stream.passes import first_batch_view
+        from .stream.readings import read_shift
+
+        x, y = subject.batches[0]
+        view = read_shift(first_batch_view(view, x, subject.device), x.to(subject.device), y.to(subject.device))
+        subject._view = view
+    return view
+
+
 def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable_last: int = 0) -> tuple:
     """Train the architecture-matched frozen-blocks baseline (docs/science.md §1 (d)) and return (acc, source).
 
@@ -160,15 +175,19 @@ def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable
     import torch
 
     from .data import load_arrays
-    from .models import build_model
+    from .models.construct import build_for_spec
     from .stream import StreamView, accuracy as stream_accuracy
     from .training import BP_RECIPE, train_frozen_baseline
 
     sp = subject.spec
-    if not sp.data.train_path:
+    digits = not sp.data.train_path and sp.data.source == "digits"
+    if not sp.data.train_path and not digits:
         raise InputError("--frozen-baseline train needs data.train_path in the spec (the training split)",
                          source=sp.origin)
-    view = subject.view
+    view = _read_first_batch(subject)
+    if view.stream.logits_from == "probe":
+        raise InputError("--frozen-baseline train with stream.readout: probe is not supported (the probe is fitted "
+                         "to the trained blocks); pass --frozen-baseline-acc", source="--frozen-baseline")
     n_blocks = len(view.blocks)
     if not 0 <= trainable_last <= n_blocks:
         raise InputError(f"must be in 0..{n_blocks} (the model has {n_blocks} blocks), got {trainable_last}",
@@ -176,16 +195,22 @@ def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable
     from .subject import _lm_labels, _takes_tokens
 
     lm = _lm_labels(sp, subject.model)
-    x, y = load_arrays(sp.resolve(sp.data.train_path), integer_labels="tokens" if lm else True,
-                       keep_int=_takes_tokens(subject.model))
+    if digits:  # fadiag's own digits train split: never the eval rows (fadiag.data.digits)
+        from .data import digits as digits_split
+
+        x, y = digits_split("train")
+    else:
+        x, y = load_arrays(sp.resolve(sp.data.train_path), integer_labels="tokens" if lm else True,
+                           keep_int=_takes_tokens(subject.model))
     torch.manual_seed(seed)
-    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
+    model = build_for_spec(sp, subject.checkpoint.content)[0]
     fview = StreamView(model, view.stream)  # the same paths on the fresh model
     train_frozen_baseline(model, x, y, BP_RECIPE, seed=seed, progress=progress, trainable_last=trainable_last,
                           view=fview)
     model.eval()
     with torch.no_grad():
         logits = [fview.call(xb) for xb, _ in subject.batches]
-    acc = stream_accuracy(logits, [yb for _, yb in subject.batches], view.stream.loss)
+    acc = stream_accuracy(logits, [yb for _, yb in subject.batches], view.stream.loss, bool(view.stream.labels_shifted))
     ladder = f", last {trainable_last} block(s) trainable" if trainable_last else ""
-    return acc, f"trained: frozen blocks (seed {seed}){ladder}, BP recipe {BP_RECIPE}"
+    split = ", on fadiag's digits train split (1 437 rows)" if digits else ""
+    return acc, f"trained: frozen blocks (seed {seed}){ladder}{split}, BP recipe {BP_RECIPE}"

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .mask import model_inputs
+from .readings import read_model
 from .spec import logits_of
 from .view import StreamView
 
@@ -78,12 +79,14 @@ def settled_pass(view: StreamView, x, y, *, reduction: str = "mean"):
     check reads the blocks' inputs and outputs it captured); only when that changes what is captured
     (residual auto measured outside) does the batch run again."""
     view = view.for_batch(x)  # pooling reads this batch's attention mask, if any
+    if not view.settled:  # logits, causal/pooling, label shift (fadiag.stream.readings)
+        view = read_model(view, x, y)
     res = full_pass(view, x, y, reduction=reduction)
     if view.settled:
         return view, res
     with torch.no_grad():
         v = _settle(view, res[4], res[1], x)
-    if v.stream.residual == "outside" and view.stream.residual != "outside":
+    if (v.stream.residual == "outside") != (view.stream.residual == "outside"):  # what capture reads changed
         res = full_pass(v, x, y, reduction=reduction)
     return v, res
 
@@ -107,6 +110,7 @@ def stream_pass(view, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> 
 
 def _settle(view: StreamView, io, hs, x) -> StreamView:
     v = view.check_residual(io, hs)
+    v.stream = replace(v.stream, token_states=any(h.dim() == 3 for h in hs))  # v is a new view
     if v.stream.residual == "outside" and v.embed is None:
         e = v.find_embed(x)
         v = v.with_residual("outside", f"embed {e!r}: its output is what block 0 consumes (first batch)", embed=e)
@@ -118,6 +122,7 @@ def first_batch_view(view: StreamView, x, device: str = "cpu") -> StreamView:
     x = x.to(device)
     view = view.for_batch(x)
     with _Modes(view.model), torch.no_grad():
+        view = read_model(view, x)
         _, hs, io = view.capture(x)
         return _settle(view, io, hs, x)
 
