@@ -25,6 +25,7 @@ AUDIT_KEYS = (
     "stability_layer", "cross_batch_stability", "headline_acc", "frozen_baseline_acc", "verdict",
     "thresholds", "flags", "checkpoint", "data", "growth", "growth_mode", "headline_acc_source",
     "frozen_baseline_source", "weight_dtypes", "nonfinite_count", "spec", "block_update_norms", "median",
+    "growth_statistic", "calibration",
 )
 
 
@@ -59,6 +60,12 @@ class AuditReport(Report):
     nonfinite_count: int
     median: str = "lower"
     """Median convention of the per-layer numbers: "lower" (torch.median, the reference's) or "midpoint"."""
+    growth_statistic: str = "pooled"
+    """What residual_norms hold: "pooled" (the norm of each sample's vector) or "per_token" (token models: each
+    sample's mean per-token norm, docs/science.md §1 (a))."""
+    calibration: Any = None
+    """The calibration the thresholds came from: name, origin, out_of_calibration, and the model's family and
+    batch layout it was judged on (fadiag.calibration). None in reports older than the key."""
 
     # ---- judgements the renderers show (computed here, from the report's own numbers and thresholds)
 
