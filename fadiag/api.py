@@ -82,7 +82,7 @@ def _calibrated(flags: dict, cal, subject: Subject, inputs: dict, given: dict) -
 
     sp, info = subject.spec, subject.data_info
     tokens = inputs["shapes"][0][1] if inputs.get("token_norms") is not None else None
-    model = model_context(model_family(sp.model.arch, sp.model.args), info.get("batch_size"), info.get("batches"),
+    model = model_context(model_family(sp.model.arch, subject.model), info.get("batch_size"), info.get("batches"),
                           tokens)
     out = {}
     for fid, f in flags.items():

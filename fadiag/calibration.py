@@ -98,12 +98,12 @@ PUBLISHED = Calibration("published", "built-in", {
 })
 
 
-def model_family(arch: str, args: dict | None = None) -> str:
-    """The family a calibration names: a built-in arch as is; ``transformers:Class`` -> the config's
-    ``model_type`` (else the class); ``timm:name`` and ``module:Class`` -> the part after the colon."""
-    if arch.startswith("transformers:"):
-        mt = (args or {}).get("model_type")
-        return str(mt) if mt else arch.partition(":")[2]
+def model_family(arch: str, model: Any = None) -> str:
+    """The family a calibration names: a Hugging Face model's ``config.model_type`` (gpt2, olmo2, vit, ...); else
+    a built-in arch as is, and ``timm:name`` or ``module:Class`` the part after the colon."""
+    mt = getattr(getattr(model, "config", None), "model_type", None)
+    if isinstance(mt, str) and mt:
+        return mt
     return arch.rpartition(":")[2] if ":" in arch else arch
 
 

@@ -94,14 +94,13 @@ BP_GRAD_FLOOR = Quantity(
 def _growth_compute(i: Mapping) -> dict:
     from . import protocol as P
 
+    pooled = P.norms_per_layer(i["hiddens"], i["median"])
     tn = i.get("token_norms")
-    if tn is not None:  # token models: the per-token norm, never the norm of a pooled (averaged) vector
-        norms, stat = [P.median(t, i["median"]) for t in tn], "per_token"
-    else:
-        norms, stat = P.norms_per_layer(i["hiddens"], i["median"]), "pooled"
-    growth, layer, stages = P.stage_growth(norms, i["shapes"], i["growth_mode"])
-    return {"residual_norms": norms, "growth": growth, "growth_layer": layer, "stages": stages,
-            "growth_statistic": stat}
+    # token models: (a) reads the per-token norm, never the norm of a pooled (averaged) vector
+    per_token = None if tn is None else [P.median(t, i["median"]) for t in tn]
+    growth, layer, stages = P.stage_growth(pooled if tn is None else per_token, i["shapes"], i["growth_mode"])
+    return {"residual_norms": pooled, "token_norms": per_token, "growth": growth, "growth_layer": layer,
+            "stages": stages, "growth_statistic": "pooled" if tn is None else "per_token"}
 
 
 def _growth_flag(v: Mapping, t: Mapping) -> Flag:
