@@ -6,7 +6,7 @@ each seconds on one CPU core.
 
 Reads checkpoints_example/mnist1d_{train,test}.npz (``--data``; written by fadiag.examples.train_resmlp). For seed
 s = 0..seeds-1: ``bp_s{s}.pt`` (BP recipe, ``--epochs`` epochs), ``dfa_s{s}.pt`` (DFA recipe, feedback seed
-1000 + s, ``--dfa-epochs`` epochs), each with a sidecar spec recording ONE frozen-blocks baseline (seed 0, BP
+1000 + s, ``--dfa-epochs`` epochs) and ``init_s{s}.pt`` (the BP run's initialisation), each with a sidecar spec recording ONE frozen-blocks baseline (seed 0, BP
 recipe, ``--epochs`` epochs) measured on the audit rows; ``runs.json`` lists the runs and their test accuracy.
 Architecture: in 40, width 32, depth 4, hidden_mult 1, 10 classes. Then
 
@@ -58,7 +58,11 @@ def make_runs(out: Path, data: Path, seeds: int, epochs: int, dfa_epochs: int) -
         for method, role in (("BP", "healthy"), ("DFA", "degenerate")):
             torch.manual_seed(s)
             m = ResMLP(**ARCH)
-            if method == "BP":
+            if method == "BP":  # its initialisation too: what (c) reads at init (docs/science.md §1 (c))
+                torch.save({"model": m.state_dict()}, out / f"init_s{s}.pt")
+                (out / f"init_s{s}.yaml").write_text(spec_yaml("init", test, frozen))
+                runs.append({"run": f"init_s{s}.pt", "role": "init", "method": "init", "seed": s,
+                             "test_acc": accuracy(m, xte, yte)})
                 train_bp(m, xtr, ytr, bp_recipe, seed=s)
                 extra = {}
             else:
