@@ -87,10 +87,7 @@ def _calibrated(flags: dict, cal, subject: Subject, inputs: dict, given: dict) -
     out = {}
     for fid, f in flags.items():
         c = cal.flags.get(fid)
-        name = c.threshold if c else None
-        over = None
-        if name in given and (c.value is None or float(given[name]) != c.value):
-            over = "--threshold / audit.thresholds"
+        over = "--threshold / audit.thresholds" if c and c.threshold in given else None
         out[fid] = judge(f, c, model, cal, over)
     return out, {**cal.describe(), "model": model}
 

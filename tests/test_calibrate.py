@@ -142,3 +142,30 @@ def test_calibrate_refuses_what_it_cannot_use(tmp_path, run_cli):
     assert code == 2 and "audit the checkpoint again" in err
     code, _, err = run_cli(["calibrate", EX / "resmlp_bp.pt", "--flags", "a,x"])
     assert code == 2 and "--flags" in err
+
+
+def test_project_config_names_the_calibration_and_the_report_records_it(tmp_path, monkeypatch, capsys):
+    """``calibration:`` under ``audit`` in fadiag.yaml; a stricter (c) for resmlp at any batch size flags (c) on
+    the shipped BP model at batch 64, where the published (c) is out of calibration and not a walk-back."""
+    from fadiag.cli import main
+
+    (tmp_path / "tight.yaml").write_text("schema: fadiag.calibration/1\nname: tight\nflags:\n"
+                                         "  c: {value: -0.99, families: [resmlp]}\n")
+    (tmp_path / "fadiag.yaml").write_text("audit:\n  calibration: tight.yaml\n")
+    monkeypatch.chdir(tmp_path)
+    for var in ("FADIAG_FORMAT", "FADIAG_BATCH_SIZE", "FADIAG_THRESHOLD", "FADIAG_CALIBRATION"):
+        monkeypatch.delenv(var, raising=False)
+    ck = str(EX / "resmlp_bp.pt")
+    with pytest.raises(SystemExit) as ei:
+        main(["audit", ck, "--batch-size", "64", "-q", "-f", "json"])
+    rep = json.loads(capsys.readouterr().out)
+    c = next(f for f in rep["flags"] if f["id"] == "c")
+    assert rep["calibration"]["name"] == "tight" and rep["settings"]["calibration"] == "config"
+    assert c["flagged"] is True and c["calibration"]["inside"] is True and ei.value.code == 1
+    (tmp_path / "fadiag.yaml").write_text("format: json\n")
+    with pytest.raises(SystemExit) as ei:
+        main(["audit", ck, "--batch-size", "64", "-q", "-t", "stability_drift_ceiling=0.3"])
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["calibration"]["name"] == "published"
+    c = next(f for f in rep["flags"] if f["id"] == "c")
+    assert c["calibration"]["why"].startswith("a threshold the user set")
