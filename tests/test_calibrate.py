@@ -28,6 +28,8 @@ def test_every_flag_of_every_shipped_audit_report_has_its_calibration():
         for f in rep["flags"]:
             assert KEYS <= set(f["calibration"]), (name, f["id"])
             assert f["calibration"]["inside"] is True  # the protocol's own models, at 8 x 128
+    fired = {f["id"] for f in reps["audit_dfa"]["flags"] if f["flagged"]}
+    assert {"a", "b"} <= fired and reps["audit_bp"]["verdict"] == "trustworthy"
     for name, rep in shipped_reports().items():  # other families' flags have no such key
         if not name.startswith("audit"):
             assert all("calibration" not in f for f in rep["flags"]), name
