@@ -101,10 +101,13 @@ PUBLISHED = Calibration("published", "built-in", {
 def model_family(arch: str, model: Any = None) -> str:
     """The family a calibration names: a Hugging Face model's ``config.model_type`` (gpt2, olmo2, vit, ...); else
     a built-in arch as is, and ``timm:name`` or ``module:Class`` the part after the colon."""
+    from .models import BUILTIN
+
     mt = getattr(getattr(model, "config", None), "model_type", None)
     if isinstance(mt, str) and mt:
         return mt
-    return arch.rpartition(":")[2] if ":" in arch else arch
+    named = {target: name for name, target in BUILTIN.items()}  # "fadiag.models.resmlp:ResMLP" is resmlp
+    return named.get(arch) or (arch.rpartition(":")[2] if ":" in arch else arch)
 
 
 def model_context(family: str, batch_size: int | None, batches: int | None, tokens: int | None) -> dict:

@@ -171,3 +171,15 @@ def test_project_config_names_the_calibration_and_the_report_records_it(tmp_path
     assert rep["calibration"]["name"] == "published"
     c = next(f for f in rep["flags"] if f["id"] == "c")
     assert c["calibration"]["why"].startswith("a threshold the user set")
+
+
+def test_model_family_names():
+    from types import SimpleNamespace
+
+    from fadiag.calibration import model_family
+
+    assert model_family("resmlp") == model_family("fadiag.models.resmlp:ResMLP") == "resmlp"
+    assert model_family("transformers:GPT2LMHeadModel", SimpleNamespace(config=SimpleNamespace(model_type="gpt2"))) \
+        == "gpt2"
+    assert model_family("timm:vit_tiny_patch16_224") == "vit_tiny_patch16_224"
+    assert model_family("my_pkg.nets:PreLN") == "PreLN"
