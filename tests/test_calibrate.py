@@ -183,3 +183,16 @@ def test_model_family_names():
         == "gpt2"
     assert model_family("timm:vit_tiny_patch16_224") == "vit_tiny_patch16_224"
     assert model_family("my_pkg.nets:PreLN") == "PreLN"
+
+
+def test_a_strict_calibration_file_restores_the_published_rule(tmp_path, run_cli):
+    """The shipped GPT-2 family example crosses (c) outside its calibration: exit 0, unless out_of_calibration: flag."""
+    ck = EX / "families" / "gpt2_count.pt"
+    code, out, _ = run_cli(["audit", ck, "-q", "-f", "json"])
+    assert code == 0 and json.loads(out)["verdict"].startswith("out of calibration: ")
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("schema: fadiag.calibration/1\nout_of_calibration: flag\nflags: {}\n")
+    code, out, _ = run_cli(["audit", ck, "--calibration", strict, "-q", "-f", "json"])
+    rep = json.loads(out)
+    assert code == 1 and rep["verdict"] == "needs walk-back: BP grad direction is drift-dominated"
+    assert rep["calibration"]["name"] == "strict" and rep["calibration"]["out_of_calibration"] == "flag"
