@@ -1,5 +1,4 @@
-"""``fadiag calibrate``: thresholds derived from runs the user trusts (docs/science.md §1, "Calibrating a new
-family").
+"""``fadiag calibrate``: thresholds derived from runs the user trusts (docs/science.md §1, "Calibration").
 
 Input: audit reports of HEALTHY runs and of DEGENERATE (known-bad) runs, saved JSON or audited here. Per flag
 (a)-(d), over the finite values: the healthy range and the degenerate range (min and max: the 0th and 100th
@@ -7,13 +6,13 @@ percentiles, so no healthy run is left outside), and a threshold put between the
 degenerate value beyond it: the geometric mean of the two for (a) and (b) (ratios and gradient norms spread over
 decades), the arithmetic mean for (c) (a cosine) and (d) (percentage points). Its margin is the distance to each
 side (a factor for (a)/(b), a difference for (c)/(d)). A flag no degenerate run crosses keeps the published
-threshold when the healthy range is inside it, else the healthy extreme moved out by the default margin
-(``SLACK``); a degenerate value nearer the healthy range than twice ``SLACK`` is not one this flag can tell
-apart, and is left to the other flags. A degenerate run is *caught* when any calibrated flag fires on it; the calibration *separates* when
+threshold when the healthy range is inside it, else the healthy extreme moved out by the default margin (``SLACK``);
+a degenerate value nearer the healthy range than twice ``SLACK`` is not one this flag can tell apart, and is left to
+the other flags. A degenerate run is *caught* when any calibrated flag fires on it; the calibration *separates* when
 every degenerate run is caught and no healthy run is.
 
-The domain written with each threshold: the families of the input models, and for (c) the batch sizes and the
-fewest batches seen (its statistic depends on the batch layout; the others are per-sample medians).
+The domain written with each threshold: the families of the input models, and for (c) the batch sizes and the fewest
+batches seen (its statistic depends on the batch layout; the others are per-sample medians).
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ PlotOpt = plot_opt("Also draw per-layer ‖h_l‖/‖g_l‖ (log), stability and
 
 
 @command("checkpoints spec format output threshold frozen_baseline_acc frozen_baseline trainable_blocks headline_acc "
-         "growth stability_layer calibration jobs resume scheduler threads plot data batches batch_size seed device exit_zero "
-         "trust_checkpoint trust_code quiet",
+         "growth stability_layer calibration jobs resume scheduler threads plot data batches batch_size seed device "
+         "exit_zero trust_checkpoint trust_code quiet",
          epilog='\x08\nExamples:\n  fadiag audit checkpoints_example/resmlp_dfa.pt\n  fadiag audit ckpts/*.pt '
                 '--format jsonl -q | jq -r .verdict\n  fadiag audit ckpt.pt --frozen-baseline train --plot audit.png')
 def audit(ctx: typer.Context, checkpoints: Checkpoints, threshold: ThresholdOpt = None,

@@ -6,9 +6,10 @@ each seconds on one CPU core.
 
 Reads checkpoints_example/mnist1d_{train,test}.npz (``--data``; written by fadiag.examples.train_resmlp). For seed
 s = 0..seeds-1: ``bp_s{s}.pt`` (BP recipe, ``--epochs`` epochs), ``dfa_s{s}.pt`` (DFA recipe, feedback seed
-1000 + s, ``--dfa-epochs`` epochs) and ``init_s{s}.pt`` (the BP run's initialisation), each with a sidecar spec recording ONE frozen-blocks baseline (seed 0, BP
-recipe, ``--epochs`` epochs) measured on the audit rows; ``runs.json`` lists the runs and their test accuracy.
-Architecture: in 40, width 32, depth 4, hidden_mult 1, 10 classes. Then
+1000 + s, ``--dfa-epochs`` epochs) and ``init_s{s}.pt`` (the BP run's initialisation), each with a sidecar spec
+recording ONE frozen-blocks baseline (seed 0, BP recipe, ``--epochs`` epochs) measured on the audit rows;
+``runs.json`` lists the runs and their test accuracy. Architecture: in 40, width 32, depth 4, hidden_mult 1,
+10 classes. Then
 
     fadiag calibrate runs/bp_*.pt -d runs/dfa_*.pt -o runs/calibration.yaml
 """
@@ -38,7 +39,8 @@ def _load(p: Path):
 
 def spec_yaml(method: str, test: str, frozen_acc: float) -> str:
     args = ", ".join(f"{k}: {v}" for k, v in ARCH.items())
-    return (f"# fadiag spec (written by fadiag.examples.train_calibration)\nmodel:\n  arch: resmlp\n  args: {{{args}}}\n"
+    return ("# fadiag spec (written by fadiag.examples.train_calibration)\n"
+            f"model:\n  arch: resmlp\n  args: {{{args}}}\n"
             f"checkpoint:\n  state_dict: model\ndata:\n  source: npz\n  path: {test}\n  batch_size: 128\n"
             f"  batches: 8\naudit:\n  method_name: {method}\n  frozen_baseline_acc: {frozen_acc:.4f}\n")
 
