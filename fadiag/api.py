@@ -26,17 +26,22 @@ _FIELDS = frozenset(f.name for f in dataclasses.fields(AuditReport))
 def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: float | None = None,
           frozen_baseline_acc: float | None = None, frozen_baseline_source: str | None = None,
           growth_mode: str | None = None, stability_layer: int | None = None, progress=None,
-          median: str | None = None) -> AuditReport:
+          median: str | None = None, calibration=None) -> AuditReport:
     """Run the audit's declared quantities (docs/science.md §1) with ONE forward+backward per eval batch.
 
     Each quantity of fadiag.diagnostics.audit_quantities.QUANTITIES says what it needs; the pass provides the
     union, each quantity computes its values from its needs and flags them; the report collects both.
-    median: "lower" (torch.median, the reference's; the default) or "midpoint"; None takes audit.median."""
+    median: "lower" (torch.median, the reference's; the default) or "midpoint"; None takes audit.median.
+    calibration: a fadiag.calibration.Calibration (default: the published one): its thresholds are the defaults
+    under the spec's and ``thresholds``; every flag gets its ``calibration`` (fadiag.calibration.judge)."""
+    from .calibration import PUBLISHED
     from .diagnostics.audit_quantities import QUANTITIES
 
     sp = subject.spec
     a = sp.audit
-    th = validate_thresholds(thresholds, a.thresholds, source=f"{sp.origin}: audit.thresholds / --threshold")
+    cal = calibration or PUBLISHED
+    th = validate_thresholds(thresholds, {**cal.thresholds, **a.thresholds},
+                             source=f"{sp.origin}: audit.thresholds / --threshold / {cal.origin}")
     mode, med = _modes(sp, growth_mode, median)
     need = max(QUANTITIES, key=lambda q: q.min_batches)
     if len(subject.batches) < need.min_batches:
@@ -59,13 +64,32 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
         fields.update((k, v) for k, v in values.items() if k in _FIELDS)
     data = dict(subject.data_info)
     data["stream"] = subject.view.stream.describe()
+    flags, cal_info = _calibrated(flags, cal, subject, inputs, given={**a.thresholds, **(thresholds or {})})
     fields.update(acc, flags=tuple(flags[k] for k in sorted(flags)), stability_layer=l_star, thresholds=th,
                   method_name=a.method_name or _guess_method(subject.path), notes=a.notes, growth_mode=mode,
                   checkpoint=subject.checkpoint.describe(), data=data, weight_dtypes=subject.weight_dtypes,
-                  spec=sp.origin, fadiag_version=__version__, median=med)
+                  spec=sp.origin, fadiag_version=__version__, median=med, calibration=cal_info)
     from .compat.biotorch import report_extra
 
     return AuditReport(**fields, extra=report_extra(subject))
+
+
+def _calibrated(flags: dict, cal, subject: Subject, inputs: dict, given: dict) -> tuple:
+    """(flags with their ``calibration``, the report's ``calibration``): the model's family and batch layout
+    judged against each flag's calibration (fadiag.calibration); a threshold the spec or --threshold set is
+    the user's, applied as given."""
+    from .calibration import judge, model_context, model_family
+
+    sp, info = subject.spec, subject.data_info
+    tokens = inputs["shapes"][0][1] if inputs.get("token_norms") is not None else None
+    model = model_context(model_family(sp.model.arch, subject.model), info.get("batch_size"), info.get("batches"),
+                          tokens)
+    out = {}
+    for fid, f in flags.items():
+        c = cal.flags.get(fid)
+        over = "--threshold / audit.thresholds" if c and c.threshold in given else None
+        out[fid] = judge(f, c, model, cal, over)
+    return out, {**cal.describe(), "model": model}
 
 
 def _modes(sp, growth_mode: str | None, median: str | None) -> tuple:
@@ -103,7 +127,8 @@ def _stream(subject: Subject, quantities, keep: set, stability_layer: int | None
                 per_batch[q.id].append(q.per_batch(p))
         if progress:
             progress(i + 1, len(subject.batches))
-    return {"hiddens": first.hiddens, "grads": first.grads, "shapes": first.shapes, **lists}, per_batch, l_star
+    return ({"hiddens": first.hiddens, "grads": first.grads, "shapes": first.shapes,
+             "token_norms": first.token_norms, **lists}, per_batch, l_star)
 
 
 def _stability_layer(sp, n: int, given: int | None) -> int:

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..reports.audit import AUDIT_SCHEMA
+from ..reports.base import out_of_calibration
 
 
 def fmt_num(v, digits: int = 4) -> str:
@@ -82,10 +83,19 @@ def entry_value(x: dict) -> str:
     return v
 
 
-def flag_text(flagged) -> Text:
+def flag_text(flagged, outside: bool = False) -> Text:
+    """A flag's status; ``outside``: a threshold crossed outside its calibration (fadiag.calibration)."""
+    if outside:
+        return Text("out of calibration", style="yellow")
     if flagged is None:
         return Text("skipped", style="dim")
     return Text("FLAG", style="bold red") if flagged else Text("ok", style="green")
+
+
+def calibration_note(fl) -> str:
+    """" (outside its calibration: why)" for a flag judged outside its calibration's domain; "" otherwise."""
+    c = fl.calibration
+    return f" (outside its calibration: {c.get('why')})" if isinstance(c, dict) and c.get("inside") is False else ""
 
 
 def verdict_text(r) -> Text:
@@ -155,7 +165,7 @@ def outcome(fl) -> str:
     """The check's outcome in words: the finding when flagged, what passed when not, "not checked" when skipped."""
     if fl.flagged is None:
         return "not checked"
-    if fl.flagged:
+    if fl.flagged or out_of_calibration(fl):
         return fl.name
     return PASSED.get(fl.name, f"not found: {fl.name}")
 
@@ -167,8 +177,9 @@ def checks_table(r, title: str = "checks", ids=None) -> Table:
                     ("outcome: detail", "text")))
     for fl, (v, t) in zip(r.flags, flag_cells(r.flags)):
         detail = fl.detail[len("skipped: "):] if fl.flagged is None and fl.detail.startswith("skipped: ") else fl.detail
-        what = Text.assemble(outcome(fl), (f": {detail}" if detail else "", "dim"))
-        f.add_row(ids(fl.id) if ids else fl.id, flag_text(fl.flagged), v, t, what)
+        what = Text.assemble(outcome(fl), (f": {detail}" if detail else "", "dim"),
+                             (calibration_note(fl), "yellow"))
+        f.add_row(ids(fl.id) if ids else fl.id, flag_text(fl.flagged, out_of_calibration(fl)), v, t, what)
     return f
 
 

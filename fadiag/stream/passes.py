@@ -17,7 +17,7 @@ import torch
 
 from .mask import model_inputs
 from .readings import read_model
-from .spec import logits_of
+from .spec import logits_of, token_norms
 from .view import StreamView
 
 
@@ -32,6 +32,8 @@ class StreamPass:
     view: object = None
     shapes: list = field(default_factory=list)
     """The full shape of each h_l (before pooling), e.g. (B, C, H, W) per ResNet stage."""
+    token_norms: list | None = None
+    """Token models ((B, T, d) states, pooled): per h_l the (B,) mean per-token norm (spec.token_norms); else None."""
 
 
 class _Modes:
@@ -105,7 +107,14 @@ def stream_pass(view, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> 
         logits=logits.cpu(),
         hiddens=[view.pool(h).cpu() for h in hs],
         grads=[view.pool_grad(g).cpu() for g in grads],
-        loss=float(per.mean()), view=view, shapes=[tuple(h.shape) for h in hs])
+        loss=float(per.mean()), view=view, shapes=[tuple(h.shape) for h in hs], token_norms=_token_norms(view, hs))
+
+
+def _token_norms(view: StreamView, hs: list):
+    """Per h_l the per-token norms (B,) when every state is a pooled token state; None otherwise."""
+    if not hs or view.stream.pool == "none" or any(h.dim() != 3 for h in hs):
+        return None
+    return [token_norms(h, view.stream.prefix_tokens, view.mask).cpu() for h in hs]
 
 
 def _settle(view: StreamView, io, hs, x) -> StreamView:

@@ -185,6 +185,21 @@ def pool_state(h: torch.Tensor, pool: str = "cls", prefix_tokens: int = 0, mask=
     return (h[:, prefix_tokens:] * w).sum(1) / w.sum(1).clamp(min=1)
 
 
+def token_norms(h: torch.Tensor, prefix_tokens: int = 0, mask=None):
+    """(B,) float64: per sample, the mean over its tokens (after ``prefix_tokens``; with an attention mask only
+    those with mask 1) of each token's L2 norm ||h[b, t]||. None for a state that is not (B, T, d). What (a)
+    reads on token models (docs/science.md §1 (a)): no pooling before the norm, so the scale of h_0 is the
+    scale of a token, not of an average of T tokens."""
+    if h.dim() != 3:
+        return None
+    n = h[:, prefix_tokens:].double().norm(dim=-1)
+    w = token_weights(h, mask, prefix_tokens)
+    if w is None:
+        return n.mean(1)
+    w = w.squeeze(-1).double()
+    return (n * w).sum(1) / w.sum(1).clamp(min=1)
+
+
 def token_weights(h, mask, prefix_tokens: int = 0):
     """(B, T - prefix_tokens, 1) 0/1 weights of the pooled tokens of ``h`` from its attention mask (None without
     a mask, or when the mask is not (B, T) of h)."""
