@@ -35,6 +35,10 @@ MAX_LEAVES = 100_000
 MAX_ARRAY_BYTES = 2 * 1024**3
 
 
+#: The content key under which read_folder hands the metadata's feature/head names to ``fadiag relevance``.
+METADATA_NAMES = "alberta_metadata_names"
+
+
 def is_alberta_folder(path) -> bool:
     p = Path(path)
     return p.is_dir() and (p / "state" / "_METADATA").is_file()
@@ -192,6 +196,20 @@ def spec_from_config(module: dict, config: dict | None, src: str) -> dict:
     return {"model": {"arch": "multihead", "args": args}}
 
 
+def metadata_names(user, src: str) -> dict:
+    """{"feature_names": [...], "head_names": [...]}: the metadata's top-level lists of those names (the
+    arguments of alberta-framework's ``relevance_to_dict``), each present only when the metadata has it."""
+    out = {}
+    for key in ("feature_names", "head_names"):
+        names = user.get(key) if isinstance(user, dict) else None
+        if names is None:
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise CheckpointError(f"metadata.{key} must be a list of strings", source=src)
+        out[key] = list(names)
+    return out
+
+
 def missing_config_error(path) -> SpecError:
     try:
         spec_from_config({}, None, str(path))
@@ -215,5 +233,8 @@ def read_folder(path):
     config = user.get("learner_config")
     if isinstance(config, dict):
         content["fadiag_spec"] = spec_from_config(module, config, src)
+    names = metadata_names(user, src)
+    if names:
+        content[METADATA_NAMES] = names
     return RawCheckpoint(path=src, format="alberta-orbax", sha256=folder_sha256(path), trusted=False,
                          content=content)

@@ -26,17 +26,22 @@ _FIELDS = frozenset(f.name for f in dataclasses.fields(AuditReport))
 def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: float | None = None,
           frozen_baseline_acc: float | None = None, frozen_baseline_source: str | None = None,
           growth_mode: str | None = None, stability_layer: int | None = None, progress=None,
-          median: str | None = None) -> AuditReport:
+          median: str | None = None, calibration=None) -> AuditReport:
     """Run the audit's declared quantities (docs/science.md §1) with ONE forward+backward per eval batch.
 
     Each quantity of fadiag.diagnostics.audit_quantities.QUANTITIES says what it needs; the pass provides the
     union, each quantity computes its values from its needs and flags them; the report collects both.
-    median: "lower" (torch.median, the reference's; the default) or "midpoint"; None takes audit.median."""
+    median: "lower" (torch.median, the reference's; the default) or "midpoint"; None takes audit.median.
+    calibration: a fadiag.calibration.Calibration (default: the published one): its thresholds are the defaults
+    under the spec's and ``thresholds``; every flag gets its ``calibration`` (fadiag.calibration.judge)."""
+    from .calibration import PUBLISHED
     from .diagnostics.audit_quantities import QUANTITIES
 
     sp = subject.spec
     a = sp.audit
-    th = validate_thresholds(thresholds, a.thresholds, source=f"{sp.origin}: audit.thresholds / --threshold")
+    cal = calibration or PUBLISHED
+    th = validate_thresholds(thresholds, {**cal.thresholds, **a.thresholds},
+                             source=f"{sp.origin}: audit.thresholds / --threshold / {cal.origin}")
     mode, med = _modes(sp, growth_mode, median)
     need = max(QUANTITIES, key=lambda q: q.min_batches)
     if len(subject.batches) < need.min_batches:
@@ -59,13 +64,32 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
         fields.update((k, v) for k, v in values.items() if k in _FIELDS)
     data = dict(subject.data_info)
     data["stream"] = subject.view.stream.describe()
+    flags, cal_info = _calibrated(flags, cal, subject, inputs, given={**a.thresholds, **(thresholds or {})})
     fields.update(acc, flags=tuple(flags[k] for k in sorted(flags)), stability_layer=l_star, thresholds=th,
                   method_name=a.method_name or _guess_method(subject.path), notes=a.notes, growth_mode=mode,
                   checkpoint=subject.checkpoint.describe(), data=data, weight_dtypes=subject.weight_dtypes,
-                  spec=sp.origin, fadiag_version=__version__, median=med)
+                  spec=sp.origin, fadiag_version=__version__, median=med, calibration=cal_info)
     from .compat.biotorch import report_extra
 
     return AuditReport(**fields, extra=report_extra(subject))
+
+
+def _calibrated(flags: dict, cal, subject: Subject, inputs: dict, given: dict) -> tuple:
+    """(flags with their ``calibration``, the report's ``calibration``): the model's family and batch layout
+    judged against each flag's calibration (fadiag.calibration); a threshold the spec or --threshold set is
+    the user's, applied as given."""
+    from .calibration import judge, model_context, model_family
+
+    sp, info = subject.spec, subject.data_info
+    tokens = inputs["shapes"][0][1] if inputs.get("token_norms") is not None else None
+    model = model_context(model_family(sp.model.arch, subject.model), info.get("batch_size"), info.get("batches"),
+                          tokens)
+    out = {}
+    for fid, f in flags.items():
+        c = cal.flags.get(fid)
+        over = "--threshold / audit.thresholds" if c and c.threshold in given else None
+        out[fid] = judge(f, c, model, cal, over)
+    return out, {**cal.describe(), "model": model}
 
 
 def _modes(sp, growth_mode: str | None, median: str | None) -> tuple:
@@ -103,7 +127,8 @@ def _stream(subject: Subject, quantities, keep: set, stability_layer: int | None
                 per_batch[q.id].append(q.per_batch(p))
         if progress:
             progress(i + 1, len(subject.batches))
-    return {"hiddens": first.hiddens, "grads": first.grads, "shapes": first.shapes, **lists}, per_batch, l_star
+    return ({"hiddens": first.hiddens, "grads": first.grads, "shapes": first.shapes,
+             "token_norms": first.token_norms, **lists}, per_batch, l_star)
 
 
 def _stability_layer(sp, n: int, given: int | None) -> int:
@@ -127,7 +152,8 @@ def _accuracies(subject: Subject, inputs: dict, headline_acc, frozen_baseline_ac
     if headline_acc is None and a.headline_acc is not None:
         headline_acc, acc_source = a.headline_acc, "spec"
     elif headline_acc is None:
-        headline_acc = stream_accuracy(inputs["logits"], inputs["labels"], subject.view.stream.loss)
+        st = subject.view.stream
+        headline_acc = stream_accuracy(inputs["logits"], inputs["labels"], st.loss, bool(st.labels_shifted))
         acc_source = "computed"
     else:
         acc_source = "given"
@@ -151,6 +177,20 @@ def _guess_method(path: str) -> str:
     return Path(path).stem
 
 
+def _read_first_batch(subject: Subject):
+    """The subject's view with the first batch's readings made (logits, pooling, label shift, residual:
+    fadiag.stream.readings), so a baseline trained before the audit reads the model the same way."""
+    view = subject.view
+    if not view.settled and subject.batches:
+        from .stream.passes import first_batch_view
+        from .stream.readings import read_shift
+
+        x, y = subject.batches[0]
+        view = read_shift(first_batch_view(view, x, subject.device), x.to(subject.device), y.to(subject.device))
+        subject._view = view
+    return view
+
+
 def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable_last: int = 0) -> tuple:
     """Train the architecture-matched frozen-blocks baseline (docs/science.md §1 (d)) and return (acc, source).
 
@@ -160,15 +200,19 @@ def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable
     import torch
 
     from .data import load_arrays
-    from .models import build_model
+    from .models.construct import build_for_spec
     from .stream import StreamView, accuracy as stream_accuracy
     from .training import BP_RECIPE, train_frozen_baseline
 
     sp = subject.spec
-    if not sp.data.train_path:
+    digits = not sp.data.train_path and sp.data.source == "digits"
+    if not sp.data.train_path and not digits:
         raise InputError("--frozen-baseline train needs data.train_path in the spec (the training split)",
                          source=sp.origin)
-    view = subject.view
+    view = _read_first_batch(subject)
+    if view.stream.logits_from == "probe":
+        raise InputError("--frozen-baseline train with stream.readout: probe is not supported (the probe is fitted "
+                         "to the trained blocks); pass --frozen-baseline-acc", source="--frozen-baseline")
     n_blocks = len(view.blocks)
     if not 0 <= trainable_last <= n_blocks:
         raise InputError(f"must be in 0..{n_blocks} (the model has {n_blocks} blocks), got {trainable_last}",
@@ -176,16 +220,22 @@ def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable
     from .subject import _lm_labels, _takes_tokens
 
     lm = _lm_labels(sp, subject.model)
-    x, y = load_arrays(sp.resolve(sp.data.train_path), integer_labels="tokens" if lm else True,
-                       keep_int=_takes_tokens(subject.model))
+    if digits:  # fadiag's own digits train split: never the eval rows (fadiag.data.digits)
+        from .data import digits as digits_split
+
+        x, y = digits_split("train")
+    else:
+        x, y = load_arrays(sp.resolve(sp.data.train_path), integer_labels="tokens" if lm else True,
+                           keep_int=_takes_tokens(subject.model))
     torch.manual_seed(seed)
-    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
+    model = build_for_spec(sp, subject.checkpoint.content)[0]
     fview = StreamView(model, view.stream)  # the same paths on the fresh model
     train_frozen_baseline(model, x, y, BP_RECIPE, seed=seed, progress=progress, trainable_last=trainable_last,
                           view=fview)
     model.eval()
     with torch.no_grad():
         logits = [fview.call(xb) for xb, _ in subject.batches]
-    acc = stream_accuracy(logits, [yb for _, yb in subject.batches], view.stream.loss)
+    acc = stream_accuracy(logits, [yb for _, yb in subject.batches], view.stream.loss, bool(view.stream.labels_shifted))
     ladder = f", last {trainable_last} block(s) trainable" if trainable_last else ""
-    return acc, f"trained: frozen blocks (seed {seed}){ladder}, BP recipe {BP_RECIPE}"
+    split = ", on fadiag's digits train split (1 437 rows)" if digits else ""
+    return acc, f"trained: frozen blocks (seed {seed}){ladder}{split}, BP recipe {BP_RECIPE}"

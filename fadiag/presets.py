@@ -7,14 +7,19 @@
   fadiag's reference contract (``embed``/``patch_embed``, ``blocks``, ``out_ln``+``out_head`` or
   ``norm``+``head``; residual outside), timm VisionTransformer (``blocks``; h_0 = output of ``norm_pre``;
   cls token, or the mean after ``num_prefix_tokens`` when ``global_pool='avg'``), Hugging Face models
-  (the block class from ``_can_record_outputs`` / ``_no_split_modules``, never a hard-coded path;
-  decoders read the last token, or the token mean with ``loss: lm``; encoders the class token),
-  torchvision ResNet (``layer1..layer4``: the stream is per stage and changes width);
-- ``stream: auto`` finds a single ModuleList of identical blocks and says which it chose;
+  (blocks from the library's metadata, fadiag.library_blocks.hf_blocks, never a hard-coded path;
+  decoders read the last token, or the token mean with ``loss: lm``; encoders the class token;
+  encoder-decoders their decoder, fadiag.stream.seq2seq), torchvision ResNet (``layer1..layer4``: the
+  stream is per stage and changes width), torchvision VisionTransformer, and the residual units timm and
+  torchvision mark (fadiag.library_blocks.residual_units);
+- ``stream: auto`` picks the finest repeated residual unit (the same library rules), else a single
+  ModuleList of identical blocks, and says which it chose;
 - keys given beside a preset or auto (pool, residual, output_index, readout, embed) override it.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from .errors import SpecError
 from .stream import Stream, StreamView, expand_blocks
@@ -140,10 +145,21 @@ def auto_stream(model):
                   source=f"auto: the only ModuleList of identical blocks, {path!r} ({kind})")
 
 
-def resolve_view(model, sspec=None, loss: str | None = None) -> StreamView:
-    """model + the spec's stream section (a fadiag.spec.StreamSpec or None) + loss -> StreamView."""
-    from dataclasses import replace
+def _auto_fallback(model) -> tuple:
+    """No preset matches: the single ModuleList of identical blocks (stream: auto), said in the report."""
+    try:
+        st = auto_stream(model)
+    except SpecError as e:
+        raise SpecError(f"cannot find the residual stream of {type(model).__name__}: no preset matches and {e} "
+                        "(stream.blocks names the block list; see docs/models.md), or honour the reference "
+                        f"contract {CONTRACT_HINT}", source="stream") from None
+    return replace(st, source=f"no preset matches; {st.source}"), "ce"
 
+
+def resolve_view(model, sspec=None, loss: str | None = None, labels_shifted=None) -> StreamView:
+    """model + the spec's stream section (a fadiag.spec.StreamSpec or None) + loss (+ data.labels_shifted:
+    true, false, or None/"auto" to measure) -> StreamView. What the spec leaves out is the preset's reading,
+    checked on the first batch (fadiag.stream.readings)."""
     preset = getattr(sspec, "preset", "") if sspec is not None else ""
     if sspec is not None and sspec.blocks is not None:
         base, dloss = Stream(blocks=(), source="spec"), "ce"
@@ -152,11 +168,11 @@ def resolve_view(model, sspec=None, loss: str | None = None) -> StreamView:
     else:
         found = preset_for(model, loss)
         if found is None:
-            raise SpecError(f"cannot find the residual stream of {type(model).__name__}: add a stream: section "
-                            "(stream.blocks names the block list; see docs/models.md), write stream: auto, or "
-                            f"honour the reference contract {CONTRACT_HINT}", source="stream")
+            found = _auto_fallback(model)
         base, dloss = found
-    over = {}
+    # what the spec does not say is the preset's reading: measured on the first batch (fadiag.stream.readings)
+    kind = "preset" if base.source.startswith(("preset", "reference")) else "default"
+    over = {"pool_from": kind, "residual_from": kind}
     if sspec is not None:
         if sspec.blocks is not None:
             over["blocks"] = expand_blocks(model, sspec.blocks)
@@ -164,9 +180,16 @@ def resolve_view(model, sspec=None, loss: str | None = None) -> StreamView:
             v = getattr(sspec, k)
             if v is not None:
                 over[k] = v
+                if k in ("pool", "residual"):
+                    over[f"{k}_from"] = "spec"
         if sspec.readout is not None:
             ro = sspec.readout
-            over["readout"] = ro if ro == "model" else ((ro,) if isinstance(ro, str) else tuple(ro))
+            if ro == "probe":
+                over["logits_from"] = "probe"
+            else:
+                over["readout"] = ro if ro == "model" else ((ro,) if isinstance(ro, str) else tuple(ro))
+    if labels_shifted is not None and labels_shifted != "auto":
+        over["labels_shifted"] = bool(labels_shifted)
     st = replace(base, **over, loss=loss or dloss)
     if "blocks" not in over:
         st = replace(st, blocks=expand_blocks(model, list(st.blocks)))

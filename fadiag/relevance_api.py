@@ -49,14 +49,20 @@ def relevance(subject, *, feature_names: list | None = None, head_names: list | 
     model = subject.model
     if not isinstance(model, MultiHeadLearner):
         raise InputError(f"relevance needs the multihead architecture, got {sp.model.arch!r}", source=sp.origin)
-    fnames = feature_names or sp.relevance.feature_names
-    hnames = head_names or sp.relevance.head_names
+    meta = _metadata_names(subject)
+    fnames = feature_names or sp.relevance.feature_names or meta.get("feature_names")
+    hnames = head_names or sp.relevance.head_names or meta.get("head_names")
     flat = {**subject.state_dict, **(subject.extras.get("learner") or {})}
     opt = subject.extras.get(sp.relevance.optimizer)
     if opt is not None and not isinstance(opt, dict):
         raise InputError(f"checkpoint entry {sp.relevance.optimizer!r} is not an optimizer state_dict",
                          source=subject.path)
     state = R.learner_state_from_state_dict(flat, optimizer_state=opt, step_size_kind=step_size_kind)
+    for key, given, n, stem in (("feature_names", fnames, state.n_features, "features"),
+                                ("head_names", hnames, state.n_heads, "heads")):
+        if given is not None and given is meta.get(key) and len(given) != n:
+            raise InputError(f"the checkpoint's metadata.{key} has {len(given)} names for {n} {stem}; pass "
+                             f"--{key.replace('_', '-')}", source=subject.path)
     import numpy as np
 
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite weights are flagged below, not warned about
@@ -72,6 +78,15 @@ def relevance(subject, *, feature_names: list | None = None, head_names: list | 
         head_names=hn, step_size_kind=state.step_size_kind, trunk=body["trunk"], per_head=body["per_head"],
         sensitivity=sens, truth_checks=checks or None, flags=_flags(body, flat, checks),
         checkpoint=subject.checkpoint.describe(), data=dict(subject.data_info) or None, spec=sp.origin)
+
+
+def _metadata_names(subject) -> dict:
+    """The feature/head names an alberta-framework folder's metadata carries (fadiag.alberta), else {}."""
+    from .alberta import METADATA_NAMES
+
+    if getattr(subject.checkpoint, "format", "") != "alberta-orbax":
+        return {}
+    return subject.extras.get(METADATA_NAMES) or {}
 
 
 def _sensitivity(subject, n_features: int, fn: list, hn: list, sensitivity: bool, observation: str | None) -> dict:

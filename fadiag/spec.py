@@ -21,6 +21,8 @@ from typing import Any, Optional
 from .errors import SpecError
 
 MAX_SPEC_BYTES = 1024 * 1024
+#: data.batch_size when neither the spec nor --batch-size sets it ((c) is calibrated at this size).
+DEFAULT_BATCH_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,12 @@ class ModelSpec:
     """Built-in name (resmlp, vit_mini, gsnn, multihead) or "package.module:Class" (imports user code)."""
     args: dict = field(default_factory=dict)
     """Keyword arguments of the architecture's constructor."""
+    args_from: Optional[str] = None
+    """Checkpoint key (dotted for nesting) whose dict gives the constructor's arguments (nanoGPT's model_args,
+    Lightning's hyper_parameters); ``args`` given in the spec win (fadiag.models.construct)."""
+    config_class: Optional[str] = None
+    """"module:Class" of the one config object the constructor takes (nanoGPT's GPTConfig): built from the
+    arguments, then passed as the constructor's only argument. A dataclass or a PretrainedConfig."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +55,17 @@ class DataSpec:
     """File with arrays x, y (npz or pt); resolved relative to the spec file."""
     train_path: Optional[str] = None
     """Training split (x, y) used by ``--frozen-baseline train``."""
-    batch_size: int = 128
+    batch_size: Optional[int] = None
+    """Rows per batch; default 128, or for source digits what fits its 360-row test split (360 // batches)."""
     batches: int = 8
     shuffle: bool = False
     """false: batch i = rows [i*B, (i+1)*B). true: a seeded permutation first."""
     seed: int = 0
     n_samples: Optional[int] = None
     """synthetic only: number of rows (default batches * batch_size)."""
+    labels_shifted: Any = "auto"
+    """loss lm: true (y[:, t] is the token after x[:, t], nanoGPT's batches), false (y = x: fadiag shifts) or
+    auto (measured on the first batch; exit 2 when it cannot tell)."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +168,8 @@ class StreamSpec:
     output_index: Optional[int] = None
     """When a block returns a tuple, which element is the stream."""
     readout: Any = None
-    """Module paths applied after the last block, in order, or "model" (the model's own forward)."""
+    """Module paths applied after the last block, in order, "model" (the model's own forward), or "probe" (a
+    linear probe fitted on data.train_path's pooled h_L: fadiag.stream.probe)."""
     pool: Optional[str] = None
     """cls | mean | last | none: how a (B, T, d) state becomes one vector per sample."""
     prefix_tokens: Optional[int] = None
@@ -301,9 +314,12 @@ def _check_values(spec: Spec) -> None:
         raise _fail(o, "data.source", f"expected one of npz, pt, digits, synthetic; got {d.source!r}")
     if d.n_samples is not None and not 1 <= d.n_samples <= 10_000_000:
         raise _fail(o, "data.n_samples", "must be in 1..10,000,000")
-    if d.batch_size < 1 or d.batches < 1:
+    if d.labels_shifted not in (True, False, "auto"):
+        raise _fail(o, "data.labels_shifted", f"expected true, false or auto, got {d.labels_shifted!r}")
+    bs = DEFAULT_BATCH_SIZE if d.batch_size is None else d.batch_size
+    if bs < 1 or d.batches < 1:
         raise _fail(o, "data", "batch_size and batches must be positive")
-    if d.batch_size * d.batches > 10_000_000:
+    if bs * d.batches > 10_000_000:
         raise _fail(o, "data", "batches * batch_size over the 10,000,000-row limit")
     if spec.audit.growth not in ("ratio_to_h0", "per_block"):
         raise _fail(o, "audit.growth", f"expected ratio_to_h0 or per_block, got {spec.audit.growth!r}")
@@ -404,6 +420,9 @@ def discover_spec(ckpt_path: str, content: Any = None, spec_path: str | None = N
         # it may only name built-in classes (importing user code stays opt-in, via --spec or a sidecar).
         from .models import BUILTIN
 
+        if sp.model.config_class:
+            raise SpecError("model.config_class: an embedded spec may not name a config class (it would import "
+                            "code); pass --spec to use your own", source=sp.origin)
         for key, arch in (("model.arch", sp.model.arch), ("credit.value_arch", sp.credit.value_arch)):
             if arch not in BUILTIN and arch != CreditSpec.value_arch:
                 raise SpecError(f"{key}: an embedded spec may only name built-in architectures "

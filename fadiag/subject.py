@@ -45,7 +45,12 @@ class Subject:
         if self._view is None:
             from .presets import resolve_view
 
-            self._view = resolve_view(self.model, self.spec.stream, self.spec.loss)
+            view = resolve_view(self.model, self.spec.stream, self.spec.loss, self.spec.data.labels_shifted)
+            if view.stream.logits_from == "probe":  # a headless model: fit the documented probe first
+                from .stream.probe import fit_probe
+
+                view = fit_probe(view, self)
+            self._view = view
         return self._view
 
 
@@ -65,13 +70,15 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
     if not spec:  # found beside the checkpoint, not named by the user: no user code without --trust-code
         from .models import require_trusted_code
 
-        for key, arch in (("model.arch", sp.model.arch), ("credit.value_arch", sp.credit.value_arch)):
-            require_trusted_code(arch, key=key, origin=sp.origin, trusted=trust_code)
+        for key, arch in (("model.arch", sp.model.arch), ("credit.value_arch", sp.credit.value_arch),
+                          ("model.config_class", sp.model.config_class or "")):
+            if arch:
+                require_trusted_code(arch, key=key, origin=sp.origin, trusted=trust_code)
     if trust_code:
         import dataclasses
 
         raw = dataclasses.replace(raw, trusted_code=True)
-    model, sd, extras = _build_loaded(raw, sp, checkpoint, device)
+    model, sd, extras, args_note = _build_loaded(raw, sp, checkpoint, device)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values() if v.is_floating_point()})
     if callable(labels):
         labels = labels(sp)
@@ -84,6 +91,8 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
         _trial_forward(model, bl[0][0][:2].to(device), info.get("source", "data"))
         if labels == "tokens":
             _check_decoder_targets(model, bl, info.get("source", "data"))
+    if args_note:
+        info["model_args"] = args_note
     return Subject(model=model, batches=bl, spec=sp, checkpoint=raw, state_dict=sd, extras=extras,
                    data_info=info, device=device, weight_dtypes=dtypes)
 
@@ -122,12 +131,13 @@ def read_input(checkpoint: str, spec: str | Spec | None, *, trust: bool) -> tupl
 def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) -> tuple:
     """(model with the checkpoint's weights in float32 eval mode on ``device``, state dict, extras)."""
     from .compat.biotorch import bp_twin_module, needs_bp_twin
-    from .models import build_model, resolve_arch
+    from .models import resolve_arch
+    from .models.construct import build_for_spec
 
     builder = resolve_arch(sp.model.arch, origin=sp.origin, base_dir=sp.base_dir)
-    if getattr(builder, "hf_class", None) is not None:  # Hugging Face: transformers' own loader
-        return _load_transformers(builder, raw, sp, checkpoint, device)
-    model = build_model(sp.model.arch, sp.model.args, origin=sp.origin, base_dir=sp.base_dir)
+    if getattr(builder, "hf_class", None) is not None and not (sp.model.args_from or sp.model.config_class):
+        return (*_load_transformers(builder, raw, sp, checkpoint, device), None)  # transformers' own loader
+    model, args_note = build_for_spec(sp, raw.content)
     twin = []
     if needs_bp_twin(model):  # learning-rule layers or backward hooks (BioTorch FA/DFA): the twin's autograd is BP
         model, twin = bp_twin_module(model)
@@ -145,7 +155,7 @@ def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) ->
     except Exception as e:
         raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
     model.eval()
-    return model, sd, extras
+    return model, sd, extras, args_note
 
 
 def _load_transformers(builder, raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) -> tuple:
@@ -205,9 +215,10 @@ def _fit_state(model, sd: dict, extras: dict, raw: RawCheckpoint, checkpoint: st
         if learner:
             extras = {**extras, "learner": {**extras.get("learner", {}), **learner}}
     if raw.format.startswith("hf-"):
-        from .checkpoint.hf import fill_tied
+        from .checkpoint.hf import drop_nonpersistent, fill_tied
 
         fill_tied(model, sd)
+        drop_nonpersistent(model, sd)
     from .compat.biotorch import bp_twin_state_dict, detect_learning_rule
 
     rule = detect_learning_rule(sd, source=checkpoint)
@@ -277,7 +288,16 @@ def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=No
 
     d = sp.data
     nb = d.batches if batches is None else batches
+    from .spec import DEFAULT_BATCH_SIZE
+
     bs = d.batch_size if batch_size is None else batch_size
+    fitted = None
+    if bs is None:
+        bs = DEFAULT_BATCH_SIZE
+        if data is None and d.source == "digits" and nb * bs > DIGITS_TEST_ROWS:  # fit fadiag's own split
+            bs = max(1, DIGITS_TEST_ROWS // nb)
+            fitted = (f"batch size {bs}: the default {DEFAULT_BATCH_SIZE} x {nb} batches does not fit the digits test "
+                      f"split ({DIGITS_TEST_ROWS} rows); (c)'s ceiling is calibrated at batch size {DEFAULT_BATCH_SIZE}")
     sd_seed = d.seed if seed is None else seed
     shuf = d.shuffle if shuffle is None else shuffle
     if nb < 1 or bs < 1:
@@ -317,9 +337,15 @@ def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=No
     info = {"source": src_name, "batches": nb, "batch_size": bs, "seed": sd_seed, "shuffle": shuf}
     if getattr(x, "attention_mask", None) is not None:  # fadiag.stream.mask: the model gets attention_mask=
         info["attention_mask"] = True
+    if fitted:
+        info["batch_size_note"] = fitted
     if source == "digits":
         info["split"] = "test (360 of 1797 rows: sklearn train_test_split test_size=0.2, random_state=0, stratified)"
     return bl, info
+
+
+#: Rows of fadiag's digits test split (fadiag.data.DIGITS_SPLIT: 20% of 1 797, stratified).
+DIGITS_TEST_ROWS = 360
 
 
 def _n_classes(model):

@@ -119,10 +119,13 @@ def _audit(path: str, o: dict, progress=None):
         with _bar(progress, f"training frozen baseline for {name}") as prog:
             fb_acc, fb_src = train_baseline(subject, seed=o.get("seed") or 0, progress=prog,
                                             trainable_last=o.get("trainable_blocks") or 0)
+    from .calibration import load as load_calibration
+
+    cal = load_calibration(o["calibration"]) if o.get("calibration") else None
     with _bar(progress, f"auditing {name}") as prog:
         rep = run_audit(subject, thresholds=o.get("thresholds"), headline_acc=o.get("headline_acc"),
                         frozen_baseline_acc=fb_acc, frozen_baseline_source=fb_src, growth_mode=o.get("growth"),
-                        stability_layer=o.get("stability_layer"), progress=prog)
+                        stability_layer=o.get("stability_layer"), progress=prog, calibration=cal)
     return rep, None  # the one-line verdict goes to stderr after the report (fadiag.cli.output.finish)
 
 

@@ -68,7 +68,7 @@ def train_bp(model, x, y, recipe=BP_RECIPE, seed: int = 0, params=None, progress
         else:
             from .stream import per_sample_loss
 
-            per_sample_loss(view.call(xb), yb, view.stream.loss).mean().backward()
+            per_sample_loss(view.call(xb), yb, view.stream.loss, bool(view.stream.labels_shifted)).mean().backward()
 
     return _loop(model, x, y, recipe, seed, params if params is not None else model.parameters(), step, progress)
 

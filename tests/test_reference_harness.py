@@ -162,8 +162,10 @@ def test_every_quantity_equals_its_float64_reference(tmp_path, name, kind):
             kw = {"rtol": kw["rtol"], "atol": kw["rtol"] * max(ref["residual_norms"])}
         np.testing.assert_allclose(got, want, **kw, err_msg=f"{name} / {kind}: {key}")
     assert rep.nonfinite_count == 0 and rep.flag("e").flagged is False
-    if kind == "constant rows":  # identical batches: one direction, (c) = 1 and flagged
-        assert rep.cross_batch_stability == pytest.approx(1.0, abs=1e-6) and rep.flag("c").flagged
+    if kind == "constant rows":  # identical batches: one direction, (c) = 1, over the ceiling; it flags where
+        c = rep.flag("c")  # (c) is calibrated (resmlp at batch 128), else it is out of calibration
+        assert rep.cross_batch_stability == pytest.approx(1.0, abs=1e-6) and c.calibration["crossed"]
+        assert c.flagged == c.calibration["inside"] and rep.verdict.endswith(c.name)
     if kind == "huge":  # the residual stream is 1e4 times larger than with "normal": (a) is still exact
         assert rep.residual_norms[0] > 1e3
 

@@ -273,3 +273,38 @@ def test_tree_mapping_without_tensorstore():
                                      "normalizer": {"epsilon": 1e-4}}, "x")
     assert spec["model"]["args"] == {"n_features": 3, "hidden": [4], "n_heads": 2, "normalize": True,
                                      "use_layer_norm": False, "leaky_relu_slope": 0.1, "norm_eps": 1e-4}
+
+
+def test_names_from_the_checkpoint_metadata(tmp_path, run_cli):
+    """Feature and head names saved in the folder's metadata (relevance_to_dict's arguments) name the report;
+    --feature-names / --head-names override them; malformed ones are exit 2."""
+    pytest.importorskip("tensorstore")
+    import shutil
+
+    d = tmp_path / "ck"
+    shutil.copytree(ALB / "autostep_ln", d)
+    meta = json.loads((d / "metadata" / "metadata").read_text())
+    feats, heads = ["src_ip", "dst_port", "len", "ttl", "flags"], ["malicious", "stage", "severity"]
+
+    def write(**kw):
+        (d / "metadata" / "metadata").write_text(json.dumps({**meta, **kw}))
+
+    code0, out0, err0 = run_cli(["relevance", ALB / "autostep_ln", "-f", "json", "-q"])
+    write(feature_names=feats, head_names=heads)
+    code, out, err = run_cli(["relevance", d, "-f", "json", "-q"])
+    assert code == code0 == 0, err + err0
+    got, base = json.loads(out), json.loads(out0)
+    assert got["feature_names"] == feats and got["head_names"] == heads
+    assert base["feature_names"] == [f"feature_{i}" for i in range(5)]
+    assert list(got["per_head"]) == heads and list(got["trunk"]["step_size_activity"]) == feats
+    want = list(base["per_head"]["head_1"]["weight_relevance"].values())
+    assert list(got["per_head"]["stage"]["weight_relevance"].values()) == want  # same numbers, new names
+    code, out, err = run_cli(["relevance", d, "-f", "json", "-q", "--head-names", "a,b,c"])
+    assert code == 0, err
+    assert json.loads(out)["head_names"] == ["a", "b", "c"] and json.loads(out)["feature_names"] == feats
+    write(feature_names=feats[:3])
+    code, out, err = run_cli(["relevance", d, "-f", "json", "-q"])
+    assert code == 2 and "metadata.feature_names has 3 names for 5 features" in err and "Traceback" not in err
+    write(head_names=[1, 2, 3])
+    code, out, err = run_cli(["relevance", d, "-f", "json", "-q"])
+    assert code == 2 and "metadata.head_names must be a list of strings" in err and "Traceback" not in err

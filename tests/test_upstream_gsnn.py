@@ -127,12 +127,20 @@ def ref_observations(sd, x, y, **kw):
 
 
 def ref_fast_corr(A, G):
-    """Upstream's _fast_corr: ordinal ranks (argsort of argsort), standardised, Ra.T @ Rg / (M - 1)."""
+    """Upstream's _fast_corr: a column whose population std is <= 1e-12 BEFORE ranking scores 0 (its row or
+    column of W); the others get ordinal ranks (argsort of argsort), standardised, Ra.T @ Rg / (M - 1)."""
+    valid_a = A.to(F64).std(0, unbiased=False) > 1e-12
+    valid_g = G.to(F64).std(0, unbiased=False) > 1e-12
     Ra = A.argsort(0).argsort(0).to(F64)
     Rg = G.argsort(0).argsort(0).to(F64)
     Ra = (Ra - Ra.mean(0)) / Ra.std(0)
     Rg = (Rg - Rg.mean(0)) / Rg.std(0)
-    return Ra.T @ Rg / (A.shape[0] - 1)
+    W = Ra.T @ Rg / (A.shape[0] - 1)
+    for i in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            if not (valid_a[i] and valid_g[j]):
+                W[i, j] = 0.0
+    return W
 
 
 def ref_mrr(S, queries, true_edges) -> float:
@@ -195,19 +203,18 @@ def test_fit_equals_upstream_fast_corr_on_continuous_data():
     ref = ref_fast_corr(A, G)
     W = FunctionEdgeInferer(_loaded(), torch.nn.MSELoss(), torch.tensor(FUNC_EDGES).T).fit(x, y)
     assert isinstance(W, np.ndarray) and W.shape == (8, 8)
-    ok = torch.isfinite(ref)
-    # continuous: no ties in the columns that vary (constant-gradient nodes score 0 in fadiag, NaN upstream)
+    # continuous: no ties in the columns that vary; constant-gradient nodes score 0, as upstream
     for col in range(8):
         if G[:, col].std() > 0:
             assert G[:, col].unique().numel() == G.shape[0]
         if A[:, col].std() > 0:
             assert A[:, col].unique().numel() == A.shape[0]
-    assert int(ok.sum()) >= 48
-    np.testing.assert_allclose(W[ok.numpy()], ref[ok].numpy(), atol=1e-5)
-    assert np.all(W[~ok.numpy()] == 0.0)
-    # ordinal ties give the same numbers here (no ties)
-    Wo = ordinal_edge_evidence(A, G).numpy()
-    np.testing.assert_allclose(Wo[ok.numpy()], ref[ok].numpy(), atol=1e-5)
+    assert int((ref != 0).sum()) >= 48
+    np.testing.assert_allclose(W, ref.numpy(), atol=1e-5)
+    # average ties give the same numbers here (no ties)
+    Wa = FunctionEdgeInferer(_loaded(), torch.nn.MSELoss()).fit(x, y, ties="average")
+    np.testing.assert_allclose(Wa, ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(ordinal_edge_evidence(A, G).numpy(), ref.numpy(), atol=1e-5)
 
 
 def _tie_model():
@@ -225,17 +232,15 @@ def test_tie_heavy_data_equals_scipy_average_rank_and_ordinal_equals_upstream():
     A, G = ref_observations(sd, x, y, nonlin=F.relu, norm="none", node_mlp=False, point="post")
     frac_tied = float(np.mean([1 - A[:, i].unique().numel() / A.shape[0] for i in range(8)]))
     assert frac_tied > 0.3  # ReLU zeros: many ties
-    W = FunctionEdgeInferer(m, torch.nn.MSELoss(), use_prenorm=False).fit(x, y)
+    W = FunctionEdgeInferer(m, torch.nn.MSELoss(), use_prenorm=False).fit(x, y, ties="average")
     ref = np.zeros((8, 8))
     for i in range(8):
         for j in range(8):
             if A[:, i].std() > 0 and G[:, j].std() > 0:
                 ref[i, j] = stats.spearmanr(A[:, i].numpy(), G[:, j].numpy()).correlation
     np.testing.assert_allclose(W, ref, atol=2e-6)
-    Wo = FunctionEdgeInferer(m, torch.nn.MSELoss(), use_prenorm=False).fit(x, y, ties="ordinal")
-    up = ref_fast_corr(A, G).numpy()
-    fin = np.isfinite(up)
-    np.testing.assert_allclose(Wo[fin], up[fin], atol=1e-5)
+    Wo = FunctionEdgeInferer(m, torch.nn.MSELoss(), use_prenorm=False).fit(x, y)  # upstream's default: ordinal
+    np.testing.assert_allclose(Wo, ref_fast_corr(A, G).numpy(), atol=1e-5)
     assert np.abs(Wo - W).max() > 1e-3  # the two tie conventions really differ here
 
 
@@ -274,7 +279,7 @@ def test_cli_edges_on_the_upstream_checkpoint_with_no_code(run_cli, tmp_path):
     assert rep["n_nodes"] == 8 and rep["n_blocks"] == 4
     W = np.load(tmp_path / "W.npy")
     x, y = _data()
-    Wc = FunctionEdgeInferer(_loaded(), torch.nn.MSELoss()).fit(x, y)
+    Wc = FunctionEdgeInferer(_loaded(), torch.nn.MSELoss()).fit(x, y, ties="average")  # the CLI keeps fadiag's ties
     np.testing.assert_allclose(W, Wc, atol=1e-6)
     assert rep["scoring"]["mrr"] == pytest.approx(mrr(W, torch.tensor(FUNC_EDGES).T, torch.tensor(FUNC_EDGES).T),
                                                   abs=1e-12)
@@ -296,8 +301,10 @@ def test_cli_edges_on_the_upstream_checkpoint_with_no_code(run_cli, tmp_path):
     f[:, 1] *= 0.95
     np.testing.assert_allclose(K, W * f, rtol=1e-5, atol=1e-7)
     # --ties ordinal is opt-in and named in the report
+    assert rep["params"]["ties"] == "average"
     code, out, err = run_cli(["edges", CKPT, "-f", "json", "-q", "--ties", "ordinal"])
-    assert code in (0, 1), err and json.loads(out)["params"]["ties"] == "ordinal"
+    assert code in (0, 1), err
+    assert json.loads(out)["params"]["ties"] == "ordinal"
     code, out, err = run_cli(["edges", CKPT, "-f", "json", "-q", "--ties", "dense"])
     assert code == 2 and "--ties" in err
 

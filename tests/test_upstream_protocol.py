@@ -39,29 +39,29 @@ def ref_residual_norms(model, x) -> list:
     return out
 
 
-def _ref_grads(model, x, y) -> list:
+def _ref_grads(model, x, y, loss_fn=F.cross_entropy) -> list:
     model.eval()
     logits, hs = model(x, return_hidden=True)
     for h in hs:
         h.retain_grad()
-    loss = F.cross_entropy(logits, y)
+    loss = loss_fn(logits, y)
     loss.backward()
     grads = [_tok(h.grad).detach().clone() for h in hs]
     model.zero_grad(set_to_none=True)
     return grads
 
 
-def ref_bp_grad_norms(model, x, y) -> list:
+def ref_bp_grad_norms(model, x, y, loss_fn=F.cross_entropy) -> list:
     out = []
-    for g in _ref_grads(model, x, y):
+    for g in _ref_grads(model, x, y, loss_fn):
         out.append(torch.median(g.norm(dim=-1)).item())
     return out
 
 
-def ref_stability(model, batches, layer) -> float:
+def ref_stability(model, batches, layer, loss_fn=F.cross_entropy) -> float:
     dirs = []
     for x, y in batches:
-        g = _ref_grads(model, x, y)[layer]
+        g = _ref_grads(model, x, y, loss_fn)[layer]
         m = g.mean(dim=0)
         dirs.append(m / m.norm() if m.norm() > 0 else m)
     dots = [float(dirs[i] @ dirs[j]) for i, j in itertools.combinations(range(len(dirs)), 2)]
@@ -99,7 +99,7 @@ def test_compat_functions_equal_the_reference(shipped):
     l_star = max(1, (len(m.blocks) + 1) // 2)
     assert CP.cross_batch_direction_stability(m, subject.batches) == pytest.approx(
         ref_stability(m, subject.batches, l_star), rel=REL, abs=1e-6)
-    assert CP.cross_batch_direction_stability(m, subject.batches, layer=0) == pytest.approx(
+    assert CP.cross_batch_direction_stability(m, subject.batches, layer_index=0) == pytest.approx(
         ref_stability(m, subject.batches, 0), rel=REL, abs=1e-6)
     assert all(p.grad is None for p in m.parameters())  # .grad buffers untouched
     assert not m.training

@@ -198,3 +198,15 @@ def fill_tied(model, sd: dict) -> list:
             sd[k] = sd[src]
             filled.append(k)
     return filled
+
+
+def drop_nonpersistent(model, sd: dict) -> list:
+    """Remove the keys an older transformers saved for buffers the built model keeps out of its state dict
+    (non-persistent: BERT's ``embeddings.position_ids``, stored by transformers 4.x folders such as
+    all-MiniLM-L6-v2). Only keys naming such a buffer are removed; returns them."""
+    own = model.state_dict()
+    bufs = {n for n, _ in model.named_buffers()}
+    gone = [k for k in sd if k not in own and k in bufs]
+    for k in gone:
+        del sd[k]
+    return gone

@@ -5,7 +5,7 @@
 - ``options``: the options several commands share, declared once; ``paths``: the files a command reads and
   writes, checked up front; ``output``: the one output path (``finish``) and the progress bars; ``run``: one
   checkpoint or a sweep (fadiag.sweep) for the checkpoint commands.
-- one module per command: audit, credit, edges, relevance, inspect, lint, report, compare.
+- one module per command: audit, calibrate, credit, edges, relevance, inspect, lint, report, compare.
 
 torch is never imported at module level here, so ``fadiag --help`` stays instant.
 stdout carries the report only; progress, warnings and summaries go to stderr.
@@ -19,6 +19,6 @@ from .output import Progress, emit, finish
 from .paths import check_output_path
 
 # the commands, in the order --help lists them (each module registers its command on ``app``)
-from . import audit, credit, edges, relevance, inspect, lint, report, compare  # noqa: E402,F401  isort: skip
+from . import audit, calibrate, credit, edges, relevance, inspect, lint, report, compare  # noqa: E402,F401  isort: skip
 
 __all__ = ["Progress", "app", "check_output_path", "emit", "err", "finish", "main", "run_guarded", "state"]

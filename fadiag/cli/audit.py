@@ -29,20 +29,23 @@ HeadlineOpt = Annotated[Optional[float], _opt("--headline-acc", help="Headline a
                                               "computed on the eval batches.")]
 GrowthOpt = Annotated[Optional[str], _opt("--growth", help="(a) variant: ratio_to_h0 (published default) or per_block "
                                           "(ViT-safe).")]
+CalibrationOpt = Annotated[Optional[Path], _opt("--calibration", envvar="FADIAG_CALIBRATION", help=(
+    "Calibration YAML written by 'fadiag calibrate' (default: the published one): its thresholds, and the model "
+    "families and batch layout inside which a crossed threshold is a walk-back (docs/science.md §1)."))]
 StabilityOpt = Annotated[Optional[int], _opt("--stability-layer", help="Layer l* for (c); default max(1, (L+1)//2).")]
 PlotOpt = plot_opt("Also draw per-layer ‖h_l‖/‖g_l‖ (log), stability and accuracy to FILE.png|svg|pdf (needs the "
                    "'plot' extra).")
 
 
 @command("checkpoints spec format output threshold frozen_baseline_acc frozen_baseline trainable_blocks headline_acc "
-         "growth stability_layer jobs resume scheduler threads plot data batches batch_size seed device exit_zero "
-         "trust_checkpoint trust_code quiet",
+         "growth stability_layer calibration jobs resume scheduler threads plot data batches batch_size seed device "
+         "exit_zero trust_checkpoint trust_code quiet",
          epilog='\x08\nExamples:\n  fadiag audit checkpoints_example/resmlp_dfa.pt\n  fadiag audit ckpts/*.pt '
                 '--format jsonl -q | jq -r .verdict\n  fadiag audit ckpt.pt --frozen-baseline train --plot audit.png')
 def audit(ctx: typer.Context, checkpoints: Checkpoints, threshold: ThresholdOpt = None,
           frozen_baseline_acc: FrozenAccOpt = None, frozen_baseline: FrozenOpt = None,
           trainable_blocks: TrainableOpt = 0, headline_acc: HeadlineOpt = None, growth: GrowthOpt = None, stability_layer: StabilityOpt = None,
-          plot: PlotOpt = None, **shared) -> int:
+          calibration: CalibrationOpt = None, plot: PlotOpt = None, **shared) -> int:
     """Run the four-diagnostic protocol (residual scale, BP reference validity, cross-batch stability,
     frozen-random baseline) and print a verdict. Exit 1 if anything is flagged."""
     thr = parse_thresholds(threshold)
@@ -55,5 +58,5 @@ def audit(ctx: typer.Context, checkpoints: Checkpoints, threshold: ThresholdOpt 
                          source="--frozen-baseline")
     opts = checkpoint_opts(ctx, thresholds=thr, headline_acc=headline_acc, frozen_baseline_acc=frozen_baseline_acc,
                            frozen_baseline=frozen_baseline, trainable_blocks=trainable_blocks, growth=growth,
-                           stability_layer=stability_layer)
+                           stability_layer=stability_layer, calibration=calibration)
     return sweep(ctx, "audit", checkpoints, opts, plot=plot)  # per checkpoint: fadiag.sweep._audit

@@ -132,4 +132,6 @@ def _polish_option(p, sections: dict) -> None:
         sec, fld = SPEC_DEFAULTS[p.name]
         v = getattr(sections[sec], fld)
         v = ", ".join(map(str, v)) if isinstance(v, list) else v
+        if v is None and fld == "batch_size":
+            v = "128 (data.source digits: what fits its 360-row test split)"
         p.show_default = f"{sec}.{fld} in the spec, else {v}"

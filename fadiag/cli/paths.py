@@ -11,7 +11,7 @@ from ..errors import InputError
 
 #: parameters that name files a command reads
 INPUT_PARAMS = ("checkpoints", "checkpoint", "more", "spec", "data", "init", "tensors", "truth", "held_out",
-                "report_file", "reports", "baseline", "paths")
+                "report_file", "reports", "baseline", "paths", "calibration", "healthy", "degenerate")
 #: parameters that name files a command writes, with their option
 OUTPUT_PARAMS = (("output", "--output"), ("plot", "--plot"), ("matrix", "--matrix"), ("edges_out", "--edges"),
                  ("resume", "--resume"))

@@ -11,10 +11,13 @@
 never imported here). ``crit`` is a mean-reduced ``torch.nn.MSELoss`` or ``CrossEntropyLoss``.
 ``edge_index`` holds the known function -> function edges (2, E) used by ``penalty_factor``.
 
-Kept different on purpose (docs/upstream.md): Spearman ties share their average rank (upstream: the
-ordinal rank of a sort, which depends on row order) -- ``ties="ordinal"`` reproduces upstream; the
-``estimate`` bootstrap is seeded (``seed``); NaN scores rank last in ``mrr``. The richer result (W with the
-observation matrices and constant-column counts) is :meth:`FunctionEdgeInferer.fit_details`.
+Defaults are upstream's: Spearman ties take the ordinal rank of a sort (``ties="ordinal"``, as upstream's
+``argsort``; ``ties="average"`` gives the textbook average ranks that ``fadiag edges`` uses by default), a
+column that is constant before ranking scores 0 (upstream's rule: population std <= 1e-12), and the
+``estimate`` bootstrap draws ``estimate_n_samples=2500`` input rows per resample. Kept different on purpose
+(docs/upstream.md): the bootstrap is seeded (``seed``); NaN scores rank last in ``mrr``. fadiag's extras
+(``ties``, ``seed``) are keyword-only. The richer result (W with the observation matrices and constant-column
+counts) is :meth:`FunctionEdgeInferer.fit_details`.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import numpy as np
 import torch
 
 from ..diagnostics import edges as E
+from ..diagnostics.common import STD_FLOOR
 
-__all__ = ["FunctionEdgeInferer", "mrr", "ordinal_ranks", "ordinal_edge_evidence", "as_fadiag_model"]
+__all__ = ["FunctionEdgeInferer", "mrr", "ordinal_ranks", "ordinal_edge_evidence", "constant_columns", "as_fadiag_model"]
 
 
 def ordinal_ranks(x: torch.Tensor) -> torch.Tensor:
@@ -35,13 +39,22 @@ def ordinal_ranks(x: torch.Tensor) -> torch.Tensor:
     return x.argsort(dim=0).argsort(dim=0).to(torch.float64)
 
 
+def constant_columns(x) -> torch.Tensor:
+    """(N,) bool: the columns of x (M, N) whose population std is <= 1e-12, measured on the values before any
+    ranking (upstream's rule; ranking a constant column would give it ranks 0..M-1 and |W| up to 1)."""
+    return torch.as_tensor(x).double().std(dim=0, unbiased=False) <= STD_FLOOR
+
+
 def ordinal_edge_evidence(acts, grads, method: str = "spearman", row_chunk: int | None = None) -> torch.Tensor:
-    """W with upstream's ordinal-tie Spearman (Pearson of ordinal ranks); pearson is unchanged."""
+    """W with upstream's ordinal-tie Spearman (Pearson of ordinal ranks); pearson is unchanged. As upstream,
+    the row of a constant activation column and the column of a constant gradient column are 0."""
     A = torch.as_tensor(acts)
     G = torch.as_tensor(grads)
-    if method == "spearman":
-        return E.edge_evidence(ordinal_ranks(A), ordinal_ranks(G), method="pearson", row_chunk=row_chunk)
-    return E.edge_evidence(A, G, method=method, row_chunk=row_chunk)
+    if method != "spearman":
+        return E.edge_evidence(A, G, method=method, row_chunk=row_chunk)
+    W = E.edge_evidence(ordinal_ranks(A), ordinal_ranks(G), method="pearson", row_chunk=row_chunk)
+    keep = ~constant_columns(A)[:, None] & ~constant_columns(G)[None, :]
+    return torch.where(keep.to(W.device), W, torch.zeros((), dtype=W.dtype, device=W.device))
 
 
 def as_fadiag_model(model):
@@ -104,9 +117,11 @@ class FunctionEdgeInferer:
 
     def fit_details(self, x, y, method: str = "spearman", penalty_factor: float = 0.0,
                     scale_by_act_mean: bool = False, estimate: bool = False, estimate_iters: int = 10,
-                    estimate_n_samples: int | None = None, row_chunk: int | None = None, verbose: bool = False,
-                    ties: str = "average", seed: int = 0) -> dict:
-        """fit's W (a torch tensor) with the observation matrices ``acts``/``grads`` and ``constant_columns``."""
+                    estimate_n_samples: int = 2500, row_chunk: int | None = None, verbose: bool = False, *,
+                    ties: str = "ordinal", seed: int = 0) -> dict:
+        """fit's W (a torch tensor) with the observation matrices ``acts``/``grads`` and ``constant_columns``
+        ({n_constant_act, n_constant_grad}; None after ``estimate``). With ``estimate``, as upstream, each
+        resample's W is scaled by that resample's mean activity (``scale_by_act_mean``) before averaging."""
         if ties not in ("average", "ordinal"):
             raise ValueError(f"ties must be average or ordinal, got {ties!r}")
         x = torch.as_tensor(x)
@@ -115,18 +130,22 @@ class FunctionEdgeInferer:
         def one(xs, ys):
             A, G = self._observations(xs, ys)
             if ties == "ordinal":
-                return ordinal_edge_evidence(A, G, method, row_chunk), A, G, None
+                info = {"n_constant_act": int(constant_columns(A).sum()),
+                        "n_constant_grad": int(constant_columns(G).sum())}
+                return ordinal_edge_evidence(A, G, method, row_chunk), A, G, info
             W, info = E.edge_evidence(A, G, method=method, row_chunk=row_chunk, return_info=True)
             return W, A, G, info
 
         if estimate:
             # Upstream's bootstrap: resample input rows, rerun forward + backward (seeded here).
             gen = torch.Generator().manual_seed(int(seed))
-            ns = int(estimate_n_samples or x.shape[0])
+            ns = int(estimate_n_samples)
             total = None
             for t in range(int(estimate_iters)):
                 rows = torch.randint(x.shape[0], (ns,), generator=gen)
                 W, A, G, info = one(x[rows], y[rows])
+                if scale_by_act_mean:  # upstream scales each resample's W by that resample's activity
+                    W = E.scale_by_act_mean(W, A)
                 total = W.double() if total is None else total + W.double()
                 if verbose:
                     print(f"estimate {t + 1}/{estimate_iters}")
@@ -135,8 +154,8 @@ class FunctionEdgeInferer:
             info = None
         else:
             W, A, G, info = one(x, y)
-        if scale_by_act_mean:
-            W = E.scale_by_act_mean(W, A)
+            if scale_by_act_mean:
+                W = E.scale_by_act_mean(W, A)
         if penalty_factor:
             known = self.edge_index if self.edge_index is not None else getattr(self.model, "known_edges", None)
             if known is None:
@@ -145,8 +164,10 @@ class FunctionEdgeInferer:
         return {"W": W, "acts": A, "grads": G, "constant_columns": info}
 
     def fit(self, x, y, method: str = "spearman", penalty_factor: float = 0.0, scale_by_act_mean: bool = False,
-            estimate: bool = False, estimate_iters: int = 10, estimate_n_samples: int | None = None,
+            estimate: bool = False, estimate_iters: int = 10, estimate_n_samples: int = 2500,
             row_chunk: int | None = None, verbose: bool = False, **kw) -> np.ndarray:
+        """Upstream's ``fit``: W (N, N) as a numpy array. ``**kw``: fadiag's keyword-only extras of
+        :meth:`fit_details` (``ties``, ``seed``)."""
         d = self.fit_details(x, y, method=method, penalty_factor=penalty_factor, scale_by_act_mean=scale_by_act_mean,
                              estimate=estimate, estimate_iters=estimate_iters, estimate_n_samples=estimate_n_samples,
                              row_chunk=row_chunk, verbose=verbose, **kw)

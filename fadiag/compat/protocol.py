@@ -1,60 +1,114 @@
 """The reference protocol's Python API, computed by fadiag: a script changes only its import.
 
     from fadiag.compat.protocol import (residual_norms, bp_grad_norms, cross_batch_direction_stability,
-                                        DiagnosticThresholds, DiagnosticReport)
+                                        diagnose, DiagnosticThresholds, DiagnosticReport)
 
-The model honours the reference contract ``model(x, return_hidden=True) -> (logits, [h_0..h_L])``; token
-models (B, T, d) use the class token. Per-layer numbers are the reference's: median over the batch of the
-per-sample L2 norm with ``torch.median``'s LOWER median (``median="midpoint"`` for the textbook one), in
-eval mode, g_l = d(mean CE)/dh_l. They agree with the reference code to float32 rounding (tests/
-test_upstream_protocol.py). What differs on purpose (docs/upstream.md): reductions run in float64; a
-non-finite number flags instead of passing; ||h_0|| = 0 flags; the model's train/eval mode of every
-submodule is restored; parameter ``.grad`` buffers are never touched.
+Every function takes the reference's parameters in the reference's positions (``loss_fn``, ``layer_index``);
+fadiag's extras (``median``, ``growth_mode``) are keyword-only. The model honours the reference contract
+``model(x, return_hidden=True) -> (logits, [h_0..h_L])``; token models (B, T, d) use the class token.
+Per-layer numbers are the reference's: median over the batch of the per-sample L2 norm with
+``torch.median``'s LOWER median (``median="midpoint"`` for the textbook one), in eval mode, g_l = d loss_fn
+(logits, y) / dh_l (default ``F.cross_entropy``, mean over the batch). They agree with the reference code to
+float32 rounding (tests/test_upstream_protocol.py). What differs on purpose (docs/upstream.md): reductions run
+in float64; a non-finite number flags instead of passing; ||h_0|| = 0 flags; ``diagnose`` runs one forward +
+backward per batch (the reference: 2 + K); the model's train/eval mode of every submodule is restored;
+parameter ``.grad`` buffers are never touched.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
 
 from ..diagnostics import protocol as P
 from ..diagnostics.audit_quantities import in_id_order
 from ..reports.base import clean, verdict_of
+from ..stream.view import StreamView
 
-__all__ = ["residual_norms", "bp_grad_norms", "cross_batch_direction_stability", "DiagnosticThresholds",
-           "DiagnosticReport"]
+__all__ = ["residual_norms", "bp_grad_norms", "cross_batch_direction_stability", "diagnose",
+           "DiagnosticThresholds", "DiagnosticReport"]
 
 
-def residual_norms(model, x, median: str = P.DEFAULT_MEDIAN) -> list:
+class _LossFnView(StreamView):
+    """fadiag's residual view with the reference's ``loss_fn(logits, y)`` (a scalar) as the loss: each sample
+    carries the scalar, so d(mean)/dh_l is d loss_fn/dh_l, computed in the model's dtype as the reference."""
+
+    loss_fn = staticmethod(F.cross_entropy)
+
+    def loss_of(self, logits, x, y):
+        loss = self.loss_fn(logits, y)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise ValueError("loss_fn(logits, y) must return a scalar tensor (a batch-mean loss)")
+        return loss.to(torch.float64).reshape(1).expand(logits.shape[0])
+
+    def _like(self, model, stream, settled: bool) -> StreamView:
+        v = super()._like(model, stream, settled)
+        v.__class__, v.loss_fn = _LossFnView, self.loss_fn
+        return v
+
+
+def _pass(model, x, y, loss_fn):
+    """One forward + backward of batch (x, y): fadiag.stream's pass (mean CE in float64 for F.cross_entropy)."""
+    from ..presets import resolve_view
+    from ..stream import stream_pass
+
+    view = resolve_view(model)
+    if loss_fn is not None and loss_fn is not F.cross_entropy:
+        if not callable(loss_fn):
+            raise ValueError(f"loss_fn must be callable as loss_fn(logits, y), got {loss_fn!r}")
+        view.__class__, view.loss_fn = _LossFnView, loss_fn
+    return stream_pass(view, x, y, _device(model, x))
+
+
+def residual_norms(model, x, *, median: str = P.DEFAULT_MEDIAN) -> list:
     """[median_b ||h_l||] for l = 0..L on batch ``x``, eval mode (diagnostic (a)). The hidden states are those
     of the one residual-stream pass (fadiag.stream); the labels it needs for its backward do not touch them."""
-    import torch
-
-    from ..stream import stream_pass
-
     y = torch.zeros(x.shape[0], dtype=torch.long)
-    return P.norms_per_layer(stream_pass(model, x, y, _device(model, x)).hiddens, median)
+    return P.norms_per_layer(_pass(model, x, y, None).hiddens, median)
 
 
-def bp_grad_norms(model, x, y, median: str = P.DEFAULT_MEDIAN) -> list:
-    """[median_b ||g_l||] for l = 0..L, g_l = d(mean CE)/dh_l on batch (x, y), eval mode (diagnostic (b))."""
-    from ..stream import stream_pass
+def bp_grad_norms(model, x, y, loss_fn=F.cross_entropy, *, median: str = P.DEFAULT_MEDIAN) -> list:
+    """[median_b ||g_l||] for l = 0..L, g_l = d loss_fn(logits, y) / dh_l on batch (x, y), eval mode (diagnostic
+    (b)); ``loss_fn`` defaults to the mean cross-entropy."""
+    return P.norms_per_layer(_pass(model, x, y, loss_fn).grads, median)
 
-    return P.norms_per_layer(stream_pass(model, x, y, _device(model, x)).grads, median)
+
+def _stability_from(passes: list, layer_index: int | None) -> tuple[int, float]:
+    n = len(passes[0].grads)
+    l_star = P.default_stability_layer(n) if layer_index is None else int(layer_index)
+    if not -n <= l_star < n:
+        raise ValueError(f"layer_index {l_star} out of range 0..{n - 1}")
+    return l_star, P.cross_batch_stability([P.batch_mean_direction(sp.grads[l_star]) for sp in passes])
 
 
-def cross_batch_direction_stability(model, batches, layer: int | None = None) -> float:
+def cross_batch_direction_stability(model, batches, layer_index: int | None = None, loss_fn=F.cross_entropy) -> float:
     """Mean pairwise dot of the unit batch-mean gradients g_{l*} over disjoint ``batches`` of (x, y) (diagnostic
-    (c)); ``layer`` l* defaults to max(1, (L+1)//2). Needs at least 2 batches (ValueError otherwise)."""
-    from ..stream import stream_pass
+    (c)); ``layer_index`` l* defaults to max(1, (L+1)//2). Needs at least 2 batches (ValueError otherwise)."""
+    batches = list(batches)
+    if len(batches) < 2:
+        raise ValueError("cross-batch stability needs at least 2 disjoint batches")
+    return _stability_from([_pass(model, x, y, loss_fn) for x, y in batches], layer_index)[1]
 
-    dirs = []
-    for x, y in batches:
-        sp = stream_pass(model, x, y, _device(model, x))
-        l_star = P.default_stability_layer(len(sp.grads)) if layer is None else layer
-        if not -len(sp.grads) <= l_star < len(sp.grads):
-            raise ValueError(f"layer {l_star} out of range 0..{len(sp.grads) - 1}")
-        dirs.append(P.batch_mean_direction(sp.grads[l_star]))
-    return P.cross_batch_stability(dirs)
+
+def diagnose(model, batches, method_name: str, headline_acc: float, frozen_baseline_acc: float | None = None,
+             layer_index: int | None = None, thresholds: "DiagnosticThresholds | None" = None, notes: str = "",
+             loss_fn=F.cross_entropy, *, median: str = P.DEFAULT_MEDIAN,
+             growth_mode: str = "ratio_to_h0") -> "DiagnosticReport":
+    """The reference's entry point: (a) and (b) on the first of ``batches``, (c) over all of them at
+    ``layer_index``, (d) from the two accuracies; returns a :class:`DiagnosticReport`. fadiag runs one forward +
+    backward per batch where the reference ran 2 + K passes (same numbers)."""
+    batches = list(batches)
+    if len(batches) < 2:
+        raise ValueError("diagnose needs at least 2 disjoint batches (cross-batch stability)")
+    passes = [_pass(model, x, y, loss_fn) for x, y in batches]
+    l_star, stab = _stability_from(passes, layer_index)
+    return DiagnosticReport(method_name, P.norms_per_layer(passes[0].hiddens, median),
+                            P.norms_per_layer(passes[0].grads, median), l_star, stab, headline_acc,
+                            frozen_baseline_acc, notes, thresholds if thresholds is not None else DiagnosticThresholds(),
+                            growth_mode=growth_mode)
 
 
 def _device(model, x) -> str:
@@ -95,7 +149,7 @@ class DiagnosticReport:
     frozen_baseline_acc: float | None = None
     notes: str = ""
     thresholds: DiagnosticThresholds = field(default_factory=DiagnosticThresholds)
-    growth_mode: str = "ratio_to_h0"
+    growth_mode: str = field(default="ratio_to_h0", kw_only=True)
 
     @property
     def flags(self) -> list:
@@ -127,3 +181,21 @@ class DiagnosticReport:
             "flags": [{"id": f.id, "name": f.name, "flagged": f.flagged, "value": f.value,
                        "threshold": f.threshold} for f in flags],
         })
+
+    def summary(self) -> str:
+        """The printout (``print(report)``): a title, the verdict, one line per diagnostic (value, threshold,
+        FLAG / ok / skipped) and the notes when there are any."""
+        lines = [f"=== Diagnostic report: {self.method_name} ===", f"verdict: {self.verdict}"]
+        for f in self.flags:
+            state = "skipped" if f.flagged is None else ("FLAG" if f.flagged else "ok")
+            lines.append(f"({f.id}) {f.name}: value {_num(f.value)} (threshold {_num(f.threshold)}) -> {state}")
+        if self.notes:
+            lines.append(f"notes: {self.notes}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _num(v) -> str:
+    return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):.4g}"

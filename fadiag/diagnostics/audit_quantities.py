@@ -27,6 +27,7 @@ NEEDS = {
     "hiddens": "h_0..h_L of the first eval batch, per sample (B, d)",
     "grads": "g_l = d(mean loss)/dh_l, l = 0..L, of the first eval batch (B, d)",
     "shapes": "the full shape of each h_l (a width change starts a new stage)",
+    "token_norms": "token models: per h_l of the first eval batch, each sample's mean per-token norm (B,); else None",
     "stability_grads": "g_{l*} of every eval batch, l* = the stability layer",
     "logits": "every eval batch's logits",
     "labels": "every eval batch's labels",
@@ -93,9 +94,13 @@ BP_GRAD_FLOOR = Quantity(
 def _growth_compute(i: Mapping) -> dict:
     from . import protocol as P
 
-    norms = P.norms_per_layer(i["hiddens"], i["median"])
-    growth, layer, stages = P.stage_growth(norms, i["shapes"], i["growth_mode"])
-    return {"residual_norms": norms, "growth": growth, "growth_layer": layer, "stages": stages}
+    pooled = P.norms_per_layer(i["hiddens"], i["median"])
+    tn = i.get("token_norms")
+    # token models: (a) reads the per-token norm, never the norm of a pooled (averaged) vector
+    per_token = None if tn is None else [P.median(t, i["median"]) for t in tn]
+    growth, layer, stages = P.stage_growth(pooled if tn is None else per_token, i["shapes"], i["growth_mode"])
+    return {"residual_norms": pooled, "token_norms": per_token, "growth": growth, "growth_layer": layer,
+            "stages": stages, "growth_statistic": "pooled" if tn is None else "per_token"}
 
 
 def _growth_flag(v: Mapping, t: Mapping) -> Flag:
@@ -110,6 +115,8 @@ def _growth_flag(v: Mapping, t: Mapping) -> Flag:
     else:
         what = "max_l |h_l|/|h_0|" if mode == "ratio_to_h0" else "max_l |h_{l+1}|/|h_l|"
         flagged, value, detail = growth > ratio, growth, f"{what} = {growth:.4g} at layer {layer}"
+        if v.get("growth_statistic") == "per_token":
+            detail += " (|h_l|: each token's norm, averaged over the tokens)"
     stages = v.get("stages") or ()
     if len(stages) > 1:  # a ratio across a width change compares different spaces
         detail += f" (per stage: {len(stages)} stages of equal shape, each against its first state)"
@@ -117,7 +124,7 @@ def _growth_flag(v: Mapping, t: Mapping) -> Flag:
 
 
 RESIDUAL_GROWTH = Quantity(
-    "a", "residual stream exploded", ("hiddens", "shapes", "growth_mode", "median"), _growth_compute,
+    "a", "residual stream exploded", ("hiddens", "shapes", "growth_mode", "median", "token_norms"), _growth_compute,
     _growth_flag,
     (Threshold("h_norm_explosion_ratio", 50.0, positive=True,
                help="(a): flag when the residual norm grows by more than this factor"),))

@@ -165,7 +165,8 @@ def check_size(arch: str, cls, args: dict, *, origin: str) -> None:
         raise SpecError(f"model.args describe {n:,} parameters, over the limit of {MAX_PARAMS:,}", source=origin)
 
 
-def build_model(arch: str, args: dict, *, origin: str = "<spec>", base_dir: str | None = None):
+def build_model(arch: str, args: dict, *, origin: str = "<spec>", base_dir: str | None = None, config=None):
+    """The model ``arch`` names, called with ``args`` (or with the one ``config`` object: model.config_class)."""
     import contextlib
     import sys
 
@@ -175,7 +176,7 @@ def build_model(arch: str, args: dict, *, origin: str = "<spec>", base_dir: str 
     check_size(arch, cls, args, origin=origin)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # a constructor's print() must not corrupt JSON on stdout
-            m = cls(**args)
+            m = cls(config) if config is not None else cls(**args)
     except SpecError:
         raise
     except Exception as e:  # any exception from a user constructor is bad input (exit 2)

@@ -13,6 +13,7 @@ their own summary): ``fadiag.cli.output.append_step_summary``.
 
 from __future__ import annotations
 
+from ..reports.base import out_of_calibration
 from .markdown import render as render_markdown
 
 
@@ -43,6 +44,8 @@ def lines(r) -> list:
             out.append(command("notice", detail, file=path, title=title + " (skipped)"))
         elif f.flagged:
             out.append(command("error", detail, file=path, title=title))
+        elif out_of_calibration(f):
+            out.append(command("warning", detail, file=path, title=title + " (out of calibration)"))
     # Reports with source-code findings (fadiag lint): one annotation per finding, at its file and line.
     for x in getattr(r, "findings", None) or []:
         out.append(command("warning", f"[{x.get('rule')}] {x.get('message')}", file=x.get("file"),

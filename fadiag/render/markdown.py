@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 
-from .table import flag_cells, fmt_column, fmt_num
+from ..reports.base import out_of_calibration
+from .table import calibration_note, flag_cells, fmt_column, fmt_num
 
 MISSING = "n/a"
 
@@ -52,7 +53,9 @@ def table(headers: list, rows: list) -> str:
     return "\n".join(lines)
 
 
-def status(flagged) -> str:
+def status(flagged, outside: bool = False) -> str:
+    if outside:
+        return "out of calibration"
     if flagged is None:
         return "skipped"
     return "**FLAG**" if flagged else "ok"
@@ -66,7 +69,8 @@ def flag_id(f) -> str:
 def flags_table(flags) -> str:
     """Value and threshold columns formatted as the table view does (flag_cells: one format per column)."""
     return table(["id", "diagnostic", "value", "threshold", "status", "detail"],
-                 [[flag_id(f), f.name or "", v, t, status(f.flagged), f.detail or ""]
+                 [[flag_id(f), f.name or "", v, t, status(f.flagged, out_of_calibration(f)),
+                  (f.detail or "") + calibration_note(f)]
                   for f, (v, t) in zip(flags, flag_cells(flags))])
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..reports.audit import AUDIT_SCHEMA
+from ..reports.base import out_of_calibration
 
 
 def fmt_num(v, digits: int = 4) -> str:
@@ -82,10 +83,19 @@ def entry_value(x: dict) -> str:
     return v
 
 
-def flag_text(flagged) -> Text:
+def flag_text(flagged, outside: bool = False) -> Text:
+    """A flag's status; ``outside``: a threshold crossed outside its calibration (fadiag.calibration)."""
+    if outside:
+        return Text("out of calibration", style="yellow")
     if flagged is None:
         return Text("skipped", style="dim")
     return Text("FLAG", style="bold red") if flagged else Text("ok", style="green")
+
+
+def calibration_note(fl) -> str:
+    """" (outside its calibration: why)" for a flag judged outside its calibration's domain; "" otherwise."""
+    c = fl.calibration
+    return f" (outside its calibration: {c.get('why')})" if isinstance(c, dict) and c.get("inside") is False else ""
 
 
 def verdict_text(r) -> Text:
@@ -140,14 +150,36 @@ def add_columns(t: Table, cols) -> None:
             t.add_column(head, overflow="fold")
 
 
+#: What a passing check found, for the checks whose name states the failure ("deep blocks fail to beat ...").
+PASSED = {
+    "residual stream exploded": "residual stream within bounds",
+    "BP grad at numerical floor": "BP grad above the numerical floor",
+    "BP grad direction is drift-dominated": "BP grad direction not drift-dominated",
+    "deep blocks fail to beat frozen-random baseline": "deep blocks beat the frozen-random baseline",
+    "non-finite values in the forward/backward pass": "no non-finite values in the forward/backward pass",
+    "residual blocks contribute nothing": "residual blocks contribute",
+}
+
+
+def outcome(fl) -> str:
+    """The check's outcome in words: the finding when flagged, what passed when not, "not checked" when skipped."""
+    if fl.flagged is None:
+        return "not checked"
+    if fl.flagged or out_of_calibration(fl):
+        return fl.name
+    return PASSED.get(fl.name, f"not found: {fl.name}")
+
+
 def checks_table(r, title: str = "checks", ids=None) -> Table:
-    """The flags of any report: id, status, value, threshold, then the check's name and its detail."""
+    """The flags of any report: id, status, value, threshold, then the check's outcome and its detail."""
     f = table(title)
     add_columns(f, (("id", "text"), ("status", "key"), ("value", "num"), ("threshold", "num"),
-                    ("check: detail", "text")))
+                    ("outcome: detail", "text")))
     for fl, (v, t) in zip(r.flags, flag_cells(r.flags)):
-        what = Text.assemble(fl.name, (f": {fl.detail}" if fl.detail else "", "dim"))
-        f.add_row(ids(fl.id) if ids else fl.id, flag_text(fl.flagged), v, t, what)
+        detail = fl.detail[len("skipped: "):] if fl.flagged is None and fl.detail.startswith("skipped: ") else fl.detail
+        what = Text.assemble(outcome(fl), (f": {detail}" if detail else "", "dim"),
+                             (calibration_note(fl), "yellow"))
+        f.add_row(ids(fl.id) if ids else fl.id, flag_text(fl.flagged, out_of_calibration(fl)), v, t, what)
     return f
 
 
@@ -177,12 +209,18 @@ def audit_tables(r) -> list:
     base = (f"frozen baseline {fmt_acc(fb)} ({plain(r.frozen_baseline_source)})" if fb is not None else
             "no frozen baseline, (d) skipped")
     data = r.data or {}
+    skipped = [f"({fl.id})" for fl in r.flags if fl.flagged is None]
     summary = verdict_row(
-        r, f"\nheadline acc {fmt_acc(r.headline_acc)} ({r.headline_acc_source}), {base}; "
+        r, (f", with {' '.join(skipped)} skipped (not checked)" if skipped else "") + f"\nheadline acc {fmt_acc(r.headline_acc)} ({r.headline_acc_source}), {base}; "
         f"eval data {data.get('source')}{' (' + data['split'] + ' split)' if data.get('split') else ''}; "
+        f"{data['batch_size_note'] + '; ' if data.get('batch_size_note') else ''}"
         f"sha256 {str(ck.get('sha256', ''))[:12]}, format {ck.get('format')}"
         f"{', TRUSTED (unpickled)' if ck.get('trusted') else ''}")
-    return [_layers_table(r), checks_table(r, "diagnostics", ids=lambda i: f"({i})"), summary]
+    read = (data.get("stream") or {}).get("read_as")
+    parts = [_layers_table(r), checks_table(r, "diagnostics", ids=lambda i: f"({i})")]
+    if read:  # every inference fadiag made about the model, on one line (fadiag.stream.readings)
+        parts.append(Text.assemble(("read as: ", "bold"), read))
+    return parts + [summary]
 
 
 #: schema -> table function; the other families register theirs on import (``_FAMILY_MODULES``).

@@ -75,6 +75,9 @@ def credit_tables(r) -> list:
     parts = [Text(head, style="bold"), t1, *tables, m, checks_table(r, "flags")]
     for k, why in (r.not_available or {}).items():
         parts.append(Text(f"N/A {k}: {why}", style="yellow"))
+    read = (getattr(r, "stream", None) or {}).get("read_as")
+    if read:  # every inference fadiag made about the model (fadiag.stream.readings)
+        parts.append(Text.assemble(("read as: ", "bold"), read))
     parts.append(verdict_row(r, f"\nsignal: {r.signal_source}"))
     return parts
 

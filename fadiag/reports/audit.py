@@ -25,6 +25,7 @@ AUDIT_KEYS = (
     "stability_layer", "cross_batch_stability", "headline_acc", "frozen_baseline_acc", "verdict",
     "thresholds", "flags", "checkpoint", "data", "growth", "growth_mode", "headline_acc_source",
     "frozen_baseline_source", "weight_dtypes", "nonfinite_count", "spec", "block_update_norms", "median",
+    "growth_statistic", "token_norms", "calibration",
 )
 
 
@@ -59,6 +60,14 @@ class AuditReport(Report):
     nonfinite_count: int
     median: str = "lower"
     """Median convention of the per-layer numbers: "lower" (torch.median, the reference's) or "midpoint"."""
+    growth_statistic: str = "pooled"
+    """What (a)'s growth reads: "pooled" (residual_norms) or "per_token" (token_norms; docs/science.md §1 (a))."""
+    token_norms: Any = None
+    """Token models: median over the first eval batch of each sample's mean per-token norm ||h_l[b, t]||,
+    l = 0..L; None otherwise."""
+    calibration: Any = None
+    """The calibration the thresholds came from: name, origin, out_of_calibration, and the model's family and
+    batch layout it was judged on (fadiag.calibration). None in reports older than the key."""
 
     # ---- judgements the renderers show (computed here, from the report's own numbers and thresholds)
 
@@ -96,11 +105,12 @@ class AuditReport(Report):
 
     @property
     def h_norm_ceiling(self):
-        """The ‖h_l‖ above which (a) flags (h_norm_explosion_ratio × ‖h_0‖) when (a) reads the ratio to h_0;
-        None otherwise."""
+        """The ‖h_l‖ above which (a) flags (h_norm_explosion_ratio × ‖h_0‖) when (a) reads the ratio to h_0 of
+        residual_norms; None otherwise (per_block, or per-token norms on a token model)."""
         ratio = (self.thresholds or {}).get("h_norm_explosion_ratio")
         h = self.residual_norms or []
-        if self.growth_mode != "ratio_to_h0" or not h or not (_finite(h[0]) and _finite(ratio)):
+        if self.growth_mode != "ratio_to_h0" or self.growth_statistic != "pooled" or not h or not (
+                _finite(h[0]) and _finite(ratio)):
             return None
         return h[0] * ratio
 

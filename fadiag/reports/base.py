@@ -23,6 +23,8 @@ from ..errors import InputError, ThresholdError
 #: The verdict words (DESIGN.md, JSON report contract). One for "nothing flagged", one prefix for the rest.
 NOTHING_FLAGGED = "trustworthy"
 FLAGGED_PREFIX = "needs walk-back: "
+#: thresholds crossed outside their calibration (the audit's flags only): not a walk-back (fadiag.calibration)
+OUT_OF_CALIBRATION_PREFIX = "out of calibration: "
 
 
 def clean(v: Any) -> Any:
@@ -50,22 +52,42 @@ class Flag:
     value: float | None
     threshold: float | None
     detail: str = ""
+    calibration: Any = None
+    """The audit's: where the threshold came from and whether this model is inside it (fadiag.calibration).
+    Written only when set (other families' flags have no such key)."""
 
     def to_dict(self) -> dict:
-        return clean(dataclasses.asdict(self))
+        d = clean(dataclasses.asdict(self))
+        if d.get("calibration") is None:
+            d.pop("calibration", None)
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "report") -> "Flag":
         if not (isinstance(d, dict) and isinstance(d.get("id"), str) and d.get("flagged", 0) in (True, False, None)):
             raise InputError("malformed report: 'flags' must be a list of {id, flagged, ...}", source=source)
+        cal = d.get("calibration")
         return cls(d["id"], str(d.get("name", d["id"])), d["flagged"], d.get("value"), d.get("threshold"),
-                   str(d.get("detail", "")))
+                   str(d.get("detail", "")), cal if isinstance(cal, dict) else None)
+
+
+def out_of_calibration(f: Flag) -> bool:
+    """A threshold crossed outside its calibration: shown, not flagged (fadiag.calibration)."""
+    c = f.calibration
+    return not f.flagged and isinstance(c, dict) and bool(c.get("crossed")) and c.get("inside") is False
 
 
 def verdict_of(flags: Iterable[Flag]) -> str:
-    """The one verdict rule: "trustworthy", or "needs walk-back: " and the flagged names joined by "; "."""
+    """The one verdict rule: "trustworthy", or "needs walk-back: " and the flagged names joined by "; ".
+    Thresholds crossed outside their calibration are named after "out of calibration: " (alone, or in
+    parentheses after the walk-back), never as a walk-back."""
+    flags = list(flags)
     names = [f.name for f in flags if f.flagged]
-    return NOTHING_FLAGGED if not names else FLAGGED_PREFIX + "; ".join(names)
+    outside = [f.name for f in flags if out_of_calibration(f)]
+    oc = OUT_OF_CALIBRATION_PREFIX + "; ".join(outside)
+    if not names:
+        return oc if outside else NOTHING_FLAGGED
+    return FLAGGED_PREFIX + "; ".join(names) + (f" ({oc})" if outside else "")
 
 
 # ------------------------------------------------------------------------------------------ reports

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .mask import model_inputs
-from .spec import logits_of
+from .readings import read_model
+from .spec import logits_of, token_norms
 from .view import StreamView
 
 
@@ -31,6 +32,8 @@ class StreamPass:
     view: object = None
     shapes: list = field(default_factory=list)
     """The full shape of each h_l (before pooling), e.g. (B, C, H, W) per ResNet stage."""
+    token_norms: list | None = None
+    """Token models ((B, T, d) states, pooled): per h_l the (B,) mean per-token norm (spec.token_norms); else None."""
 
 
 class _Modes:
@@ -78,12 +81,14 @@ def settled_pass(view: StreamView, x, y, *, reduction: str = "mean"):
     check reads the blocks' inputs and outputs it captured); only when that changes what is captured
     (residual auto measured outside) does the batch run again."""
     view = view.for_batch(x)  # pooling reads this batch's attention mask, if any
+    if not view.settled:  # logits, causal/pooling, label shift (fadiag.stream.readings)
+        view = read_model(view, x, y)
     res = full_pass(view, x, y, reduction=reduction)
     if view.settled:
         return view, res
     with torch.no_grad():
         v = _settle(view, res[4], res[1], x)
-    if v.stream.residual == "outside" and view.stream.residual != "outside":
+    if (v.stream.residual == "outside") != (view.stream.residual == "outside"):  # what capture reads changed
         res = full_pass(v, x, y, reduction=reduction)
     return v, res
 
@@ -102,11 +107,19 @@ def stream_pass(view, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> 
         logits=logits.cpu(),
         hiddens=[view.pool(h).cpu() for h in hs],
         grads=[view.pool_grad(g).cpu() for g in grads],
-        loss=float(per.mean()), view=view, shapes=[tuple(h.shape) for h in hs])
+        loss=float(per.mean()), view=view, shapes=[tuple(h.shape) for h in hs], token_norms=_token_norms(view, hs))
+
+
+def _token_norms(view: StreamView, hs: list):
+    """Per h_l the per-token norms (B,) when every state is a pooled token state; None otherwise."""
+    if not hs or view.stream.pool == "none" or any(h.dim() != 3 for h in hs):
+        return None
+    return [token_norms(h, view.stream.prefix_tokens, view.mask).cpu() for h in hs]
 
 
 def _settle(view: StreamView, io, hs, x) -> StreamView:
     v = view.check_residual(io, hs)
+    v.stream = replace(v.stream, token_states=any(h.dim() == 3 for h in hs))  # v is a new view
     if v.stream.residual == "outside" and v.embed is None:
         e = v.find_embed(x)
         v = v.with_residual("outside", f"embed {e!r}: its output is what block 0 consumes (first batch)", embed=e)
@@ -118,6 +131,7 @@ def first_batch_view(view: StreamView, x, device: str = "cpu") -> StreamView:
     x = x.to(device)
     view = view.for_batch(x)
     with _Modes(view.model), torch.no_grad():
+        view = read_model(view, x)
         _, hs, io = view.capture(x)
         return _settle(view, io, hs, x)
 

@@ -4,6 +4,7 @@ and the token pooling that turns a state into one vector per sample (docs/models
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,22 @@ class Stream:
     notes: tuple = field(default_factory=tuple)
     masked: bool = False
     """The batches carry an attention mask (fadiag.stream.mask): last/mean pool the non-pad tokens only."""
+    causal: Optional[bool] = None
+    """Token models: measured on the first batch (does changing the last token move token 0?); None: not measured."""
+    labels_shifted: Optional[bool] = None
+    """loss lm: True when y[:, t] is already the token after x[:, t] (not shifted again); None: measure."""
+    logits_from: str = "model"
+    """model (its own output), readout (the readout modules on h_L) or probe (a linear probe on pooled h_L)."""
+    pool_from: str = "spec"
+    """spec (the user's word, kept) or preset/default (decided per architecture on the first batch)."""
+    residual_from: str = "spec"
+    """spec (declared: a contradicting batch is bad input) or preset/default (measured, this is the fallback)."""
+    why: tuple = ()
+    """(what, reason) pairs: how each inference was made (the "read as" line, fadiag.stream.readings)."""
+    probe: Optional[dict] = None
+    """readout probe: what was fitted (fadiag.stream.probe)."""
+    token_states: Optional[bool] = None
+    """Set on the first batch: does any h_l have token states (B, T, d)? (False: pooling does not apply.)"""
 
     def describe(self) -> dict:
         real = " non-pad" if self.masked else ""
@@ -48,11 +65,14 @@ class Stream:
                                      f"{self.pool} reads {token}; loss lm ignores pad positions"]
                                     if self.masked else [])
         blocks = list(self.blocks)
+        from .readings import read_as
+
         return {"source": self.source, "embed": self.embed, "blocks": _compact(blocks), "n_blocks": len(blocks),
                 "residual": self.residual, "output_index": self.output_index,
                 "readout": self.readout if isinstance(self.readout, str) else list(self.readout),
                 "pool": self.pool, "token": token + " for token states (B, T, d); (B, ...) states are flattened",
-                "loss": self.loss, "notes": notes}
+                "loss": self.loss, "notes": notes, "causal": self.causal, "labels_shifted": self.labels_shifted,
+                "logits": self.logits_from, "probe": self.probe, "read_as": read_as(self)}
 
 
 def _compact(paths: list) -> str:
@@ -103,13 +123,15 @@ def logits_of(out):
         return lg
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
-    raise SpecError(f"the model returned {type(out).__name__}, not logits (a tensor, .logits, or a tuple)",
+    raise SpecError(f"the model returned {type(out).__name__}, not logits (a tensor, .logits, or a tuple); a model "
+                    "without a head: stream.readout: probe fits a linear probe on h_L (docs/models.md)",
                     source="model.arch")
 
 
-def per_sample_loss(logits, y, loss: str):
+def per_sample_loss(logits, y, loss: str, shifted: bool = False):
     """(B,) per-sample loss in float64. ce: cross-entropy; lm: next-token CE, mean over each row's labelled
-    positions (label -100 = ignored); mse: mean squared error over each row's outputs."""
+    positions (label -100 = ignored; ``shifted``: y[:, t] already is the token after x[:, t], so logits[:, t]
+    is scored against y[:, t], not y[:, t + 1]); mse: mean squared error over each row's outputs."""
     z = logits.double()
     if loss == "ce":
         if z.dim() != 2:
@@ -120,21 +142,25 @@ def per_sample_loss(logits, y, loss: str):
         if z.dim() != 3 or y.dim() != 2 or y.shape[:2] != z.shape[:2]:
             raise SpecError(f"loss: lm needs (B, T, vocab) logits and (B, T) labels, got {tuple(z.shape)} and "
                             f"{tuple(y.shape)}", source="loss")
-        zz, yy = z[:, :-1], y[:, 1:]
+        zz, yy = (z, y) if shifted else (z[:, :-1], y[:, 1:])
         ce = F.cross_entropy(zz.reshape(-1, zz.shape[-1]), yy.reshape(-1), reduction="none", ignore_index=-100)
         ce = ce.view(yy.shape)
         n = (yy != -100).sum(1)
         return ce.sum(1) / n.clamp(min=1)
     t = y.double().reshape(z.shape) if y.numel() == z.numel() else y.double()
+    if tuple(t.shape) != tuple(z.shape):
+        raise SpecError(f"loss: mse needs targets shaped like the model's output {tuple(z.shape)}, got "
+                        f"{tuple(y.shape)} (a model without a head: stream.readout: probe with loss ce)", source="loss")
     return ((z - t) ** 2).flatten(1).mean(1)
 
 
-def accuracy(logits_list: list, y_list: list, loss: str = "ce") -> float:
-    """Classification accuracy; for loss lm, next-token accuracy over the labelled positions."""
+def accuracy(logits_list: list, y_list: list, loss: str = "ce", shifted: bool = False) -> float:
+    """Classification accuracy; for loss lm, next-token accuracy over the labelled positions (``shifted``: as
+    in per_sample_loss)."""
     correct = total = 0
     for lg, y in zip(logits_list, y_list):
         if loss == "lm":
-            pred, yy = lg[:, :-1].argmax(-1), y[:, 1:]
+            pred, yy = (lg.argmax(-1), y) if shifted else (lg[:, :-1].argmax(-1), y[:, 1:])
             keep = yy != -100
             correct += int((pred[keep] == yy[keep]).sum())
             total += int(keep.sum())
@@ -159,6 +185,21 @@ def pool_state(h: torch.Tensor, pool: str = "cls", prefix_tokens: int = 0, mask=
     if w is None:
         return h[:, prefix_tokens:].mean(1)
     return (h[:, prefix_tokens:] * w).sum(1) / w.sum(1).clamp(min=1)
+
+
+def token_norms(h: torch.Tensor, prefix_tokens: int = 0, mask=None):
+    """(B,) float64: per sample, the mean over its tokens (after ``prefix_tokens``; with an attention mask only
+    those with mask 1) of each token's L2 norm ||h[b, t]||. None for a state that is not (B, T, d). What (a)
+    reads on token models (docs/science.md §1 (a)): no pooling before the norm, so the scale of h_0 is the
+    scale of a token, not of an average of T tokens."""
+    if h.dim() != 3:
+        return None
+    n = h[:, prefix_tokens:].double().norm(dim=-1)
+    w = token_weights(h, mask, prefix_tokens)
+    if w is None:
+        return n.mean(1)
+    w = w.squeeze(-1).double()
+    return (n * w).sum(1) / w.sum(1).clamp(min=1)
 
 
 def token_weights(h, mask, prefix_tokens: int = 0):

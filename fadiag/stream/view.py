@@ -62,6 +62,8 @@ class StreamView:
         """True once the first batch has checked residual inside/outside (check_residual)."""
         self.mask = None
         """The attention mask (B, T) of the batch the view is bound to (for_batch), or None."""
+        self.probe = None
+        """stream.readout probe: the fitted torch.nn.Linear on pooled h_L (fadiag.stream.probe), or None."""
         self.blocks = [_sub(model, p, "blocks") for p in stream.blocks]
         self.embed = _sub(model, stream.embed, "embed") if stream.embed else None
         ro = stream.readout
@@ -74,11 +76,13 @@ class StreamView:
 
     def _like(self, model, stream, settled: bool) -> "StreamView":
         v = StreamView(model, stream)
-        v.settled, v.mask = settled, self.mask
+        v.settled, v.mask, v.probe = settled, self.mask, self.probe
         return v
 
     def double(self) -> "StreamView":
-        return self._like(copy.deepcopy(self.model).double().eval(), self.stream, self.settled)
+        v = self._like(copy.deepcopy(self.model).double().eval(), self.stream, self.settled)
+        v.probe = None if self.probe is None else copy.deepcopy(self.probe).double()
+        return v
 
     def with_residual(self, residual: str, note: str | None = None, **kw) -> "StreamView":
         notes = self.stream.notes + ((note,) if note else ())
@@ -124,14 +128,20 @@ class StreamView:
 
     # -- calling the model -------------------------------------------------------------------------
     def call(self, x):
-        """The model's logits on x (with ``attention_mask=`` when x carries one, fadiag.stream.mask)."""
+        """The model's logits on x (with ``attention_mask=`` when x carries one, fadiag.stream.mask): its own
+        output, or (stream.logits_from readout / probe) made from h_L (fadiag.stream.readings.final_state)."""
         args, kw = model_inputs(self.model, x)
-        with contextlib.redirect_stdout(sys.stderr):  # a model's print() must not corrupt JSON on stdout
-            return logits_of(self.model(*args, **kw))
+        if self.stream.logits_from == "model":
+            with contextlib.redirect_stdout(sys.stderr):  # a model's print() must not corrupt JSON on stdout
+                return logits_of(self.model(*args, **kw))
+        from .readings import final_state, head_of
+
+        return head_of(self, final_state(self, args, kw), x)
 
     def loss_of(self, logits, x, y):
         """(B,) per-sample loss in float64 (spec.per_sample_loss); loss lm ignores x's pad positions."""
-        return per_sample_loss(logits, masked_labels(y, x, self.stream.loss), self.stream.loss)
+        return per_sample_loss(logits, masked_labels(y, x, self.stream.loss), self.stream.loss,
+                               bool(self.stream.labels_shifted))
 
     def _out(self, o):
         return o[self.stream.output_index] if isinstance(o, (tuple, list)) else o
@@ -243,7 +253,9 @@ class StreamView:
                 ev.add("inside" if ins else "outside")
             elif not ins:
                 ev.add("neither")
-        declared = self.stream.residual
+        declared, assumed = self.stream.residual, "inside"
+        if self.stream.residual_from != "spec" and declared != "auto":  # a preset's guess: measured like auto
+            declared, assumed = "auto", declared
         if "neither" in ev or len(ev - {"neither"}) > 1:
             raise SpecError("stream: what block l+1 consumes is neither block l's output nor its input plus its "
                             "output; stream.blocks does not name the residual stream", source="stream")
@@ -253,7 +265,7 @@ class StreamView:
                             f"{'already contains' if found == 'inside' else 'does not contain'} its input: the "
                             f"residual is added {found} the block (set residual: {found})", source="stream")
         if declared == "auto":
-            return self.with_residual(found or "inside", f"residual {found or 'inside'}: "
+            return self.with_residual(found or assumed, f"residual {found or assumed}: "
                                       + ("measured on the first batch" if found else
                                          "assumed (no block pair could tell inside from outside)"))
         return self.with_residual(declared, f"residual {declared}: declared"
