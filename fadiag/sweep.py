@@ -80,6 +80,7 @@ def _load(path: str, o: dict, progress=None, **kw):
 
     with _bar(progress, f"loading {os.path.basename(path)}"):
         return load(path, o.get("spec"), trust=bool(o.get("trust")), trust_code=bool(o.get("trust_code")),
+                    spec_found=bool(o.get("spec_found")),
                     data=o.get("data"), seed=o.get("seed"), device=o.get("device") or "cpu", **kw)
 
 
