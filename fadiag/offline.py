@@ -27,14 +27,24 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_
 PRETRAINED_KEYS = ("use_pretrained_backbone", "pretrained", "pretrained_model_name_or_path", "pretrained_backbone")
 #: keys whose string value names weights to download (torchvision's ``weights="DEFAULT"``)
 WEIGHTS_KEYS = ("weights", "weights_backbone")
+#: keys whose value may name a Hub repository of kernels (``kernels-community/flash-attn2``): code from the network
+KERNEL_KEYS = ("attn_implementation", "_attn_implementation", "experts_implementation")
+#: loggers of the model libraries: only their errors are shown (their warnings would come before fadiag's line)
+LIBRARY_LOGGERS = ("transformers", "huggingface_hub", "kernels", "timm", "accelerate")
 MAX_DEPTH = 32
 
 
 def force_offline() -> None:
     """Offline mode for every model library fadiag drives, before (or, if too late, after) its import."""
+    import logging
+    import warnings
+
     os.environ.update(OFFLINE_ENV)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(transformers|huggingface_hub|kernels|timm)(\.|$)")
     hub = sys.modules.get("huggingface_hub.constants")
     if hub is not None:
         hub.HF_HUB_OFFLINE = True
@@ -65,17 +75,26 @@ def _walk(node: Any, origin: str, where: str, depth: int) -> None:
     for key in PRETRAINED_KEYS + WEIGHTS_KEYS:
         v = node.get(key)
         if (isinstance(v, str) and v) or (key in PRETRAINED_KEYS and v is True):
-            raise InputError(f"{where}.{key} = {_show(v)} asks for weights from the network; fadiag never downloads "
+            raise InputError(f"{_at(where, key)} = {_show(v)} asks for weights from the network; fadiag never downloads "
                              f"anything: set {key} to {'false' if isinstance(v, bool) else 'null'} (the checkpoint "
                              "holds the weights)", source=origin)
+    for key in KERNEL_KEYS:
+        v = node.get(key)
+        if isinstance(v, str) and "/" in v:
+            raise InputError(f"{_at(where, key)} = {_show(v)} names kernels on the Hugging Face Hub (code from the "
+                             "network); fadiag never downloads anything: use eager or sdpa", source=origin)
     backbone = node.get("backbone")
     if isinstance(backbone, str) and backbone and not node.get("use_timm_backbone") \
             and not isinstance(node.get("backbone_config"), dict):
-        raise InputError(f"{where}.backbone = {_show(backbone)} names a model on the Hugging Face Hub, which fadiag "
+        raise InputError(f"{_at(where, 'backbone')} = {_show(backbone)} names a model on the Hugging Face Hub, which fadiag "
                          "would have to download; give its backbone_config in the config instead", source=origin)
     for k, v in node.items():
         if isinstance(v, (dict, list, tuple)):
-            _walk(v, origin, f"{where}.{k}", depth + 1)
+            _walk(v, origin, _at(where, k), depth + 1)
+
+
+def _at(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
 
 
 def _show(v: Any) -> str:

@@ -69,6 +69,9 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
         for key, arch in (("model.arch", sp.model.arch), ("credit.value_arch", sp.credit.value_arch)):
             require_trusted_code(arch, key=key, origin=sp.origin, trusted=trust_code,
                                  found="reached through FADIAG_SPEC or the project config" if spec_found else None)
+    from .offline import check_offline_args
+
+    check_offline_args(sp.model.args, origin=sp.origin)  # nothing a constructor would download (docs/safety.md)
     if trust_code:
         import dataclasses
 
