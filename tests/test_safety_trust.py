@@ -143,3 +143,100 @@ def test_no_output_lands_on_an_input(proj, run_cli, args, option, target):
     code, out, err = run_cli([*args, option, target])
     one_line_exit_2(code, out, err, "is also an input of this run", option)
     assert (proj / target).read_bytes() == before
+
+
+# ------------------------------------------------------------------------------ resume never mixes files
+
+def _sidecars(proj, **names):
+    import yaml
+
+    spec = yaml.safe_load((proj / "tiny.yaml").read_text())
+    for stem, method in names.items():
+        shutil.copy(proj / "tiny.pt", proj / f"{stem}.pt")
+        (proj / f"{stem}.yaml").write_text(yaml.safe_dump({**spec, "audit": {"method_name": method}}))
+
+
+def _report(run_cli, path, *extra):
+    code, out, err = run_cli(["audit", path, "-f", "jsonl", "--resume", "j.jsonl", *extra])
+    assert code in (0, 1), err
+    return json.loads(out), err
+
+
+def test_identical_copies_are_separate_journal_entries(proj, run_cli):
+    """a.pt and b.pt hold the same bytes, each with its own sidecar: b.pt's report is b.pt's, never a.pt's."""
+    _sidecars(proj, a="A", b="B")
+    rep, _ = _report(run_cli, "a.pt")
+    assert rep["checkpoint"]["path"] == "a.pt" and rep["method_name"] == "A"
+    rep, err = _report(run_cli, "b.pt")
+    assert rep["checkpoint"]["path"] == "b.pt" and rep["method_name"] == "B" and "skipped" not in err
+    rep, err = _report(run_cli, "a.pt")
+    assert rep["method_name"] == "A" and "skipped" in err
+    (proj / "a.yaml").write_text((proj / "a.yaml").read_text().replace("method_name: A", "method_name: C"))
+    rep, err = _report(run_cli, "a.pt")  # the sidecar changed: not the same input any more
+    assert rep["method_name"] == "C" and "skipped" not in err
+    lines = (proj / "j.jsonl").read_text().splitlines()
+    assert [json.loads(l)["sweep"]["resolved"] for l in lines] == [str(proj / p) for p in ("a.pt", "b.pt", "a.pt")]
+
+
+def test_a_torn_last_line_is_dropped_never_appended_to(proj, run_cli):
+    _sidecars(proj, a="A", b="B")
+    _report(run_cli, "a.pt")
+    with open("j.jsonl", "a") as f:
+        f.write('{"schema": "fadiag.audit/1", "meth')  # a sweep killed mid-write
+    rep, err = _report(run_cli, "b.pt")
+    assert "torn" in err and rep["method_name"] == "B"
+    text = (proj / "j.jsonl").read_text()
+    assert text.endswith("\n") and [json.loads(l)["method_name"] for l in text.splitlines()] == ["A", "B"]
+    code, out, err = run_cli(["audit", "a.pt", "b.pt", "-f", "jsonl", "--resume", "j.jsonl"])
+    assert code in (0, 1) and err.count("skipped") == 2, err  # the run after that reads the journal
+
+
+WORKER = """
+import multiprocessing as mp, sys, time
+def work():
+    from fadiag.workers import watch_parent
+    watch_parent()
+    time.sleep(600)
+if __name__ == "__main__":
+    p = mp.get_context(sys.argv[1]).Process(target=work)
+    p.start()
+    print(p.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not reaped (its parent is dead)
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+@pytest.mark.parametrize("method,sig", [("forkserver", "SIGKILL"), ("spawn", "SIGTERM"), ("fork", "SIGKILL")])
+def test_a_worker_never_outlives_its_sweep(tmp_path, method, sig):
+    """The sweep (here a stand-in starting one worker) is killed; its worker, asleep for 10 minutes, is gone
+    within seconds. The deadline only stops a test that would otherwise wait the 10 minutes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "w.py").write_text(WORKER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.Popen([sys.executable, str(tmp_path / "w.py"), method], stdout=subprocess.PIPE, text=True,
+                         env=env, cwd=tmp_path)
+    try:
+        child = int(p.stdout.readline())
+        time.sleep(0.5)
+        assert not _gone(child)
+        p.send_signal(getattr(signal, sig))
+        p.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(child)
+    finally:
+        p.kill()
+        p.wait()
