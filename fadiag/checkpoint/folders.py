@@ -37,9 +37,10 @@ def _hub_blobs(root: Path) -> Path | None:
     return None
 
 
-def folder_files(folder, *, src: str | None = None) -> list:
+def folder_files(folder, *, src: str | None = None, counted=None) -> list:
     """[(path relative to the folder, resolved path, size)] of every regular file under ``folder``, sorted,
-    checked as the module docstring says (CheckpointError, exit 2, otherwise)."""
+    checked as the module docstring says (CheckpointError, exit 2, otherwise). ``counted(relative path)``: the
+    files whose sizes count toward the limit (default: all; the ones fadiag may read)."""
     src = src or str(folder)
     try:
         root = Path(folder).resolve(strict=True)
@@ -63,7 +64,7 @@ def folder_files(folder, *, src: str | None = None) -> list:
                 continue  # a symlinked folder inside the folder: its files are listed where they are
             if not stat.S_ISREG(st.st_mode):
                 raise CheckpointError(f"{rel} is not a regular file (a pipe, socket or device)", source=src)
-            total += st.st_size
+            total += st.st_size if counted is None or counted(rel) else 0
             if total > _ck.MAX_CHECKPOINT_BYTES:
                 raise CheckpointError(f"the folder's files declare over {_ck.MAX_CHECKPOINT_BYTES:,} bytes (the "
                                       f"checkpoint limit; {rel} is {st.st_size:,})", source=src)
