@@ -240,3 +240,54 @@ def test_a_worker_never_outlives_its_sweep(tmp_path, method, sig):
     finally:
         p.kill()
         p.wait()
+
+
+def _descendants(pid: int) -> list:
+    kids: dict = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_killing_a_jobs_2_sweep_leaves_no_worker(tmp_path, sig):
+    """The real sweep: `fadiag audit --jobs 2` training frozen baselines (minutes of work) is killed once its
+    workers are busy; none of its processes is left running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ckpts = sorted(str(p) for p in (REPO / "checkpoints_example").glob("resmlp_*.pt")) * 2
+    p = subprocess.Popen([sys.executable, "-m", "fadiag", "audit", *ckpts, "--jobs", "2", "-q", "-f", "jsonl",
+                          "--frozen-baseline", "train"], cwd=REPO, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        deadline = time.monotonic() + 120
+        while len(_descendants(p.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(5)  # the workers are inside a checkpoint now
+        kids = _descendants(p.pid)
+        assert len(kids) >= 3 and p.poll() is None
+        p.send_signal(getattr(signal, sig))
+        p.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while not all(_gone(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(_gone(k) for k in kids)
+    finally:
+        p.kill()
+        p.wait()
