@@ -225,3 +225,22 @@ def test_data_pt_is_read_as_a_checkpoint(tmp_path, run_cli, monkeypatch):
         (tmp_path / "s.yaml").write_text(yaml.safe_dump({**spec, "data": {"source": "pt", "path": name}}))
         _run(run_cli, ["audit", "tiny.pt", "--spec", "s.yaml", "--batches", "2", "--batch-size", "4"], name, needle)
     assert not (tmp_path / "MARKER").exists()
+
+
+def test_a_hub_cache_snapshot_may_link_into_its_own_blobs(tmp_path):
+    """huggingface_hub's cache links snapshots/<rev>/config.json to ../../blobs/<hash>: inside the cached
+    model, so read; a link out of the cached model is still refused."""
+    from fadiag.checkpoint.folders import folder_files
+    from fadiag.errors import CheckpointError
+
+    repo = tmp_path / "models--org--name"
+    (repo / "blobs").mkdir(parents=True)
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (repo / "blobs" / "h1").write_text("{}")
+    os.symlink("../../blobs/h1", snap / "config.json")
+    assert [rel for rel, _, _ in folder_files(snap)] == ["config.json"]
+    (tmp_path / "secret").write_text("x")
+    os.symlink(tmp_path / "secret", snap / "model.safetensors")
+    with pytest.raises(CheckpointError, match="outside the folder"):
+        folder_files(snap)
