@@ -72,3 +72,13 @@ def point_from_audit(audit: dict, step: int, step_source: str) -> dict:
                     for f in audit.get("flags") or []]
     out["verdict"] = audit.get("verdict")
     return out
+
+
+def _past(report: TrajectoryReport, fid: str) -> list:
+    """(step index, layer) cells past flag ``fid``'s per-layer criterion (fadiag.trajectory.first.layers_past)."""
+    from .first import layers_past
+
+    return [(i, l) for i, p in enumerate(report.points) for l in layers_past(fid, p, report.thresholds) or []]
+
+
+TrajectoryReport.past_cells = _past
