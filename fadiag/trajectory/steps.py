@@ -47,6 +47,8 @@ def expand(paths) -> list:
     out = []
     for raw in paths:
         p = Path(str(raw))
+        if not p.exists():
+            raise InputError("no such file or folder", source=str(p))
         if not p.is_dir() or _is_hf(p):
             out.append(str(p))
             continue
