@@ -115,15 +115,18 @@ def test_budget_schedule(monkeypatch, tmp_path):
         mon._last_cost = 1.0
         mon._spent += 1.0
 
-    audited = []
-    for step in range(1, 200):
+    audited, train = [], 0.0
+    for step in range(1, 400):
         if mon.due(step):
             audited.append(step)
             fake_audit(None, step)
+            # after every audit, the first included: audit time <= budget x training time (once there is any)
+            assert len(audited) == 1 or mon._spent <= mon.budget * train + 1e-9, (step, mon._spent, train)
         clock[0] += 0.5  # a training step
-    train = 199 * 0.5
-    assert audited[0] == 1 and len(audited) - 1 <= 0.05 * train
-    assert len(audited) - 1 >= 0.05 * train - 2  # and it does use the budget
+        train += 0.5
+    assert audited[0] == 1 and mon.budget == 0.04
+    assert len(audited) >= mon.budget * train - 2  # and it does use the budget: 0.04 x 199.5 s of 1-s audits
+    assert Monitor(None, every=50, log=None).due(100) and not Monitor(None, every=50, log=None).due(101)
 
 
 def test_import_is_lazy():

@@ -205,3 +205,15 @@ def test_bad_input_is_exit_2(dfa_run, run_cli, tmp_path):
     ck = sorted(dfa_run.glob("step_*.pt"))
     code, _, errtext = run_cli(["trajectory", str(ck[0]), str(ck[0]), "--spec", str(dfa_run / "run.yaml")])
     assert code == 2 and "two checkpoints at step 0" in errtext
+
+
+def test_steps_audited_differently_are_refused():
+    from fadiag.trajectory.body import build_report
+
+    a = {"data": {"source": "x.npz", "batches": 8}, "thresholds": {"g_norm_floor": 1e-7}, "flags": []}
+    b = dict(a, data={"source": "y.npz", "batches": 8})
+    rows = [(0, "file name", "s0.pt"), (5, "file name", "s5.pt")]
+    with pytest.raises(InputError, match="different data"):
+        build_report(rows, [a, b])
+    rep = build_report(rows, [a, dict(a)])
+    assert rep.steps == [0, 5] and rep.first_flagged == {} and rep.verdict == "trustworthy"

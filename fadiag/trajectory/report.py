@@ -56,6 +56,12 @@ class TrajectoryReport(Report):
     def headline(self) -> list:
         return [("method", self.method_name), ("steps", f"{self.steps[0]}..{self.steps[-1]}" if self.steps else "")]
 
+    def past_cells(self, fid: str) -> list:
+        """(step index, layer) cells past flag ``fid``'s per-layer criterion (docs/science.md §8)."""
+        from .first import layers_past
+
+        return [(i, l) for i, p in enumerate(self.points) for l in layers_past(fid, p, self.thresholds) or []]
+
     def grid(self, key: str) -> list:
         """steps x layers of a per-layer series (None where a record has no value)."""
         n = self.n_layers
@@ -73,12 +79,3 @@ def point_from_audit(audit: dict, step: int, step_source: str) -> dict:
     out["verdict"] = audit.get("verdict")
     return out
 
-
-def _past(report: TrajectoryReport, fid: str) -> list:
-    """(step index, layer) cells past flag ``fid``'s per-layer criterion (fadiag.trajectory.first.layers_past)."""
-    from .first import layers_past
-
-    return [(i, l) for i, p in enumerate(report.points) for l in layers_past(fid, p, report.thresholds) or []]
-
-
-TrajectoryReport.past_cells = _past
