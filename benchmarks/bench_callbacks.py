@@ -67,27 +67,18 @@ def hf(steps: int, monitor: bool, tmp: Path) -> tuple:
 
     from fadiag.callbacks import TrainerCallback
 
-    tok = np.random.default_rng(0).integers(0, 256, size=(16 + 16 * 64, 64)).astype(np.int64)
+    from fadiag.examples.tiny_lm import TokenRows, tiny_gpt2, tokens
+
+    tok = tokens(16 + 16 * 64, 64, 256)
     np.savez(tmp / "eval.npz", x=tok[:16], y=tok[:16])
-
-    class Tokens(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(tok) - 16
-
-        def __getitem__(self, i):
-            t = torch.from_numpy(tok[16 + i])
-            return {"input_ids": t, "labels": t}
-
-    torch.manual_seed(0)
-    model = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=256, n_positions=64, n_embd=64, n_layer=2, n_head=4,
-                                             bos_token_id=0, eos_token_id=0))
+    model = tiny_gpt2(256, 64, 64, 2, 4)
     cbs = [TrainerCallback(data=tmp / "eval.npz", batches=2, batch_size=8, log=tmp / "m.jsonl")] if monitor else []
     args = tf.TrainingArguments(output_dir=str(tmp / "run"), max_steps=steps, save_strategy="no", report_to=[],
                                 per_device_train_batch_size=16, use_cpu=True, disable_tqdm=True, logging_steps=10**6,
                                 dataloader_num_workers=0, seed=0)
     if cbs:
         timed(cbs[0].monitor)
-    trainer = tf.Trainer(model=model, args=args, train_dataset=Tokens(), callbacks=cbs)
+    trainer = tf.Trainer(model=model, args=args, train_dataset=TokenRows(tok[16:]), callbacks=cbs)
     t = time.process_time()
     trainer.train()
     return time.process_time() - t, cbs[0].monitor if cbs else None

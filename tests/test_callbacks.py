@@ -173,25 +173,16 @@ def test_hf_trainer(tmp_path, run_cli):
     tf = pytest.importorskip("transformers")
     from fadiag.callbacks import TrainerCallback
 
-    tok = np.random.default_rng(0).integers(0, 32, size=(80, 16)).astype(np.int64)
+    from fadiag.examples.tiny_lm import TokenRows, tiny_gpt2, tokens
+
+    tok = tokens(80, 16, 32)
     np.savez(tmp_path / "eval.npz", x=tok[:16], y=tok[:16])
-
-    class Tokens(torch.utils.data.Dataset):
-        def __len__(self):
-            return 64
-
-        def __getitem__(self, i):
-            t = torch.from_numpy(tok[16 + i])
-            return {"input_ids": t, "labels": t}
-
-    torch.manual_seed(0)
-    model = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=2, n_head=2,
-                                             bos_token_id=0, eos_token_id=0))
+    model = tiny_gpt2(32, 16, 16, 2, 2)
     cb = TrainerCallback(data=tmp_path / "eval.npz", every=4, batches=2, batch_size=8, log=tmp_path / "monitor.jsonl")
     args = tf.TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=12, save_steps=4, learning_rate=1e-2,
                                 per_device_train_batch_size=8, report_to=[], use_cpu=True, logging_steps=100,
                                 disable_tqdm=True, seed=0)
-    tf.Trainer(model=model, args=args, train_dataset=Tokens(), callbacks=[cb]).train()
+    tf.Trainer(model=model, args=args, train_dataset=TokenRows(tok[16:]), callbacks=[cb]).train()
     code, out, errtext = run_cli(["trajectory", str(tmp_path / "run"), "--data", str(tmp_path / "eval.npz"),
                                   "--batches", "2", "--batch-size", "8", "-f", "json"])
     rep = json.loads(out)

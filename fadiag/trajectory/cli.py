@@ -13,6 +13,7 @@ from ..cli.audit import FrozenAccOpt, GrowthOpt, HeadlineOpt, StabilityOpt, Thre
 from ..cli.options import plot_opt
 from ..cli.output import finish, progress_for
 from ..cli.run import checkpoint_opts, parse_thresholds
+from ..text import err
 
 Run = Annotated[List[Path], typer.Argument(help="A run's checkpoints: files (.pt/.pth/.ckpt/.safetensors/.npz), "
                                            "Hugging Face checkpoint-N folders, or a folder holding them.",
@@ -40,4 +41,9 @@ def trajectory(ctx: typer.Context, checkpoints: Run, threshold: ThresholdOpt = N
     p = ctx.params
     rep = run(checkpoints, opts, jobs=p.get("jobs", 1), resume=str(p["resume"]) if p.get("resume") else None,
               progress=progress_for(ctx))
+    if not ctx.params.get("quiet"):
+        for pt in rep.points:  # an inferred step is said on screen, not only in the report
+            if pt["step_source"] in ("file name", "checkpoint:epoch"):
+                err(f"fadiag: note: {pt['checkpoint']['path']}: step {pt['step']} from its "
+                    f"{'file name' if pt['step_source'] == 'file name' else 'epoch entry'}")
     return finish(ctx, [rep], plot=plot, labels=["trajectory"])

@@ -43,8 +43,8 @@ def trajectory_tables(r) -> list:
     d = r.data or {}
     parts = [Text(f"fadiag trajectory: {r.method_name}, {len(r.steps)} steps "
                   f"({r.steps[0] if r.steps else ''}..{r.steps[-1] if r.steps else ''}), "
-                  f"{r.n_layers} layers, eval data {d.get('source')} ({d.get('batches')} x {d.get('batch_size')})",
-                  style="bold")]
+                  f"{r.n_layers} layers, eval data {d.get('source')} ({d.get('batches')} x {d.get('batch_size')}); "
+                  f"steps from {', '.join(r.step_sources)}", style="bold")]
     heads, rows = step_rows(r)
     t = table("per step (growth: (a)'s statistic; flags firing at the step)")
     add_columns(t, [(h, "num") for h in heads[:-1]] + [(heads[-1], "key")])

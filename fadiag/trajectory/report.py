@@ -56,6 +56,11 @@ class TrajectoryReport(Report):
     def headline(self) -> list:
         return [("method", self.method_name), ("steps", f"{self.steps[0]}..{self.steps[-1]}" if self.steps else "")]
 
+    @property
+    def step_sources(self) -> list:
+        """Where the steps came from (``step_source`` of the records), each once, in step order."""
+        return list(dict.fromkeys(str(p.get("step_source")) for p in self.points))
+
     def past_cells(self, fid: str) -> list:
         """(step index, layer) cells past flag ``fid``'s per-layer criterion (docs/science.md §8)."""
         from .first import layers_past
