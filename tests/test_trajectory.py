@@ -217,3 +217,10 @@ def test_steps_audited_differently_are_refused():
         build_report(rows, [a, b])
     rep = build_report(rows, [a, dict(a)])
     assert rep.steps == [0, 5] and rep.first_flagged == {} and rep.verdict == "trustworthy"
+
+
+@pytest.mark.slow
+def test_jobs_2_gives_the_same_report(dfa_run, run_cli):
+    args = ["trajectory", str(dfa_run), "--spec", str(dfa_run / "run.yaml"), "-f", "json", "-q"]
+    one, two = run_cli(args)[1], run_cli([*args, "--jobs", "2"])[1]
+    assert json.loads(one)["points"] == json.loads(two)["points"]
