@@ -159,9 +159,15 @@ def test_lightning_fit(tmp_path, run_cli):
 
     cb = LightningCallback(str(spec), every=4, log=tmp_path / "monitor.jsonl")
     ck = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
-    L.Trainer(max_steps=12, callbacks=[cb, ck], logger=False, enable_progress_bar=False, enable_model_summary=False,
+    logger = L.pytorch.loggers.CSVLogger(tmp_path / "logs", name="", version="")
+    L.Trainer(max_steps=12, callbacks=[cb, ck], logger=logger, enable_progress_bar=False, enable_model_summary=False,
               accelerator="cpu", devices=1, enable_checkpointing=True).fit(Module(), DataLoader(TensorDataset(x, y),
                                                                                                 batch_size=32))
+    import csv
+
+    with open(tmp_path / "logs" / "metrics.csv") as fh:  # the scalars reached the trainer's logger
+        logged = [r for r in csv.DictReader(fh) if r.get("fadiag/h_norm/0")]
+    assert [int(r["step"]) for r in logged] == [4, 8, 12]
     code, out, errtext = run_cli(["trajectory", str(tmp_path / "ckpt"), "--spec", str(spec), "-f", "json"])
     rep = json.loads(out)
     assert rep["steps"] == [4, 8, 12] and {p["step_source"] for p in rep["points"]} == {"checkpoint:global_step"}
