@@ -8,6 +8,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+
+def _offline() -> None:
+    """Every model library fadiag drives runs offline: set before any of them is imported (fadiag.offline)."""
+    from .offline import force_offline
+
+    force_offline()
+
+
+_offline()
+
 #: module -> the public names it provides (each imported on first use).
 _PROVIDERS = {
     "fadiag.subject": ("load", "Subject"),

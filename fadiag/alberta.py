@@ -44,31 +44,37 @@ def is_alberta_folder(path) -> bool:
     return p.is_dir() and (p / "state" / "_METADATA").is_file()
 
 
-def folder_sha256(path) -> str:
-    """sha256 over the folder's files in sorted relative-path order (each path, then its bytes)."""
+def folder_sha256(path, files: list | None = None) -> str:
+    """sha256 over the folder's files in sorted relative-path order (each path, then its bytes). ``files``:
+    the folder's listing by fadiag.checkpoint.folders.folder_files (which checks it), made here if not given."""
+    from .checkpoint.folders import folder_files
+
     h = hashlib.sha256()
-    root = Path(path)
-    for f in sorted(q for q in root.rglob("*") if q.is_file()):
-        h.update(str(f.relative_to(root)).encode() + b"\0")
-        with open(f, "rb") as fh:
+    for rel, real, _ in (files if files is not None else folder_files(path)):
+        h.update(rel.encode() + b"\0")
+        with open(real, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
 
 
 def _json(p: Path, src: str):
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {p.name} ({type(e).__name__})", source=src) from None
+    from .checkpoint.folders import load_json
+
+    return load_json(p, src, name=str(p.relative_to(p.parents[1])), want=object)
 
 
-def read_tree(path) -> tuple[dict, dict]:
-    """{dotted key path: numpy array} of every array leaf, and the user metadata dict ({} if none)."""
+def read_tree(path, files: list | None = None) -> tuple[dict, dict]:
+    """{dotted key path: numpy array} of every array leaf, and the user metadata dict ({} if none). The folder
+    is checked first (fadiag.checkpoint.folders: no symlink out, sizes within the checkpoint limit), the
+    metadata JSON by depth and type, and every array's declared size before any is read (:func:`_open_arrays`)."""
+    from .checkpoint.folders import folder_files
+
     root = Path(path)
     src = str(path)
+    files = folder_files(root, src=src) if files is None else files
     meta = _json(root / "state" / "_METADATA", src)
-    tree = meta.get("tree_metadata")
+    tree = meta.get("tree_metadata") if isinstance(meta, dict) else None
     if not isinstance(tree, dict) or len(tree) > MAX_LEAVES:
         raise CheckpointError("state/_METADATA has no usable tree_metadata", source=src)
     try:
@@ -76,31 +82,11 @@ def read_tree(path) -> tuple[dict, dict]:
     except ImportError:
         raise CheckpointError("reading an alberta-framework (orbax) checkpoint folder needs tensorstore: "
                               'pip install "fadiag[alberta]"', source=src) from None
-    driver = "zarr3" if meta.get("use_zarr3") else "zarr"
-    state_dir = (root / "state").resolve()
+    arrays = _open_arrays(ts, root, meta, tree, src, on_disk=sum(size for _, _, size in files))
     out = {}
-    for entry in tree.values():
+    for name, arr in arrays.items():
         try:
-            parts = [str(k["key"]) for k in entry["key_metadata"]]
-            vm = entry.get("value_metadata") or {}
-        except (KeyError, TypeError):
-            raise CheckpointError("state/_METADATA: malformed tree entry", source=src) from None
-        if vm.get("skip_deserialize") or not str(vm.get("value_type", "")).endswith(("Array", "ndarray", "np.ndarray")):
-            continue
-        name = ".".join(parts)
-        if any(p in ("", ".", "..") or "/" in p for p in parts):
-            raise CheckpointError(f"state/_METADATA: unsafe key {name!r}", source=src)
-        if meta.get("use_ocdbt", True):
-            kv = {"driver": "ocdbt", "base": state_dir.as_uri() + "/", "path": name}
-        else:
-            kv = {"driver": "file", "path": str(state_dir / name)}
-        try:
-            arr = ts.open({"driver": driver, "kvstore": kv}, open=True, read=True).result()
-            if int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.numpy_dtype.itemsize > MAX_ARRAY_BYTES:
-                raise CheckpointError(f"array {name} is over the {MAX_ARRAY_BYTES}-byte limit", source=src)
             out[name] = np.asarray(arr.read().result())
-        except CheckpointError:
-            raise
         except Exception as e:
             raise CheckpointError(f"cannot read array {name} ({type(e).__name__})", source=src) from None
     user = {}
@@ -110,6 +96,64 @@ def read_tree(path) -> tuple[dict, dict]:
         if not isinstance(user, dict):
             user = {}
     return out, user
+
+
+def _leaf_name(entry, src: str) -> str | None:
+    """The dotted key of an array leaf of tree_metadata, None for a leaf that is not an array."""
+    km = entry.get("key_metadata") if isinstance(entry, dict) else None
+    vm = entry.get("value_metadata") if isinstance(entry, dict) else None
+    vm = {} if vm is None else vm
+    if not isinstance(km, list) or not isinstance(vm, dict) or not all(
+            isinstance(k, dict) and isinstance(k.get("key"), (str, int)) and not isinstance(k.get("key"), bool)
+            for k in km):
+        raise CheckpointError("state/_METADATA: malformed tree entry", source=src)
+    vt = vm.get("value_type", "")
+    if vm.get("skip_deserialize") is True or not isinstance(vt, str) or not vt.endswith(("Array", "ndarray")):
+        return None
+    parts = [str(k["key"]) for k in km]
+    name = ".".join(parts)
+    if not parts or any(p in ("", ".", "..") or "/" in p or "\\" in p for p in parts):
+        raise CheckpointError(f"state/_METADATA: unsafe key {name!r}", source=src)
+    return name
+
+
+def _open_arrays(ts, root: Path, meta: dict, tree: dict, src: str, on_disk: int) -> dict:
+    """{name: opened tensorstore} of every array leaf, nothing read yet: each array, each of its chunks and all
+    of them together are held to the limits first (a few KB of metadata may declare terabytes)."""
+    import fadiag.checkpoint as _ck
+
+    driver = "zarr3" if meta.get("use_zarr3") is True else "zarr"
+    state_dir = (root / "state").resolve()
+    arrays, declared = {}, 0
+    for entry in tree.values():
+        name = _leaf_name(entry, src)
+        if name is None:
+            continue
+        if meta.get("use_ocdbt", True) is not False:
+            kv = {"driver": "ocdbt", "base": state_dir.as_uri() + "/", "path": name}
+        else:
+            kv = {"driver": "file", "path": str(state_dir / name)}
+        try:
+            arr = ts.open({"driver": driver, "kvstore": kv}, open=True, read=True).result()
+            item = int(arr.dtype.numpy_dtype.itemsize)
+            nbytes = int(np.prod(arr.shape, dtype=np.float64)) * item
+            chunk = arr.chunk_layout.read_chunk.shape
+            cbytes = int(np.prod(chunk, dtype=np.float64)) * item if chunk is not None else 0
+        except Exception as e:
+            raise CheckpointError(f"cannot read array {name} ({type(e).__name__})", source=src) from None
+        if nbytes > MAX_ARRAY_BYTES:
+            raise CheckpointError(f"array {name} is over the {MAX_ARRAY_BYTES}-byte limit", source=src)
+        if cbytes > max(2 * nbytes, 1 << 26):
+            raise CheckpointError(f"array {name} declares chunks of {cbytes:,} bytes for {nbytes:,} bytes of data: "
+                                  "refusing to allocate them", source=src)
+        declared += nbytes
+        if declared > _ck.MAX_CHECKPOINT_BYTES or (declared > _ck.MAX_ZIP_EXPANDED
+                                                   and declared > _ck.MAX_ZIP_RATIO * max(on_disk, 1)):
+            raise CheckpointError(f"the arrays declare over {declared:,} bytes from {on_disk:,} bytes on disk (the "
+                                  f"limits: {_ck.MAX_CHECKPOINT_BYTES:,} bytes, or {_ck.MAX_ZIP_RATIO}x past "
+                                  f"{_ck.MAX_ZIP_EXPANDED:,}): refusing to read them", source=src)
+        arrays[name] = arr
+    return arrays
 
 
 def _indexed(tree: dict, prefix: str) -> list:
@@ -225,8 +269,11 @@ def read_folder(path):
 
     from .checkpoint import RawCheckpoint
 
+    from .checkpoint.folders import folder_files
+
     src = str(path)
-    tree, user = read_tree(path)
+    files = folder_files(path, src=src)  # checked before anything in the folder is opened
+    tree, user = read_tree(path, files)
     module, extras = to_fadiag_state(tree, src)
     content = {"model": {k: torch.from_numpy(np.array(v)) for k, v in module.items()},
                "learner": {k: torch.from_numpy(np.array(v)) for k, v in extras.items()}}
@@ -236,5 +283,5 @@ def read_folder(path):
     names = metadata_names(user, src)
     if names:
         content[METADATA_NAMES] = names
-    return RawCheckpoint(path=src, format="alberta-orbax", sha256=folder_sha256(path), trusted=False,
+    return RawCheckpoint(path=src, format="alberta-orbax", sha256=folder_sha256(path, files), trusted=False,
                          content=content)

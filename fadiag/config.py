@@ -12,6 +12,11 @@ its positional arguments (``checkpoints = [...]`` for audit, ``checkpoint = "...
 can run ``fadiag audit`` with no paths. Keys may use dashes or underscores (``row-chunk``, ``row_chunk``).
 ``thresholds = {name = value}`` is accepted for ``--threshold name=value``.
 Relative paths are used as written (relative to the working directory, where the config file lives).
+
+Trust is never taken from a file: a config naming ``trust-checkpoint``, ``trust-code`` or ``scheduler`` (which
+would let a file in a pull-request checkout unpickle, import code or reach the network) is exit 2 with one line;
+those come only from the command line. A ``spec`` named here is a *discovered* spec, like a sidecar: the code it
+names is imported only with ``--trust-code`` on the command line (docs/safety.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any
 from .errors import InputError
 
 CONFIG_NAMES = ("fadiag.yaml", ".fadiag.yaml")
+#: options that grant trust or reach the network: only ever from the command line (key -> its flag)
+COMMAND_LINE_ONLY = {"trust_checkpoint": "--trust-checkpoint", "trust_code": "--trust-code", "scheduler": "--scheduler"}
 
 
 def find_config(cwd: Path | None = None) -> tuple[dict, str | None]:
@@ -62,8 +69,13 @@ def find_config(cwd: Path | None = None) -> tuple[dict, str | None]:
     return {}, None
 
 
-def _norm_value(key: str, value: Any) -> tuple[str, Any]:
+def _norm_value(key: str, value: Any, origin: str = "") -> tuple[str, Any]:
     key = key.replace("-", "_")
+    if key in COMMAND_LINE_ONLY:
+        flag = COMMAND_LINE_ONLY[key]
+        raise InputError(f"{key.replace('_', '-')}: {flag} is taken only from the command line, never from a "
+                         "config file (a file in the checkout must not grant trust or reach the network); remove "
+                         f"it and pass {flag} yourself", source=origin)
     if key == "thresholds" and isinstance(value, dict):
         return "threshold", [f"{k}={v}" for k, v in value.items()]
     return key, value
@@ -82,7 +94,7 @@ def build_default_map(raw: dict, commands: dict, origin: str) -> dict:
                 raise InputError(f"{k}: expected a table of options", source=origin)
             per[k] = v
             continue
-        nk, nv = _norm_value(k, v)
+        nk, nv = _norm_value(k, v, origin)
         if nk not in all_params:
             near = difflib.get_close_matches(nk, sorted(all_params) + sorted(commands), n=1)
             raise InputError(f"unknown option {k!r}" + (f" (did you mean {near[0]!r}?)" if near else ""),
@@ -92,7 +104,7 @@ def build_default_map(raw: dict, commands: dict, origin: str) -> dict:
     for cmd, params in commands.items():
         m = {k: v for k, v in top.items() if k in params}
         for k, v in per.get(cmd, {}).items():
-            nk, nv = _norm_value(k, v)
+            nk, nv = _norm_value(k, v, origin)
             if nk not in params:
                 near = difflib.get_close_matches(nk, sorted(params), n=1)
                 raise InputError(f"{cmd}.{k}: unknown option for 'fadiag {cmd}'"
@@ -101,6 +113,26 @@ def build_default_map(raw: dict, commands: dict, origin: str) -> dict:
         if m:
             out[cmd] = m
     return out
+
+
+#: environment variables that would grant trust if fadiag read them: their presence alone is exit 2
+TRUST_ENV = {"FADIAG_TRUST_CHECKPOINT": "--trust-checkpoint", "FADIAG_TRUST_CODE": "--trust-code"}
+
+
+def check_trust_env(environ=None) -> None:
+    """Trust is granted only by a flag on the command line: an environment variable that tries is exit 2."""
+    import os
+
+    env = os.environ if environ is None else environ
+    for name, flag in TRUST_ENV.items():
+        if env.get(name, "") != "":
+            raise InputError(f"{flag} is taken only from the command line, never from the environment; unset "
+                             f"{name} and pass {flag} yourself", source=name)
+
+
+def given_on_command_line(ctx, name: str) -> bool:
+    """Whether option ``name`` was typed on the command line (not the environment, the config or a default)."""
+    return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
 
 
 #: Options that change how a report is shown or where it goes, never its numbers: not recorded.

@@ -1,8 +1,8 @@
 """Evaluation data sources -> disjoint (x, y) batches.
 
-Sources: ``npz`` (arrays x, y; allow_pickle=False), ``pt`` (a dict with tensors x, y, read with
-weights_only=True), ``synthetic`` (Gaussian x, uniform labels, seeded; for smoke tests only). An npz or pt
-file may also hold ``attention_mask`` (N, T) of 0/1 beside token ids x (N, T): x then carries it
+Sources: ``npz`` (arrays x, y; allow_pickle=False; the zip budget), ``pt`` (a dict with tensors x, y, read as
+a checkpoint is: pickle scan, zip budget, size limit, weights_only=True; no tensor may describe more than the
+limits), ``synthetic`` (Gaussian x, uniform labels, seeded; for smoke tests only). An npz or pt file may also hold ``attention_mask`` (N, T) of 0/1 beside token ids x (N, T): x then carries it
 (fadiag.stream.mask.MaskedIds) through batching to the model (docs/models.md, "Attention masks").
 Batch i holds rows [i*B, (i+1)*B) of the (optionally seeded-permuted) rows: batches never overlap.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, InputError
 
 
 def load_arrays(path: str, source: str | None = None, *, integer_labels=True, keep_int: bool = False):
@@ -38,20 +38,45 @@ def load_arrays(path: str, source: str | None = None, *, integer_labels=True, ke
                                     source=str(path))
                 x, y = torch.from_numpy(np.array(z["x"])), torch.from_numpy(np.array(z["y"]))
                 mask = torch.from_numpy(np.array(z["attention_mask"])) if "attention_mask" in z.files else None
-        else:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+        else:  # read as a checkpoint is: pickle scan, zip budget, size limit, weights_only (docs/safety.md)
+            from .checkpoint import read_checkpoint
+            from .errors import UnsafeCheckpointError
+
+            try:
+                obj = read_checkpoint(p).content
+            except UnsafeCheckpointError as e:
+                raise DataError(f"refusing to unpickle {', '.join(e.globals[:3]) or 'it'} ({e.reason or 'unsafe'}): a "
+                                "data file is read as plain tensors only, never with --trust-checkpoint; re-save it "
+                                "as a dict of tensors", source=str(path)) from None
             if not isinstance(obj, dict) or not all(isinstance(obj.get(k), torch.Tensor) for k in ("x", "y")):
                 raise DataError("expected a dict with tensors 'x' and 'y'", source=str(path))
             x, y, mask = obj["x"], obj["y"], obj.get("attention_mask")
             if mask is not None and not isinstance(mask, torch.Tensor):
                 raise DataError("'attention_mask' must be a tensor", source=str(path))
-    except DataError:
+        for name, t in (("x", x), ("y", y), ("attention_mask", mask)):
+            _check_declared(t, name, str(path))
+    except InputError:
         raise
     except Exception as e:
         raise DataError(f"cannot read data ({type(e).__name__}: {' '.join(str(e).split())[:120]})",
                         source=str(path)) from None
     x, y = validate_xy(x, y, source=str(path), integer_labels=integer_labels, keep_int=keep_int)
     return (x, y) if mask is None else attach_mask(x, y, mask, source=str(path), tokens=integer_labels == "tokens")
+
+
+def _check_declared(t, name: str, source: str) -> None:
+    """A tensor may not describe more bytes than the checkpoint limit, nor (a view with a zero or overlapping
+    stride) far more than its storage holds: refused before anything copies it."""
+    import fadiag.checkpoint as _ck
+
+    if t is None or not hasattr(t, "untyped_storage"):
+        return
+    n = t.numel() * t.element_size()
+    stored = t.untyped_storage().nbytes()
+    if n > _ck.MAX_CHECKPOINT_BYTES or (n > _ck.MAX_ZIP_EXPANDED and n > _ck.MAX_ZIP_RATIO * max(stored, 1)):
+        raise DataError(f"{name} describes {n:,} bytes over a storage of {stored:,} (a view with zero or overlapping "
+                        f"strides, or past the {_ck.MAX_CHECKPOINT_BYTES:,}-byte limit): refusing to copy it",
+                        source=source)
 
 
 def attach_mask(x, y, mask, *, source: str, tokens: bool = False):

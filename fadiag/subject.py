@@ -55,7 +55,7 @@ class Subject:
 
 
 def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False, trust_code: bool = False,
-         data: str | None = None,
+         spec_found: bool = False, data: str | None = None,
          batches: int | None = None, batch_size: int | None = None, seed: int | None = None,
          shuffle: bool | None = None, device: str = "cpu", need_data: bool = True,
          labels="class") -> Subject:
@@ -65,15 +65,20 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
     spec's model section comes from it, fadiag.checkpoint.hf) or an alberta-framework folder.
     labels: "class" (integer class labels) or "regression" (float targets), or a function of the Spec
     returning one of them (e.g. from edges.loss), decided once the spec is known.
-    trust_code: let a spec that was found (not given) import the ``module:Class`` it names (--trust-code)."""
+    trust_code: let a spec that was found (not given) import the ``module:Class`` it names (--trust-code).
+    spec_found: ``spec`` was not typed on the command line (FADIAG_SPEC, the project config): found, not given."""
     raw, sp = read_input(checkpoint, spec, trust=trust)
-    if not spec:  # found beside the checkpoint, not named by the user: no user code without --trust-code
+    if not spec or spec_found:  # not named on the command line: no user code without --trust-code
         from .models import require_trusted_code
 
         for key, arch in (("model.arch", sp.model.arch), ("credit.value_arch", sp.credit.value_arch),
                           ("model.config_class", sp.model.config_class or "")):
             if arch:
-                require_trusted_code(arch, key=key, origin=sp.origin, trusted=trust_code)
+                require_trusted_code(arch, key=key, origin=sp.origin, trusted=trust_code,
+                                     found="reached through FADIAG_SPEC or the project config" if spec_found else None)
+    from .offline import check_offline_args
+
+    check_offline_args(sp.model.args, origin=sp.origin)  # nothing a constructor would download (docs/safety.md)
     if trust_code:
         import dataclasses
 

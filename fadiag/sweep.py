@@ -12,22 +12,22 @@ what it would have written to stderr): in-process (``jobs=1``), in ``jobs`` work
 once per worker, one intra-op thread each), or on a ``dask.distributed`` cluster. Reports come back in
 input order, so the output is byte-identical whatever the backend; a journal (``--resume FILE.jsonl``) gets
 each report the moment it finishes, so a killed sweep keeps what it finished and the next run skips
-checkpoints whose sha256 and settings are already in the journal.
+checkpoints whose resolved path, bytes (sha256, and the sidecar spec's) and settings are already in the
+journal; a torn last line is cut off, never appended to. A worker exits within a second of its parent's death
+(:func:`_init_worker`).
 
 torch-free at import time (``import fadiag.cli`` must not import torch).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import sys
 from typing import Callable, Iterable
 
-from . import __version__
 from .errors import EXIT_INTERNAL, FadiagError, InputError
+from .journal import Journal, checkpoint_key, file_sha256, read_journal, settings_key  # noqa: F401 (the journal)
 
 KINDS = ("audit", "credit", "edges", "relevance")
 #: an edge correlation with at least this many (row, node) entries runs on every core
@@ -80,6 +80,7 @@ def _load(path: str, o: dict, progress=None, **kw):
 
     with _bar(progress, f"loading {os.path.basename(path)}"):
         return load(path, o.get("spec"), trust=bool(o.get("trust")), trust_code=bool(o.get("trust_code")),
+                    spec_found=bool(o.get("spec_found")),
                     data=o.get("data"), seed=o.get("seed"), device=o.get("device") or "cpu", **kw)
 
 
@@ -226,70 +227,12 @@ class SweepError(FadiagError):
         self.exit_code = exit_code
 
 
-# ----------------------------------------------------------------------------------------- journal
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def settings_key(kind: str, opts: dict) -> str:
-    """What decides a report besides the checkpoint: the command, its options and fadiag's version.
-    Options that cannot change a report (quiet) are left out; files given as options enter by content."""
-    o = {k: v for k, v in sorted(opts.items()) if k not in ("quiet",)}
-    for k in ("spec", "data", "init", "tensors", "truth", "held_out"):
-        if o.get(k) and os.path.isfile(str(o[k])):
-            o[k] = file_sha256(str(o[k]))
-    text = json.dumps({"kind": kind, "opts": o, "fadiag": __version__}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def read_journal(path: str) -> dict:
-    """(sha256, settings key) -> report, from a journal written by a previous sweep. A torn last line (the
-    sweep was killed while writing it) is ignored; other garbage is an error."""
-    done = {}
-    if not os.path.exists(path):
-        return done
-    if not os.path.isfile(path):
-        raise InputError("is not a regular file", source=f"--resume {path}")
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            meta = obj.pop("sweep")
-            done[(meta["sha256"], meta["settings"])] = obj
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            if i >= len(lines) - 2:  # the last line, possibly torn
-                continue
-            raise InputError(f"line {i + 1} is not a fadiag sweep journal entry", source=f"--resume {path}") from None
-    return done
-
-
-class Journal:
-    def __init__(self, path: str):
-        self.path = path
-        self.f = open(path, "a", encoding="utf-8")
-
-    def write(self, report: dict, path: str, sha: str, key: str) -> None:
-        line = dict(report)
-        line["sweep"] = {"path": path, "sha256": sha, "settings": key}
-        self.f.write(json.dumps(line, allow_nan=False, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def close(self) -> None:
-        self.f.close()
-
-
 # -------------------------------------------------------------------------------------------- sweep
 
 def _init_worker(threads: int) -> None:
+    from .workers import watch_parent
+
+    watch_parent()  # a worker never outlives the sweep
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
@@ -335,13 +278,15 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
     threads = choose_threads(opts.get("threads"))
     opts = dict(opts, threads=threads)
     results: list = [None] * len(paths)
-    shas, key, journal = [None] * len(paths), None, None
+    keys, key, journal = [None] * len(paths), None, None
     if resume:
-        done = read_journal(resume)
+        done, torn = read_journal(resume)
         key = settings_key(kind, opts)
+        if torn and not opts.get("quiet"):
+            sys.stderr.write(f"fadiag: {resume}: dropped a torn last line (a sweep killed while writing it)\n")
         for i, p in enumerate(paths):
-            shas[i] = file_sha256(p) if os.path.isfile(p) else None  # a missing file fails in its loader
-            rep = done.get((shas[i], key))
+            keys[i] = checkpoint_key(p)
+            rep = done.get((*keys[i], key))
             if rep is not None:
                 results[i] = {"ok": True, "report": rep, "stderr": f"fadiag: {p}: already in {resume}; skipped\n"}
         journal = Journal(resume)
@@ -354,7 +299,7 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
             sys.stderr.write(res["stderr"])
             sys.stderr.flush()
         if fresh and journal is not None and res["ok"]:
-            journal.write(res["report"], paths[i], shas[i], key)
+            journal.write(res["report"], paths[i], keys[i], key)
         while nxt < len(paths) and results[nxt] is not None:
             r = results[nxt]
             if not r["ok"]:

@@ -40,19 +40,24 @@ def _batches(n, bs, g):
     return [perm[i:i + bs] for i in range(0, n, bs)]
 
 
-def _loop(model, x, y, recipe, seed, params, step_grads, progress):
+def _loop(model, x, y, recipe, seed, params, step_grads, progress, on_step=None):
     """The shared training loop: seeded minibatch order, optimiser + schedule; ``step_grads(xb, yb)`` fills
-    the .grad buffers of one step (backprop, DFA, ...)."""
+    the .grad buffers of one step (backprop, DFA, ...); ``on_step(model, step)`` after each optimiser step
+    (step = steps done: a checkpoint saver, a fadiag.callbacks.Monitor)."""
     g = torch.Generator().manual_seed(seed)
     steps = recipe["epochs"] * math.ceil(len(x) / recipe["batch_size"])
     opt, sched = _make_opt(list(params), recipe, steps)
     model.train()
+    done = 0
     for ep in range(recipe["epochs"]):
         for idx in _batches(len(x), recipe["batch_size"], g):
             opt.zero_grad(set_to_none=True)
             step_grads(x[idx], y[idx])
             opt.step()
             sched.step()
+            done += 1
+            if on_step is not None:
+                on_step(model, done)
         if progress:
             progress(ep + 1, recipe["epochs"])
     model.eval()
@@ -79,7 +84,8 @@ def make_feedback(n_layers_plus_one: int, n_classes: int, width: int, seed: int)
     return torch.randn(n_layers_plus_one, n_classes, width, generator=g)
 
 
-def train_dfa(model, x, y, feedback: torch.Tensor, recipe=DFA_RECIPE, seed: int = 0, progress=None, view=None):
+def train_dfa(model, x, y, feedback: torch.Tensor, recipe=DFA_RECIPE, seed: int = 0, progress=None, view=None,
+              on_step=None):
     """DFA through the model's residual-stream view (``view``, a fadiag.stream.StreamView of ``model``; default:
     the preset fadiag.presets.resolve_view finds, the reference contract for ResMLP). The view's
     ``local_forward`` cuts the graph before every block and the readout; h_0 and every block update u_l
@@ -96,7 +102,7 @@ def train_dfa(model, x, y, feedback: torch.Tensor, recipe=DFA_RECIPE, seed: int 
         for l, o in enumerate(outs):
             o.backward(e @ feedback[l])
 
-    return _loop(model, x, y, recipe, seed, model.parameters(), step, progress)
+    return _loop(model, x, y, recipe, seed, model.parameters(), step, progress, on_step)
 
 
 def train_frozen_baseline(model, x, y, recipe=BP_RECIPE, seed: int = 0, progress=None, trainable_last: int = 0,

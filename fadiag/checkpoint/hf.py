@@ -82,6 +82,9 @@ def model_section(cfg: dict, folder) -> dict:
 def read_hf_folder(folder, *, trust: bool = False) -> RawCheckpoint:
     """The folder's weights as a RawCheckpoint (content: one flat state dict; format hf-safetensors or
     hf-torch; sha256 over config.json and the weight files read, in that order, each name then its digest)."""
+    from .hf_guard import check_hf_folder
+
+    check_hf_folder(folder)  # no symlink out, sizes, config depth, no remote weights or backbone (docs/safety.md)
     root = Path(folder)
     read_config(root)
     for single, index, only in WEIGHT_FILES:

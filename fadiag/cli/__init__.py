@@ -20,5 +20,6 @@ from .paths import check_output_path
 
 # the commands, in the order --help lists them (each module registers its command on ``app``)
 from . import audit, calibrate, credit, edges, relevance, inspect, lint, report, compare  # noqa: E402,F401  isort: skip
+from ..trajectory import cli as _trajectory  # noqa: E402,F401  isort: skip
 
 __all__ = ["Progress", "app", "check_output_path", "emit", "err", "finish", "main", "run_guarded", "state"]

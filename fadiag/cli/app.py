@@ -137,11 +137,13 @@ def command(order: str, **kw):
 def run_guarded(ctx, body: Callable[[], int]) -> None:
     """Run a command: take its --quiet, check its files (``preflight``), run ``body`` and exit with its code;
     a FadiagError becomes its exit code with one line on stderr, never a traceback."""
+    from ..config import check_trust_env
     from .paths import preflight
 
     st = state(ctx)
     st.quiet = bool(ctx.params.get("quiet"))
     try:
+        check_trust_env()
         preflight(ctx)
         code = body()
     except FadiagError as e:

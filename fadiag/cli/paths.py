@@ -1,6 +1,12 @@
 """The files a command reads and writes, checked before any work is done: outputs are regular files (or none
 yet) in an existing, writable folder, never one of the command's inputs nor another of its outputs; inputs are
-never pipes, sockets or devices (reading one could block forever)."""
+never pipes, sockets or devices (reading one could block forever).
+
+"Inputs" are every file the run will read that can be known before it starts (:func:`run_inputs`): the files
+named on the command line, every file inside a checkpoint folder, the sidecar specs beside each checkpoint,
+and every file a spec names (``data.path``, ``credit.init_checkpoint``, ``edges.truth``, a model argument, ...).
+They are compared with each output through symlinks and hard links (same resolved path, or same device and
+inode)."""
 
 from __future__ import annotations
 
@@ -74,15 +80,95 @@ def _check_input_path(p: Path, where: str) -> Path:
     return r
 
 
+#: spec files and folders are looked through for the files they name, within these bounds
+MAX_LISTED = 100_000
+MAX_SPEC_STRINGS = 10_000
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def _identity(p: Path):
+    try:
+        st = os.stat(p)
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return None
+
+
+def _spec_files(spec: Path) -> list:
+    """The files a spec names: every string in it that, taken relative to the spec's folder, is a file. A spec
+    that cannot be read names none here (the run says why)."""
+    from ..spec import MAX_SPEC_BYTES, _NoAliasLoader
+
+    try:
+        if not spec.is_file() or spec.stat().st_size > MAX_SPEC_BYTES:
+            return []
+        import yaml
+
+        raw = yaml.load(spec.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
+    except Exception:
+        return []
+    out, stack, n = [], [raw], 0
+    while stack and n < MAX_SPEC_STRINGS:
+        node = stack.pop()
+        n += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and node.strip() and "\0" not in node and len(node) < 4096:
+            q = Path(node) if Path(node).is_absolute() else spec.parent / node
+            try:
+                if q.is_file():
+                    out.append(q)
+            except OSError:
+                pass
+    return out
+
+
+def run_inputs(ctx, named: list) -> set:
+    """Every file the run will read that is known before it starts (see the module docstring): resolved paths
+    and (device, inode) pairs. ``named``: the files named on the command line."""
+    files = list(named)
+    specs = [Path(str(ctx.params["spec"]))] if ctx.params.get("spec") else []
+    for name in ("checkpoints", "checkpoint", "more"):
+        v = ctx.params.get(name)
+        for x in (v if isinstance(v, (list, tuple)) else [v]) if v else []:
+            p = Path(str(x))
+            if p.name:
+                specs += [p.with_suffix(sfx) for sfx in SPEC_SUFFIXES]  # a sidecar, found or not
+            if p.is_dir():
+                for i, q in enumerate(q for q in p.rglob("*") if q.is_file()):
+                    if i >= MAX_LISTED:
+                        break
+                    files.append(q)
+                    if q.suffix in SPEC_SUFFIXES:
+                        specs.append(q)
+    for sp in specs:
+        files.append(sp)
+        files += _spec_files(sp)
+    out = set()
+    for f in files:
+        try:
+            out.add(f.resolve())
+        except (RuntimeError, OSError):
+            continue
+        ident = _identity(f)
+        if ident is not None:
+            out.add(ident)
+    return out
+
+
 def preflight(ctx) -> None:
     """Before a command does any work: check every file it will read or write (see the module docstring), and
     that a --plot can be drawn (its suffix, the 'plot' extra)."""
-    inputs = set()
+    named = []
     for name in INPUT_PARAMS:
         v = ctx.params.get(name)
         for x in (v if isinstance(v, (list, tuple)) else [v]):
             if x:
-                inputs.add(_check_input_path(Path(str(x)), str(x)))
+                _check_input_path(Path(str(x)), str(x))
+                named.append(Path(str(x)))
+    inputs = run_inputs(ctx, named) if any(ctx.params.get(n) is not None for n, _ in OUTPUT_PARAMS) else set()
     seen = {}
     for name, opt in OUTPUT_PARAMS:
         v = ctx.params.get(name)
@@ -90,8 +176,9 @@ def preflight(ctx) -> None:
             continue
         check_output_path(str(v), opt)
         r = _resolve(Path(str(v)), f"{opt} {v}")
-        if r in inputs:
-            raise InputError("is also an input of this command; refusing to overwrite it", source=f"{opt} {v}")
+        if r in inputs or _identity(r) in inputs:
+            raise InputError("is also an input of this run (given, found beside a checkpoint or named by its "
+                             "spec); refusing to overwrite it", source=f"{opt} {v}")
         if r in seen:
             raise InputError(f"is also the {seen[r]} file", source=f"{opt} {v}")
         seen[r] = opt

@@ -22,9 +22,13 @@ def _path(v) -> Optional[str]:
 def checkpoint_opts(ctx, **own) -> dict:
     """The options one checkpoint runs with: loading (spec, data, trust, device, ...), the command's shared
     options, and its ``own``. Plain values only: they travel to worker processes and key the journal."""
+    from ..config import given_on_command_line
+
     p = ctx.params
     o = dict(spec=_path(p.get("spec")), trust=bool(p.get("trust_checkpoint")), trust_code=bool(p.get("trust_code")),
              data=_path(p.get("data")), device=check_device(p.get("device") or Device.cpu), quiet=bool(p.get("quiet")))
+    if o["spec"] and not given_on_command_line(ctx, "spec"):  # from FADIAG_SPEC or the config: discovered
+        o["spec_found"] = True
     o.update({k: p[k] for k in _SHARED if k in p})
     return dict(o, **{k: str(v) if isinstance(v, Path) else v for k, v in own.items()})
 

@@ -45,14 +45,15 @@ def is_builtin_arch(arch: str) -> bool:
     return arch in BUILTIN or arch in SAFE_TARGETS or arch.startswith(LIBRARY_PREFIXES)
 
 
-def require_trusted_code(arch: str, *, key: str, origin: str, trusted: bool) -> None:
+def require_trusted_code(arch: str, *, key: str, origin: str, trusted: bool, found: str | None = None) -> None:
     """The trust gate for a spec fadiag FOUND (a sidecar beside the checkpoint), not one the user passed:
     naming user code there imports it only with --trust-code (like ``trust_remote_code``). Exit 2 otherwise."""
     if trusted or is_builtin_arch(arch):
         return
     mod = arch.partition(":")[0] if ":" in arch else arch
-    raise SpecError(f"{key}: {arch!r} would import and run module {mod!r}, named by a spec found beside the "
-                    "checkpoint (not given with --spec); pass --trust-code if you trust that folder, "
+    found = found or "found beside the checkpoint"
+    raise SpecError(f"{key}: {arch!r} would import and run module {mod!r}, named by a spec {found} (not given "
+                    "with --spec on the command line); pass --trust-code if you trust that folder, "
                     "or --spec to name the spec yourself", source=origin)
 
 

@@ -202,9 +202,10 @@ def generic_section(r) -> str:
 
 def sections() -> dict:
     """schema -> the form that renders it (the family modules import the helpers above)."""
+    from ..trajectory import render as trajectory
     from . import markdown_audit, markdown_families
 
-    return {**markdown_audit.SECTIONS, **markdown_families.SECTIONS}
+    return {**markdown_audit.SECTIONS, **markdown_families.SECTIONS, **trajectory.SECTIONS}
 
 
 def render(reports: list, **_) -> str:

@@ -276,3 +276,12 @@ def credit_figure(plt, reports: list):
 
 
 FIGURES[CreditReport.SCHEMA] = credit_figure
+
+
+def trajectory_figure(plt, reports: list):
+    from ..trajectory.render import trajectory_figure as figure
+
+    return figure(plt, reports)
+
+
+FIGURES["fadiag.trajectory/1"] = trajectory_figure

@@ -227,7 +227,8 @@ def audit_tables(r) -> list:
 TABLES = {AUDIT_SCHEMA: audit_tables}
 
 _FAMILY_MODULES = {"credit": "table_credit", "edges": "table_edges", "relevance": "table_relevance",
-                   "compare": "table_compare", "inspect": "table_inspect", "lint": "table_lint"}
+                   "compare": "table_compare", "inspect": "table_inspect", "lint": "table_lint",
+                  "trajectory": "fadiag.trajectory.render"}
 
 
 def register(schema: str, fn) -> None:
@@ -239,7 +240,7 @@ def _lazy_register(r) -> None:
 
     mod = _FAMILY_MODULES.get(r.family)
     if mod:
-        importlib.import_module(f"{__package__}.{mod}")
+        importlib.import_module(mod if "." in mod else f"{__package__}.{mod}")
 
 
 def render(reports: list, *, color: bool = False, width: int | None = None, **_) -> str:

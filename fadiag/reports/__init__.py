@@ -12,12 +12,12 @@ from .base import (FLAGGED_PREFIX, NOTHING_FLAGGED, REGISTRY, Flag, Report, Thre
                    merge_thresholds, register, verdict_of)
 
 #: The family modules under fadiag/reports/ (each defines and registers its Report subclasses).
-FAMILIES = ("audit", "credit", "edges", "relevance", "inspect", "lint", "compare")
+FAMILIES = ("audit", "credit", "edges", "relevance", "inspect", "lint", "compare", "fadiag.trajectory.report")
 
 
 def _load_families() -> None:
     for name in FAMILIES:
-        importlib.import_module(f"{__name__}.{name}")
+        importlib.import_module(name if "." in name else f"{__name__}.{name}")
 
 
 def load_file(path) -> list:
