@@ -7,10 +7,13 @@
   fadiag's reference contract (``embed``/``patch_embed``, ``blocks``, ``out_ln``+``out_head`` or
   ``norm``+``head``; residual outside), timm VisionTransformer (``blocks``; h_0 = output of ``norm_pre``;
   cls token, or the mean after ``num_prefix_tokens`` when ``global_pool='avg'``), Hugging Face models
-  (the block class from ``_can_record_outputs`` / ``_no_split_modules``, never a hard-coded path;
-  decoders read the last token, or the token mean with ``loss: lm``; encoders the class token),
-  torchvision ResNet (``layer1..layer4``: the stream is per stage and changes width);
-- ``stream: auto`` finds a single ModuleList of identical blocks and says which it chose;
+  (blocks from the library's metadata, fadiag.library_blocks.hf_blocks, never a hard-coded path;
+  decoders read the last token, or the token mean with ``loss: lm``; encoders the class token;
+  encoder-decoders their decoder, fadiag.stream.seq2seq), torchvision ResNet (``layer1..layer4``: the
+  stream is per stage and changes width), torchvision VisionTransformer, and the residual units timm and
+  torchvision mark (fadiag.library_blocks.residual_units);
+- ``stream: auto`` picks the finest repeated residual unit (the same library rules), else a single
+  ModuleList of identical blocks, and says which it chose;
 - keys given beside a preset or auto (pool, residual, output_index, readout, embed) override it.
 """
 
@@ -20,40 +23,19 @@ from dataclasses import replace
 
 from .errors import SpecError
 from .stream import Stream, StreamView, expand_blocks
+from .stream.spec import _compact
 
 _DECODER_TYPES = ("gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi",
                   "phi3", "opt", "falcon", "olmo", "smollm3", "gpt_neox", "bloom")
 
 
 def _is_lm_class(model) -> bool:
+    """A causal LM, or an encoder-decoder LM (fadiag.stream.seq2seq): its labels are (B, T) tokens."""
+    from .stream.seq2seq import is_encoder_decoder
+
     n = type(model).__name__
-    return n.endswith(("LMHeadModel", "ForCausalLM"))
-
-
-def _list_of(model, cls_or_name) -> str | None:
-    """Path of the ModuleList holding the instances of a block class (given as class or class name)."""
-    import torch
-
-    def match(m):
-        return type(m).__name__ == cls_or_name if isinstance(cls_or_name, str) else isinstance(m, cls_or_name)
-
-    for path, m in model.named_modules():
-        if isinstance(m, torch.nn.ModuleList) and len(m) and all(match(c) for c in m):
-            return path
-    return None
-
-
-def _hf_blocks(model) -> str | None:
-    rec = getattr(type(model), "_can_record_outputs", None) or {}
-    target = rec.get("hidden_states") if isinstance(rec, dict) else None
-    target = getattr(target, "target_class", target)
-    cands = [target] if target is not None else []
-    cands += list(getattr(model, "_no_split_modules", None) or [])
-    for c in cands:
-        p = _list_of(model, c)
-        if p is not None:
-            return p
-    return None
+    return n.endswith(("LMHeadModel", "ForCausalLM")) or (n.endswith("ForConditionalGeneration")
+                                                          and is_encoder_decoder(model))
 
 
 def preset_for(model, loss: str | None):
@@ -68,18 +50,7 @@ def preset_for(model, loss: str | None):
         return Stream(blocks=("blocks",), embed="norm_pre", residual="inside", readout="model", pool=pool,
                       prefix_tokens=k, source="preset: timm VisionTransformer", notes=(note,)), "ce"
     if cfg is not None and hasattr(type(model), "config_class"):  # Hugging Face PreTrainedModel
-        path = _hf_blocks(model)
-        if path is None:
-            return None
-        mt = str(getattr(cfg, "model_type", ""))
-        decoder = _is_lm_class(model) or mt in _DECODER_TYPES or bool(getattr(cfg, "is_decoder", False))
-        default_loss = "lm" if _is_lm_class(model) else "ce"
-        use = loss or default_loss
-        pool = ("mean" if use == "lm" else "last") if decoder else "cls"
-        note = (f"Hugging Face {mt or type(model).__name__}: blocks {path!r} (block class from the model); "
-                "h_L is the last block's output, before the final norm (never hidden_states[-1])")
-        return Stream(blocks=(path,), residual="inside", readout="model", pool=pool,
-                      source=f"preset: Hugging Face {type(model).__name__}", notes=(note,)), default_loss
+        return _hf_preset(model, cfg, loss)
     if has("conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4", "fc"):  # torchvision ResNet
         return Stream(blocks=("layer1", "layer2", "layer3", "layer4"), embed="maxpool", residual="inside",
                       readout="model", pool="none", source="preset: torchvision ResNet",
@@ -91,13 +62,74 @@ def preset_for(model, loss: str | None):
         ro = ("out_ln", "out_head") if has("out_ln", "out_head") else ("norm", "head")
         return Stream(blocks=("blocks",), embed=embed, residual="outside", readout=ro, pool="cls",
                       source="reference contract"), "ce"
-    return None
+    return _library_preset(model)
+
+
+def _library_preset(model):
+    """torchvision VisionTransformer (class_token, encoder.layers), then the residual units timm and torchvision
+    mark (fadiag.library_blocks.residual_units: ConvNeXt, EfficientNet, MobileNetV3, Swin, RegNet, ...)."""
+    from .library_blocks import residual_units
+
+    if all(hasattr(model, n) for n in ("class_token", "conv_proj", "heads")) and \
+            hasattr(getattr(model, "encoder", None), "layers"):
+        return Stream(blocks=("encoder.layers",), residual="inside", readout="model", pool="cls",
+                      source="preset: torchvision VisionTransformer",
+                      notes=("the head reads the class token (token 0)",)), "ce"
+    units = residual_units(model)
+    if units is None:
+        return None
+    return Stream(blocks=tuple(units), residual="inside", readout="model", pool="mean",
+                  source=f"preset: residual units of {type(model).__name__}",
+                  notes=(_UNITS_NOTE,)), "ce"
+
+
+_UNITS_NOTE = ("blocks: every outermost module the library marks as a residual unit (has_skip / use_res_connect "
+               "true, or stochastic depth on its branch), never a stage; blocks without a shortcut (stride or "
+               "width changes) lie between units; (B, C, H, W) and (B, H, W, C) states are flattened, token states "
+               "(B, T, d) read as their token mean")
+
+
+def _hf_preset(model, cfg, loss):
+    from .library_blocks import hf_blocks
+    from .stream.seq2seq import attach, is_encoder_decoder
+
+    attach(model)  # no-op unless an encoder-decoder (fadiag.stream.seq2seq)
+    found = hf_blocks(model)
+    if found is None:
+        return None
+    paths, how = found
+    mt = str(getattr(cfg, "model_type", ""))
+    decoder = _is_lm_class(model) or mt in _DECODER_TYPES or bool(getattr(cfg, "is_decoder", False))
+    default_loss = "lm" if _is_lm_class(model) else "ce"
+    use = loss or default_loss
+    vision_no_cls = hasattr(cfg, "num_channels") and not any(n.endswith("cls_token") for n, _ in
+                                                             model.named_parameters())
+    pool = ("mean" if use == "lm" else "last") if decoder else "mean" if vision_no_cls else "cls"
+    notes = [f"Hugging Face {mt or type(model).__name__}: {len(paths)} blocks ({how}); h_L is the last block's "
+             "output, before the final norm (never hidden_states[-1])"]
+    if vision_no_cls:
+        notes.append("no class token (no cls_token parameter): a token state is read as its token mean")
+    if is_encoder_decoder(model):
+        notes.append("encoder-decoder: the decoder's blocks; the decoder is fed (start token, x) and its logits at "
+                     "positions 1..T are scored against the labels shifted once, as a causal LM's (labels must be x)")
+    return Stream(blocks=tuple(paths), residual="inside", readout="model", pool=pool,
+                  source=f"preset: Hugging Face {type(model).__name__}", notes=tuple(notes)), default_loss
 
 
 def auto_stream(model):
-    """The single ModuleList of >= 2 identical blocks (nested lists inside a block are ignored)."""
+    """The finest repeated residual unit: a Hugging Face model's blocks (fadiag.library_blocks.hf_blocks), the
+    residual units timm / torchvision mark, else the single ModuleList of >= 2 identical blocks (nested lists
+    inside a block are ignored)."""
     import torch
 
+    from .library_blocks import hf_blocks, residual_units
+
+    found = hf_blocks(model) if hasattr(type(model), "config_class") else None
+    units = found[0] if found else residual_units(model)
+    if units:
+        how = found[1] if found else "marked by the library as residual units"
+        return Stream(blocks=tuple(units), residual="auto", readout="model", pool="cls",
+                      source=f"auto: {len(units)} blocks {_compact(list(units))!r} ({how})")
     cands = []
     for path, m in model.named_modules():
         if isinstance(m, (torch.nn.ModuleList, torch.nn.Sequential)) and len(m) >= 2 and path:

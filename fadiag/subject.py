@@ -94,6 +94,8 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
         bl, info = load_batches(sp, model, data=data, batches=batches, batch_size=batch_size, seed=seed,
                                 shuffle=shuffle, labels=labels)
         _trial_forward(model, bl[0][0][:2].to(device), info.get("source", "data"))
+        if labels == "tokens":
+            _check_decoder_targets(model, bl, info.get("source", "data"))
     if args_note:
         info["model_args"] = args_note
     return Subject(model=model, batches=bl, spec=sp, checkpoint=raw, state_dict=sd, extras=extras,
@@ -134,8 +136,12 @@ def read_input(checkpoint: str, spec: str | Spec | None, *, trust: bool) -> tupl
 def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) -> tuple:
     """(model with the checkpoint's weights in float32 eval mode on ``device``, state dict, extras)."""
     from .compat.biotorch import bp_twin_module, needs_bp_twin
+    from .models import resolve_arch
     from .models.construct import build_for_spec
 
+    builder = resolve_arch(sp.model.arch, origin=sp.origin, base_dir=sp.base_dir)
+    if getattr(builder, "hf_class", None) is not None and not (sp.model.args_from or sp.model.config_class):
+        return (*_load_transformers(builder, raw, sp, checkpoint, device), None)  # transformers' own loader
     model, args_note = build_for_spec(sp, raw.content)
     twin = []
     if needs_bp_twin(model):  # learning-rule layers or backward hooks (BioTorch FA/DFA): the twin's autograd is BP
@@ -155,6 +161,47 @@ def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) ->
         raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
     model.eval()
     return model, sd, extras, args_note
+
+
+def _load_transformers(builder, raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) -> tuple:
+    """A Hugging Face class loaded by transformers itself (fadiag.checkpoint.hf.load_transformers) from the
+    state dict fadiag read safely. A folder's keys go as ``save_pretrained`` wrote them; another checkpoint's
+    wrapper prefix is stripped as for any model (``checkpoint.strip_prefix``). The state dict kept is the
+    model's own (module names, after transformers' renames) in the checkpoint's dtypes; the model is float32."""
+    import contextlib
+    import sys
+
+    import torch
+
+    from .checkpoint.hf import load_transformers
+    from .models import check_size
+
+    check_size(sp.model.arch, builder, sp.model.args, origin=sp.origin)
+    keys = None
+    if not raw.format.startswith("hf-") and sp.checkpoint.strip_prefix == "auto":
+        with contextlib.suppress(Exception), torch.device("meta"):
+            keys = builder(**sp.model.args).state_dict().keys()
+    strip = "" if raw.format.startswith("hf-") else sp.checkpoint.strip_prefix
+    sd, used = find_state_dict(raw.content, sp.checkpoint.state_dict, strip, source=checkpoint, model_keys=keys)
+    extras = {k: v for k, v in raw.content.items() if k != used} if isinstance(raw.content, dict) and used else {}
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            model = load_transformers(builder.hf_class, sp.model.args, sd, source=checkpoint)
+    except (CheckpointError, SpecError):
+        raise
+    except Exception as e:  # transformers' own refusal (a shape it cannot load, a config it rejects)
+        msg = " ".join(str(e).split())[:200]
+        raise SpecError(f"transformers cannot load {builder.hf_class.__name__} ({type(e).__name__}: {msg})",
+                        source=checkpoint) from None
+    from .stream.seq2seq import attach
+
+    attach(model)  # encoder-decoder: the decoder is fed (start, x) and scored as a causal LM
+    own = {k: v.detach() for k, v in model.state_dict().items()}
+    try:  # float32: small-magnitude metrics are never computed in fp16
+        model.float().to(device)
+    except Exception as e:
+        raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
+    return model.eval(), own, extras
 
 
 def _fit_state(model, sd: dict, extras: dict, raw: RawCheckpoint, checkpoint: str) -> tuple:
@@ -197,6 +244,20 @@ def _lm_labels(sp: Spec, model) -> bool:
     from .presets import _is_lm_class
 
     return sp.loss == "lm" or (sp.loss is None and _is_lm_class(model))
+
+
+def _check_decoder_targets(model, bl: list, source: str) -> None:
+    """An encoder-decoder is fed x as its decoder's input (fadiag.stream.seq2seq): labels other than x would be
+    scored against a decoder that never saw them."""
+    import torch
+
+    from .stream.mask import plain
+    from .stream.seq2seq import is_encoder_decoder
+
+    if is_encoder_decoder(model) and not all(torch.equal(plain(x).to(y.device), y) for x, y in bl):
+        raise DataError(f"{type(model).__name__} is an encoder-decoder: fadiag feeds its decoder the ids x (after the "
+                        "start token) and scores next-token predictions, so the labels y must equal x",
+                        source=source)
 
 
 def _takes_tokens(model) -> bool:

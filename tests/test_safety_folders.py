@@ -100,7 +100,7 @@ def test_attack_folders_never_touch_the_network(tmp_path):
     cases = {"detr_pretrained": (["audit", "detr_pretrained", *data], "use_pretrained_backbone"),
              "detr_hub": (["audit", "detr_hub", *data], "backbone = 'org/name'"),
              "kernels": (["audit", "kernels", *data], "attn_implementation"),
-             "warns": (["audit", "warns", *data], "does not match"),
+             "warns": (["audit", "warns", *data], "missing weight(s)"),  # transformers names them
              "detr_spec": (["audit", "tiny.pt", "--spec", "detr.yaml", *data], "model.args.use_pretrained_backbone"),
              "tv_spec": (["audit", "tiny.pt", "--spec", "tv.yaml", *data], "model.args.weights")}
     (tmp_path / "guard.py").write_text(GUARD)

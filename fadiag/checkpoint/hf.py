@@ -12,14 +12,21 @@ below is ever opened. The weights, in this order of preference:
   (fadiag.checkpoint: scanned, then ``torch.load(weights_only=True)``; refused if that is unsafe, unless
   ``--trust-checkpoint``).
 
-Tied weights that ``save_pretrained`` leaves out (GPT-2's ``lm_head.weight``) are filled from the tensor
-they are tied to in the built model (:func:`fill_tied`).
+The model itself is built and loaded by transformers (:func:`load_transformers`): the config class from the
+config's fields (``from_dict``, so its encoded floats such as ``{"__float__": "Infinity"}`` decode), then
+``Class.from_pretrained(None, config=..., state_dict=...)`` with the state dict fadiag read above, offline
+(``HF_HUB_OFFLINE=1``, ``local_files_only=True``), ``trust_remote_code=False``. transformers never opens a file of
+the folder itself; renames between on-disk and module names (fused MoE experts, ViT attention names), tied
+weights, legacy buffers, prefixes and dtypes are transformers' own loading. A weight the folder lacks (that
+transformers would leave random) or one it has that the model does not use is refused (exit 2, naming them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import fadiag.checkpoint as _ck
@@ -128,6 +135,54 @@ def _shards(root: Path, index: str) -> list:
     if missing:
         raise CheckpointError(f"shard(s) named by the index are missing: {few(missing)}", source=src)
     return names
+
+
+def is_transformers_class(cls) -> bool:
+    """A Hugging Face PreTrainedModel class (it has ``config_class`` and ``from_pretrained``)."""
+    return isinstance(getattr(cls, "config_class", None), type) and callable(getattr(cls, "from_pretrained", None))
+
+
+def make_config(cls, args: dict):
+    """``cls.config_class`` from a config's fields (never ``trust_remote_code``; encoded floats decoded)."""
+    cc = cls.config_class
+    args = {k: v for k, v in args.items() if k != "trust_remote_code"}
+    decode = getattr(cc, "_decode_special_floats", None)
+    return cc.from_dict(decode(args) if callable(decode) else args)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """transformers offline and silent (its progress bars and load reports would go to the terminal)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers.utils import logging as tlog
+
+    level, bars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tlog.set_verbosity(level)
+        if bars:
+            tlog.enable_progress_bar()
+
+
+def load_transformers(cls, args: dict, sd: dict, *, source: str):
+    """The model transformers builds from ``args`` and loads from ``sd`` (see the module docstring), in the
+    checkpoint's dtype (``dtype="auto"``), eval mode. Weights transformers reports missing, unexpected or
+    mismatched are refused (exit 2)."""
+    config = make_config(cls, args)
+    with _quiet():
+        model, info = cls.from_pretrained(None, config=config, state_dict=sd, output_loading_info=True,
+                                          local_files_only=True, trust_remote_code=False, dtype="auto")
+    problems = [f"{len(v)} {what} weight(s): {few(sorted(map(str, v)))}" for what, v in
+                (("missing", info.get("missing_keys")), ("unused", info.get("unexpected_keys")),
+                 ("mismatched", info.get("mismatched_keys")), ("unloadable", info.get("error_msgs"))) if v]
+    if problems:
+        raise CheckpointError(f"transformers loads {cls.__name__} from these weights with " + "; ".join(problems)
+                              + " (a missing weight would stay random): the weights are not this model's",
+                              source=source)
+    return model.eval()
 
 
 def fill_tied(model, sd: dict) -> list:

@@ -5,8 +5,9 @@ code; that only happens because the user wrote it in the spec (DESIGN.md, Safety
 
 - ``timm:NAME``: ``timm.create_model(NAME, pretrained=False, **args)`` (the ``timm`` extra; nothing downloaded);
 - ``transformers:Class``: a Hugging Face class built from a config whose fields are ``args``
-  (``Class.config_class(**args)``, random init, nothing downloaded, never ``trust_remote_code``; the ``hf``
-  extra); a "package.module:Class" that is a Hugging Face class is built the same way;
+  (``Class.config_class.from_dict(args)``, nothing downloaded, never ``trust_remote_code``; the ``hf`` extra);
+  a "package.module:Class" that is a Hugging Face class is built the same way. fadiag.subject loads its
+  weights through transformers' own ``from_pretrained`` (fadiag.checkpoint.hf.load_transformers);
 - ``package.module:factory``: a function annotated to return an ``nn.Module`` subclass (torchvision's
   ``resnet18``), called with ``args``; its result must be an ``nn.Module``.
 
@@ -127,10 +128,12 @@ def resolve_arch(arch: str, *, origin: str = "<spec>", base_dir: str | None = No
 
 
 def _hf_builder(cls):
-    def build(**args):
-        args = {k: v for k, v in args.items() if k != "trust_remote_code"}  # never
-        return cls(cls.config_class(**args))
+    from ..checkpoint.hf import make_config
 
+    def build(**args):
+        return cls(make_config(cls, args))  # never trust_remote_code (make_config drops it)
+
+    build.hf_class = cls  # fadiag.subject loads it through transformers' own from_pretrained
     return build
 
 

@@ -79,6 +79,8 @@ def _compact(paths: list) -> str:
     """["blocks.0", "blocks.1"] -> "blocks.0..1"; mixed parents are listed."""
     if not paths:
         return ""
+    if len(set(paths)) < len(paths):  # a module applied several times (ALBERT): one entry per application
+        return f"{_compact(list(dict.fromkeys(paths)))} applied {len(paths)} times"
     heads = {p.rpartition(".")[0] for p in paths}
     if len(heads) == 1 and all(p.rpartition(".")[2].isdigit() for p in paths):
         h = heads.pop()

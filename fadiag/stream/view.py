@@ -156,14 +156,39 @@ class StreamView:
     def _hooks(self, pre: dict, post: dict, readout_pre=None):
         """Install pre-hooks {block index: fn(args, kwargs)} and forward hooks {index: fn(input, output)}."""
         hs = []
+        apps: dict = {}  # a module applied several times (ALBERT's shared layer): its k-th call is block apps[k]
+        for i, b in enumerate(self.blocks):
+            apps.setdefault(id(b), []).append(i)
+        for idx in (v for v in apps.values() if len(v) > 1):
+            hs += self._shared_hooks(self.blocks[idx[0]], idx, pre, post)
         for i, fn in pre.items():
-            hs.append(self.blocks[i].register_forward_pre_hook(lambda m, a, k, fn=fn: fn(a, k), with_kwargs=True))
+            if len(apps[id(self.blocks[i])]) == 1:
+                hs.append(self.blocks[i].register_forward_pre_hook(lambda m, a, k, fn=fn: fn(a, k), with_kwargs=True))
         for i, fn in post.items():
+            if i != "embed" and len(apps[id(self.blocks[i])]) > 1:
+                continue
             mod = self.embed if i == "embed" else self.blocks[i]
             hs.append(mod.register_forward_hook(lambda m, a, k, o, fn=fn: fn(a, k, o), with_kwargs=True))
         if readout_pre is not None:
             hs.append(self.readout[0].register_forward_pre_hook(lambda m, a: readout_pre(a)))
         return hs
+
+    @staticmethod
+    def _shared_hooks(mod, idx: list, pre: dict, post: dict) -> list:
+        """One pre- and one forward hook on a module that is blocks idx[0], idx[1], ... in turn: its k-th call
+        (counted from when the hooks are installed, modulo len(idx)) runs pre/post of block idx[k]."""
+        k = [-1]
+
+        def p(m, a, kw):
+            k[0] += 1
+            fn = pre.get(idx[k[0] % len(idx)])
+            return fn(a, kw) if fn else None
+
+        def q(m, a, kw, o):
+            fn = post.get(idx[k[0] % len(idx)])
+            return fn(a, kw, o) if fn else None
+
+        return [mod.register_forward_pre_hook(p, with_kwargs=True), mod.register_forward_hook(q, with_kwargs=True)]
 
     def capture(self, x):
         """The model's forward with hooks: (logits, [h_0..h_L], [(in_l, out_l) per block]) in the graph."""
