@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import SpecError
 from .mask import last_index
+from .xent import cross_entropy_rows
 
 POOLS = ("cls", "mean", "last", "none")
 RESIDUALS = ("auto", "inside", "outside")
@@ -107,22 +107,25 @@ def logits_of(out):
 
 def per_sample_loss(logits, y, loss: str):
     """(B,) per-sample loss in float64. ce: cross-entropy; lm: next-token CE, mean over each row's labelled
-    positions (label -100 = ignored); mse: mean squared error over each row's outputs."""
-    z = logits.double()
+    positions (label -100 = ignored); mse: mean squared error over each row's outputs. Cross-entropy of float32
+    logits is computed at float32 cost without losing saturated rows (fadiag.stream.xent)."""
+    z = logits
     if loss == "ce":
         if z.dim() != 2:
             raise SpecError(f"loss: ce needs (B, classes) logits, the model gives {tuple(z.shape)} "
                             "(loss: lm for a language model)", source="loss")
-        return F.cross_entropy(z, y, reduction="none")
+        return cross_entropy_rows(z, y)
     if loss == "lm":
         if z.dim() != 3 or y.dim() != 2 or y.shape[:2] != z.shape[:2]:
             raise SpecError(f"loss: lm needs (B, T, vocab) logits and (B, T) labels, got {tuple(z.shape)} and "
                             f"{tuple(y.shape)}", source="loss")
-        zz, yy = z[:, :-1], y[:, 1:]
-        ce = F.cross_entropy(zz.reshape(-1, zz.shape[-1]), yy.reshape(-1), reduction="none", ignore_index=-100)
-        ce = ce.view(yy.shape)
+        zz, yy = z, torch.full_like(y, -100)  # position t predicts label t + 1; no copy of the logits
+        yy[:, :-1] = y[:, 1:]
+        ce = cross_entropy_rows(zz.reshape(-1, zz.shape[-1]), yy.reshape(-1))
+        ce, yy = ce.view(yy.shape)[:, :-1], yy[:, :-1]
         n = (yy != -100).sum(1)
         return ce.sum(1) / n.clamp(min=1)
+    z = logits.double()
     t = y.double().reshape(z.shape) if y.numel() == z.numel() else y.double()
     return ((z - t) ** 2).flatten(1).mean(1)
 
