@@ -132,16 +132,22 @@ def per_sample_loss(logits, y, loss: str):
 
 def accuracy(logits_list: list, y_list: list, loss: str = "ce") -> float:
     """Classification accuracy; for loss lm, next-token accuracy over the labelled positions."""
-    correct = total = 0
-    for lg, y in zip(logits_list, y_list):
-        if loss == "lm":
-            pred, yy = lg[:, :-1].argmax(-1), y[:, 1:]
-            keep = yy != -100
-            correct += int((pred[keep] == yy[keep]).sum())
-            total += int(keep.sum())
-        else:
-            correct += int((lg.argmax(-1) == y).sum())
-            total += int(y.numel())
+    counts = [accuracy_counts(lg, y, loss) for lg, y in zip(logits_list, y_list)]
+    return pooled_accuracy(counts)
+
+
+def accuracy_counts(lg, y, loss: str = "ce") -> tuple:
+    """(correct, total) of one batch, for :func:`accuracy` pooled over batches (no batch's logits kept)."""
+    if loss == "lm":
+        pred, yy = lg[:, :-1].argmax(-1), y[:, 1:]
+        keep = yy != -100
+        return int((pred[keep] == yy[keep]).sum()), int(keep.sum())
+    return int((lg.argmax(-1) == y).sum()), int(y.numel())
+
+
+def pooled_accuracy(counts) -> float:
+    """sum(correct) / sum(total) over (correct, total) pairs; NaN when nothing was labelled."""
+    correct, total = sum(c for c, _ in counts), sum(n for _, n in counts)
     return correct / total if total else float("nan")
 
 
