@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import sys
 from typing import Callable, Iterable
@@ -32,16 +33,64 @@ from .errors import EXIT_INTERNAL, FadiagError, InputError
 KINDS = ("audit", "credit", "edges", "relevance")
 #: an edge correlation with at least this many (row, node) entries runs on every core
 LARGE_EDGE_ENTRIES = 1 << 24
+#: a model whose forward pass of one eval batch takes at least this many multiply-adds (its weight layers', counted
+#: on the trial forward: fadiag.subject.Subject.batch_macs) runs on every core (docs/scale.md, "Threads")
+LARGE_MODEL_MACS = 1 << 30
 DASK_HINT = 'the Dask backend needs the "dask" extra: pip install "fadiag[dask]"'
 
 
 # ------------------------------------------------------------------------------------------- threads
 
 def cpu_count() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (containers)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        n = max(1, os.cpu_count() or 1)
+    quota = cgroup_cpu_limit()
+    return max(1, min(n, math.ceil(quota))) if quota else n
+
+
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup", proc: str = "/proc/self/cgroup") -> float | None:
+    """CPUs granted by this process's cgroup quota (quota / period: cgroup v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us``), or None when there is none or it cannot be read."""
+    paths = {}
+    try:
+        with open(proc, encoding="utf-8") as f:
+            for line in f:
+                _, ctrl, path = line.rstrip("\n").split(":", 2)
+                for c in ctrl.split(","):
+                    paths[c] = path.lstrip("/")
+    except (OSError, ValueError):
+        pass
+    v2 = [os.path.join(root, paths.get("", ""), "cpu.max"), os.path.join(root, "cpu.max")]
+    v1 = [os.path.join(root, d, paths.get("cpu", "")) for d in ("cpu", "cpu,cpuacct")]
+    v1 += [os.path.join(root, d) for d in ("cpu", "cpu,cpuacct")]
+    for f in v2:
+        parts = _read(f).split()
+        if len(parts) == 2:
+            return _ratio(parts[0], parts[1])
+    for d in v1:
+        q, p = _read(os.path.join(d, "cpu.cfs_quota_us")), _read(os.path.join(d, "cpu.cfs_period_us"))
+        if q and p:
+            return _ratio(q, p)
+    return None
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _ratio(quota: str, period: str) -> float | None:
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
+        return None  # "max": no quota
+    return q / p if q > 0 and p > 0 else None
 
 
 def env_threads() -> int | None:
@@ -49,9 +98,10 @@ def env_threads() -> int | None:
     return int(v) if v.isdigit() and int(v) > 0 else None
 
 
-def choose_threads(requested: int | None = None, *, entries: int | None = None) -> int:
-    """torch intra-op threads: ``requested`` (--threads), else OMP_NUM_THREADS, else 1, or every core for
-    an edge correlation of ``entries`` = M x N >= LARGE_EDGE_ENTRIES."""
+def choose_threads(requested: int | None = None, *, entries: int | None = None, macs: int | None = None) -> int:
+    """torch intra-op threads: ``requested`` (--threads), else OMP_NUM_THREADS, else every core (cpu_count) for
+    an edge correlation of ``entries`` = M x N >= LARGE_EDGE_ENTRIES or a model pass of ``macs`` multiply-adds a
+    batch >= LARGE_MODEL_MACS, else 1."""
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int) or not 1 <= requested <= 1024:
             raise InputError(f"must be an integer in 1..1024, got {requested!r}", source="--threads")
@@ -59,7 +109,7 @@ def choose_threads(requested: int | None = None, *, entries: int | None = None) 
     env = env_threads()
     if env is not None:
         return env
-    if entries is not None and entries >= LARGE_EDGE_ENTRIES:
+    if (entries is not None and entries >= LARGE_EDGE_ENTRIES) or (macs is not None and macs >= LARGE_MODEL_MACS):
         return cpu_count()
     return 1
 
@@ -79,8 +129,10 @@ def _load(path: str, o: dict, progress=None, **kw):
     from .subject import load
 
     with _bar(progress, f"loading {os.path.basename(path)}"):
-        return load(path, o.get("spec"), trust=bool(o.get("trust")), trust_code=bool(o.get("trust_code")),
-                    data=o.get("data"), seed=o.get("seed"), device=o.get("device") or "cpu", **kw)
+        subject = load(path, o.get("spec"), trust=bool(o.get("trust")), trust_code=bool(o.get("trust_code")),
+                       data=o.get("data"), seed=o.get("seed"), device=o.get("device") or "cpu", **kw)
+    set_threads(choose_threads(o.get("threads"), macs=subject.batch_macs))  # every core for a large model
+    return subject
 
 
 def warn_half(subject, quiet: bool = False) -> None:
@@ -181,10 +233,13 @@ def apply_threads(requested: int | None = None) -> dict:
 
 def one(kind: str, path: str, opts: dict, progress=None) -> tuple:
     """One checkpoint in this process: (its typed report, the body's extra result). Errors propagate.
-    Threads: opts["threads"] (--threads) or 1 (OMP_NUM_THREADS when set), recorded under ``runtime``."""
-    n = set_threads(choose_threads(opts.get("threads")))
+    Threads: opts["threads"] (--threads), else OMP_NUM_THREADS, else every core for a model whose batch pass
+    is large (choose_threads(macs=...)) and 1 otherwise; recorded under ``runtime``."""
+    set_threads(choose_threads(opts.get("threads")))  # the loader raises it for a large model (_load)
     rep, extra = BODIES[kind](path, opts, progress)
-    return (rep if rep.runtime is not None else rep.replace(runtime=runtime_info(n))), extra
+    import torch
+
+    return (rep if rep.runtime is not None else rep.replace(runtime=runtime_info(torch.get_num_threads()))), extra
 
 
 def run_one(kind: str, path: str, opts: dict, progress=None, capture: bool = True) -> dict:
@@ -329,8 +384,8 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
         raise InputError("is also a checkpoint of this sweep; refusing to append to it", source=f"--resume {resume}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 1024:
         raise InputError(f"must be an integer in 1..1024, got {jobs!r}", source="--jobs")
-    threads = choose_threads(opts.get("threads"))
-    opts = dict(opts, threads=threads)
+    threads = choose_threads(opts.get("threads"))  # a worker's: --threads, else OMP_NUM_THREADS, else 1
+    opts = dict(opts, threads=opts.get("threads"))  # in-process, None: chosen per checkpoint (_load)
     results: list = [None] * len(paths)
     shas, key, journal = [None] * len(paths), None, None
     if resume:
@@ -367,7 +422,7 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
             deliver(i, r, False)
     try:
         if scheduler is not None:
-            _sweep_dask(kind, paths, opts, todo, scheduler, deliver)
+            _sweep_dask(kind, paths, dict(opts, threads=threads), todo, scheduler, deliver)
         elif jobs == 1 or len(todo) <= 1:
             for i in todo:  # in-process: stderr live, with progress bars
                 deliver(i, run_one(kind, paths[i], opts, progress, capture=False), True)
@@ -375,7 +430,7 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
             import concurrent.futures as cf
 
             with _executor(min(jobs, len(todo)), threads) as ex:
-                futs = {ex.submit(run_one, kind, paths[i], opts): i for i in todo}
+                futs = {ex.submit(run_one, kind, paths[i], dict(opts, threads=threads)): i for i in todo}
                 try:
                     for fut in cf.as_completed(futs):
                         deliver(futs[fut], fut.result(), True)
