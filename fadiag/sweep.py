@@ -353,9 +353,23 @@ def _executor(jobs: int, threads: int):
     import multiprocessing as mp
 
     methods = mp.get_all_start_methods()
-    # forkserver/spawn: a worker never inherits a parent's OpenMP state (fork after torch can hang)
-    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    # forkserver/spawn: a worker never inherits a parent's OpenMP state (fork after torch can hang). The fork
+    # server imports torch and fadiag once (it runs no torch op, so no OpenMP threads exist when it forks), and
+    # every worker starts from that process instead of importing them itself.
+    if "forkserver" in methods:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(list(WORKER_PRELOAD))
+    else:
+        ctx = mp.get_context("spawn")
     return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+
+
+#: what a --jobs worker's fork server imports before it forks (a module that fails to import is skipped)
+WORKER_PRELOAD = ("torch", "numpy", "yaml", "fadiag.sweep", "fadiag.subject", "fadiag.spec", "fadiag.data",
+                  "fadiag.presets", "fadiag.api", "fadiag.credit_api", "fadiag.edges_api", "fadiag.relevance_api",
+                  "fadiag.stream", "fadiag.models", "fadiag.models.resmlp", "fadiag.compat.biotorch",
+                  "fadiag.reports", "fadiag.diagnostics.audit_quantities", "fadiag.diagnostics.protocol",
+                  "fadiag.checkpoint")
 
 
 def dask_client(address: str):
