@@ -11,7 +11,8 @@ Models (random init, seeded; nothing downloaded):
         spec naming ``timm:vit_base_patch16_224``; 8 batches of 8 random 3 x 224 x 224 images
 
 ``--size small`` shrinks both (GPT-2 4 x 256, vocab 8000, 4 x 64 tokens; ViT depth 2, width 192, 64 x 64
-images; 4 batches) to check that the script works.
+images; 4 batches) to check that the script works; ``--size vocab`` keeps GPT-2's vocabulary and 8 x 128 tokens
+on a 2 x 256 body (3 batches), where the loss over the (8, 128, 50 257) logits is most of the work.
 
 Two whole processes per model, each timed from its start (interpreter, imports, loading included):
 
@@ -46,6 +47,9 @@ SIZES = {
     "small": {"gpt2": dict(n_layer=4, n_embd=256, n_head=4, vocab_size=8000, n_positions=128, seq=64),
               "vit": dict(args={"depth": 2, "embed_dim": 192, "num_heads": 3, "img_size": 64}, img=64),
               "batch": 4, "batches": 4},
+    "vocab": {"gpt2": dict(n_layer=2, n_embd=256, n_head=4, vocab_size=50257, n_positions=128, seq=128),
+              "vit": dict(args={"depth": 2, "embed_dim": 192, "num_heads": 3, "img_size": 64}, img=64),
+              "batch": 8, "batches": 3},
 }
 
 
