@@ -1,15 +1,17 @@
 """Threads, sweeps over many checkpoints, and the optional Dask backend (docs/scale.md).
 
 Threads: fadiag picks torch's intra-op thread count per workload (:func:`choose_threads`): ``--threads N``
-first, else ``OMP_NUM_THREADS`` when set, else 1 thread for the small-model commands (one forward and
-backward per batch gains nothing from a second thread and loses a lot under contention) and every core
-for an edge correlation large enough to pay (N x M >= ``LARGE_EDGE_ENTRIES``). The report records the
-choice under ``runtime``.
+first, else ``OMP_NUM_THREADS`` when set, else every core the process may use (:func:`cpu_count`: affinity
+capped by a cgroup quota) for a model whose batch pass is large (``LARGE_MODEL_MACS`` multiply-adds, counted
+on the trial forward) or an edge correlation large enough to pay (N x M >= ``LARGE_EDGE_ENTRIES``), else 1
+(a small model's forward and backward gains nothing from a second thread and loses a lot under
+contention). The report records the choice under ``runtime``.
 
 Sweeps: :func:`run_sweep` maps one per-checkpoint function over the checkpoints (:func:`run_one`:
 :func:`one`, the same code the CLI runs for one checkpoint, with its report as a dict, the wire format, and
-what it would have written to stderr): in-process (``jobs=1``), in ``jobs`` worker processes (torch imported
-once per worker, one intra-op thread each), or on a ``dask.distributed`` cluster. Reports come back in
+what it would have written to stderr): in-process (``jobs=1``), in ``jobs`` worker processes (forked from a
+fork server that imported torch and fadiag once, one intra-op thread each), or on a ``dask.distributed``
+cluster. Reports come back in
 input order, so the output is byte-identical whatever the backend; a journal (``--resume FILE.jsonl``) gets
 each report the moment it finishes, so a killed sweep keeps what it finished and the next run skips
 checkpoints whose sha256 and settings are already in the journal.
