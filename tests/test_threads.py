@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import EXAMPLES
-from fadiag import sweep
+from fadiag import sweep, threads
 from fadiag.subject import _count_macs
 
 RESMLP = sorted(str(p) for p in EXAMPLES.glob("resmlp_*.pt"))
@@ -27,15 +27,15 @@ def test_cgroup_quota(tmp_path, files, want):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text + "\n")
-    assert sweep.cgroup_cpu_limit(str(tmp_path), str(proc)) == want
+    assert threads.cgroup_cpu_limit(str(tmp_path), str(proc)) == want
 
 
 def test_cpu_count_is_capped_by_the_quota(monkeypatch):
-    monkeypatch.setattr(sweep.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    monkeypatch.setattr(sweep, "cgroup_cpu_limit", lambda: 2.5)
-    assert sweep.cpu_count() == 3
-    monkeypatch.setattr(sweep, "cgroup_cpu_limit", lambda: None)
-    assert sweep.cpu_count() == 4
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 2.5)
+    assert threads.cpu_count() == 3
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
+    assert threads.cpu_count() == 4
 
 
 def test_choose_threads_order(monkeypatch):
