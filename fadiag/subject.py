@@ -140,12 +140,27 @@ def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) ->
     check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)
     model.load_state_dict(sd, strict=True)
     model = model.float()  # small-magnitude metrics are never computed in fp16 (docs/science.md §2, pitfall 3)
+    _share_weights(model, sd)
     try:
         model.to(device)
     except Exception as e:
         raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
     model.eval()
     return model, sd, extras
+
+
+def _share_weights(model, sd: dict) -> None:
+    """Hold the weights once: each parameter or buffer that load_state_dict copied from a checkpoint tensor of the
+    same dtype, shape and device now uses that tensor's memory (its own copy is freed). The values are the same,
+    and nothing fadiag runs writes to a model's weights."""
+    import torch
+
+    own = model.state_dict(keep_vars=True)
+    for k, t in sd.items():
+        p = own.get(k)
+        if (isinstance(p, torch.Tensor) and isinstance(t, torch.Tensor) and p is not t and p.dtype == t.dtype
+                and p.shape == t.shape and p.device == t.device and p.layout == t.layout == torch.strided):
+            p.data = t
 
 
 def _fit_state(model, sd: dict, extras: dict, raw: RawCheckpoint, checkpoint: str) -> tuple:
