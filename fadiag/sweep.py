@@ -11,8 +11,9 @@ Sweeps: :func:`run_sweep` maps one per-checkpoint function over the checkpoints 
 :func:`one`, the same code the CLI runs for one checkpoint, with its report as a dict, the wire format, and
 what it would have written to stderr): in-process (``jobs=1``), in ``jobs`` worker processes (forked from a
 fork server that imported torch and fadiag once, one intra-op thread each), or on a ``dask.distributed``
-cluster. Reports come back in
-input order, so the output is byte-identical whatever the backend; a journal (``--resume FILE.jsonl``) gets
+cluster. Reports come back in input order, so the output is byte-identical whatever the backend (a large
+model in-process runs every core, the workers one thread: pass --threads to make those the same bytes too);
+a journal (``--resume FILE.jsonl``) gets
 each report the moment it finishes, so a killed sweep keeps what it finished and the next run skips
 checkpoints whose sha256 and settings are already in the journal.
 
