@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+
 class CrossEntropyRows(torch.autograd.Function):
     """(N,) float64 cross-entropy of float32 logits z (N, V) and labels y (N,); label -100 rows give 0 and no
     gradient. The forward's exp buffer becomes the gradient in place, so the backward runs once (no
