@@ -320,7 +320,7 @@ WORKER_PRELOAD = ("torch", "numpy", "yaml", "fadiag.sweep", "fadiag.subject", "f
                   "fadiag.presets", "fadiag.api", "fadiag.credit_api", "fadiag.edges_api", "fadiag.relevance_api",
                   "fadiag.stream", "fadiag.models", "fadiag.models.resmlp", "fadiag.compat.biotorch",
                   "fadiag.reports", "fadiag.diagnostics.audit_quantities", "fadiag.diagnostics.protocol",
-                  "fadiag.checkpoint")
+                  "fadiag.checkpoint", "fadiag._forkserver")
 
 
 def dask_client(address: str):
