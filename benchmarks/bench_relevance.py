@@ -114,6 +114,31 @@ def main() -> None:
     print(f"ratio naive / relevance_report     {naive / best['fadiag relevance_report(state)']:8.2f}x")
     print(f"ratio naive / state + report       {naive / best['fadiag state + report']:8.2f}x")
     print(f"target <= 50 µs: {'met' if best['fadiag relevance_report(state)'] <= 50 else 'NOT met'}")
+    jacobian(sd, args)
+
+
+#: alberta-framework's jax.jit-compiled compute_feature_sensitivity, one call at this shape (issue 25's
+#: measurement, recorded in docs/relevance.md; JAX is not installed here)
+UPSTREAM_JIT_US = 177.0
+
+
+def jacobian(sd: dict, args) -> None:
+    """The sensitivity tier's Jacobian at one observation: closed form vs reverse mode, and upstream's number."""
+    from fadiag.diagnostics.relevance import sensitivity
+    from fadiag.models.multihead import split_state
+
+    m = MultiHeadLearner(n_features=F, hidden=HIDDEN, n_heads=HEADS)
+    m.load_state_dict(split_state(sd)[0])
+    m.eval()
+    x = torch.randn(F) * 3
+    rev = lambda: torch.func.jacrev(lambda v: m(v.unsqueeze(0)).squeeze(0))(x)  # noqa: E731
+    torch.testing.assert_close(sensitivity(m, x), rev().detach(), rtol=1e-5, atol=1e-6)
+    cf = min(median_us(lambda: sensitivity(m, x), args.calls) for _ in range(args.rounds))
+    rv = min(median_us(rev, max(1, args.calls // 4)) for _ in range(args.rounds))
+    print(f"sensitivity, closed form           {cf:8.1f} µs")
+    print(f"sensitivity, torch.func.jacrev     {rv:8.1f} µs  ({rv / cf:.1f}x the closed form)")
+    print(f"upstream jitted (recorded)         {UPSTREAM_JIT_US:8.1f} µs  (closed form / upstream "
+          f"{cf / UPSTREAM_JIT_US:.2f}x; target <= 1)")
 
 
 if __name__ == "__main__":

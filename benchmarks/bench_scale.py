@@ -2,7 +2,8 @@
 
     python benchmarks/bench_scale.py threads            # audit at 1 vs 2 intra-op threads (warm, in-process)
     python benchmarks/bench_scale.py big [--n 10000 --m 300000 --ties --spool DIR --max-memory 4GiB]
-    python benchmarks/bench_scale.py sweep [--count 20]  # --jobs 1 vs --jobs 2 vs a Dask LocalCluster
+    python benchmarks/bench_scale.py sweep [--count 20]  # --jobs 1 vs --jobs 2 (fork server preloaded or
+                                                         # not) vs a Dask LocalCluster
 
 big: synthetic observations (A Gaussian, G = 0.3 A[:, perm] + noise; --ties: ReLU zeros and 8-level
 A) are written batch by batch to an ObservationSpool and W is computed out of core. It prints the time,
@@ -212,9 +213,13 @@ def bench_big(args) -> None:
 
 # ---------------------------------------------------------------------------------------------- sweep
 
-def _fadiag(argv, env=None) -> float:
+#: ``python -m fadiag`` with the --jobs workers' fork server importing nothing first (as before issue 25)
+NO_PRELOAD = ["-c", "import fadiag.sweep as s; s.WORKER_PRELOAD = (); from fadiag.cli import main; main()"]
+
+
+def _fadiag(argv, env=None, entry=("-m", "fadiag")) -> float:
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "fadiag", *argv], capture_output=True, text=True, cwd=REPO,
+    res = subprocess.run([sys.executable, *entry, *argv], capture_output=True, text=True, cwd=REPO,
                          env=dict(os.environ, **(env or {})))
     if res.returncode not in (0, 1):
         raise RuntimeError(res.stderr)
@@ -228,11 +233,12 @@ def bench_sweep(args) -> None:
     times = {}
     outs = {}
     for rep in range(args.repeats):
-        for name, extra in (("--jobs 1", []), ("--jobs 2", ["--jobs", "2"])):
-            t, out = _fadiag(base + extra)
+        for name, extra, entry in (("--jobs 1", [], ("-m", "fadiag")), ("--jobs 2", ["--jobs", "2"], ("-m", "fadiag")),
+                                   ("--jobs 2, no preload", ["--jobs", "2"], NO_PRELOAD)):
+            t, out = _fadiag(base + extra, entry=entry)
             times[name] = min(times.get(name, 1e9), t)
             outs[name] = out
-    same = outs["--jobs 1"] == outs["--jobs 2"]
+    same = outs["--jobs 1"] == outs["--jobs 2"] == outs["--jobs 2, no preload"]
     dask_t = None
     try:
         from distributed import LocalCluster
@@ -254,7 +260,8 @@ def bench_sweep(args) -> None:
     print("| backend | wall s | vs --jobs 1 | output identical to --jobs 1 |")
     print("|---|---|---|---|")
     print(f"| --jobs 1 | {times['--jobs 1']:.1f} | 1.00x | - |")
-    print(f"| --jobs 2 | {times['--jobs 2']:.1f} | {_ratio(times['--jobs 1'], times['--jobs 2'])} | {same} |")
+    for name in ("--jobs 2", "--jobs 2, no preload"):
+        print(f"| {name} | {times[name]:.1f} | {_ratio(times['--jobs 1'], times[name])} | {same} |")
     if dask_t is not None:
         print(f"| Dask LocalCluster, 2 workers (started in {start:.1f} s, not counted) | {dask_t:.1f} | "
               f"{_ratio(times['--jobs 1'], dask_t)} ({_ratio(times['--jobs 2'], dask_t)} than --jobs 2) "

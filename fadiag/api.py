@@ -49,7 +49,7 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
                          f"({need.id}); raise --batches or data.batches",
                          source=f"{sp.origin}: data.batches / --batches")
     computed = headline_acc is None and a.headline_acc is None
-    keep = set().union(*(q.needs for q in QUANTITIES)) | ({"logits", "labels"} if computed else set())
+    keep = set().union(*(q.needs for q in QUANTITIES)) | ({"accuracy_counts"} if computed else set())
     inputs, per_batch, l_star = _stream(subject, QUANTITIES, keep, stability_layer, progress)
     acc = _accuracies(subject, inputs, headline_acc, frozen_baseline_acc, frozen_baseline_source)
     inputs.update(weights=subject.state_dict, growth_mode=mode, median=med, headline_acc=acc["headline_acc"],
@@ -107,28 +107,35 @@ def _modes(sp, growth_mode: str | None, median: str | None) -> tuple:
 
 def _stream(subject: Subject, quantities, keep: set, stability_layer: int | None, progress) -> tuple:
     """ONE stream pass (fadiag.stream.stream_pass) per eval batch. Returns (inputs, per_batch, l*): the first
-    batch's hiddens, grads and shapes, and of every batch what ``keep`` names (logits, labels, g_{l*});
-    per_batch[q.id] holds quantity q's own per-batch reductions."""
+    batch's hiddens, grads and shapes, and of every batch what ``keep`` names (logits, labels, g_{l*}, and
+    accuracy_counts: (correct, total), so no batch's logits outlive it); per_batch[q.id] holds quantity q's own
+    per-batch reductions."""
     from .stream import stream_pass
+    from .stream.spec import accuracy_counts
 
-    lists = {k: [] for k in ("logits", "labels", "stability_grads") if k in keep}
+    lists = {k: [] for k in ("logits", "labels", "stability_grads", "accuracy_counts") if k in keep}
     per_batch = {q.id: [] for q in quantities if q.per_batch is not None}
     first = l_star = None
     for i, (x, y) in enumerate(subject.batches):
         p = stream_pass(subject.view, x, y, subject.device)
         subject._view = p.view  # settled on the first batch
         if first is None:
-            first, l_star = p, _stability_layer(subject.spec, len(p.hiddens), stability_layer)
+            l_star = _stability_layer(subject.spec, len(p.hiddens), stability_layer)
+            first = {"hiddens": p.hiddens, "grads": p.grads, "shapes": p.shapes,  # not the first batch's logits
+                     "token_norms": p.token_norms}
         for k, v in (("logits", p.logits), ("labels", y), ("stability_grads", p.grads[l_star])):
             if k in lists:
                 lists[k].append(v.clone())  # not a view that keeps the batch's whole tensor alive
+        if "accuracy_counts" in lists:
+            lists["accuracy_counts"].append(accuracy_counts(p.logits, y, p.view.stream.loss,
+                                                            bool(p.view.stream.labels_shifted)))
         for q in quantities:
             if q.per_batch is not None:
                 per_batch[q.id].append(q.per_batch(p))
+        del p
         if progress:
             progress(i + 1, len(subject.batches))
-    return ({"hiddens": first.hiddens, "grads": first.grads, "shapes": first.shapes,
-             "token_norms": first.token_norms, **lists}, per_batch, l_star)
+    return {**first, **lists}, per_batch, l_star
 
 
 def _stability_layer(sp, n: int, given: int | None) -> int:
@@ -145,15 +152,14 @@ def _stability_layer(sp, n: int, given: int | None) -> int:
 
 def _accuracies(subject: Subject, inputs: dict, headline_acc, frozen_baseline_acc, frozen_baseline_source) -> dict:
     """The headline and frozen-baseline accuracies and where each came from (given, spec, computed), checked."""
-    from .stream import accuracy as stream_accuracy
+    from .stream.spec import pooled_accuracy
 
     sp, a = subject.spec, subject.spec.audit
     given_acc, given_fb = headline_acc is not None, frozen_baseline_acc is not None
     if headline_acc is None and a.headline_acc is not None:
         headline_acc, acc_source = a.headline_acc, "spec"
     elif headline_acc is None:
-        st = subject.view.stream
-        headline_acc = stream_accuracy(inputs["logits"], inputs["labels"], st.loss, bool(st.labels_shifted))
+        headline_acc = pooled_accuracy(inputs["accuracy_counts"])
         acc_source = "computed"
     else:
         acc_source = "given"

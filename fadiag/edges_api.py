@@ -202,7 +202,8 @@ def _evidence(subject, n: int, o: EdgeOptions, runtime: dict, *, spool, max_memo
     from .sweep import choose_threads, set_threads
 
     threads_before = torch.get_num_threads()
-    runtime.update({"threads": set_threads(choose_threads(threads)), "observations": "in-memory"})
+    n_threads = set_threads(choose_threads(threads, macs=subject.batch_macs))
+    runtime.update({"threads": n_threads, "observations": "in-memory"})
     try:
         try:
             budget = E.parse_memory(max_memory) if max_memory is not None else None

@@ -31,6 +31,9 @@ class Subject:
     data_info: dict = field(default_factory=dict)
     device: str = "cpu"
     weight_dtypes: list = field(default_factory=list)
+    batch_macs: int = 0
+    """Multiply-adds of the weight layers in one forward pass of an eval batch (counted on the trial forward,
+    scaled to the batch's rows): what the default thread count reads (fadiag.sweep.choose_threads)."""
     _view: Any = field(default=None, repr=False)
 
     @property
@@ -89,17 +92,19 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
         labels = labels(sp)
     if labels == "class" and _lm_labels(sp, model):
         labels = "tokens"
-    bl, info = [], {}
+    bl, info, macs = [], {}, 0
     if need_data:
         bl, info = load_batches(sp, model, data=data, batches=batches, batch_size=batch_size, seed=seed,
                                 shuffle=shuffle, labels=labels)
-        _trial_forward(model, bl[0][0][:2].to(device), info.get("source", "data"))
+        trial = bl[0][0][:2]
+        macs = _trial_forward(model, trial.to(device), info.get("source", "data"))
+        macs = macs * len(bl[0][0]) // max(1, len(trial))
         if labels == "tokens":
             _check_decoder_targets(model, bl, info.get("source", "data"))
     if args_note:
         info["model_args"] = args_note
     return Subject(model=model, batches=bl, spec=sp, checkpoint=raw, state_dict=sd, extras=extras,
-                   data_info=info, device=device, weight_dtypes=dtypes)
+                   data_info=info, device=device, weight_dtypes=dtypes, batch_macs=macs)
 
 
 def read_input(checkpoint: str, spec: str | Spec | None, *, trust: bool) -> tuple:
@@ -155,6 +160,7 @@ def _build_loaded(raw: RawCheckpoint, sp: Spec, checkpoint: str, device: str) ->
     check_state_dict(model, sd, source=checkpoint, spec_origin=sp.origin)
     model.load_state_dict(sd, strict=True)
     model = model.float()  # small-magnitude metrics are never computed in fp16 (docs/science.md §2, pitfall 3)
+    _share_weights(model, sd)
     try:
         model.to(device)
     except Exception as e:
@@ -202,6 +208,20 @@ def _load_transformers(builder, raw: RawCheckpoint, sp: Spec, checkpoint: str, d
     except Exception as e:
         raise CheckpointError(f"cannot move the model to device {device!r} ({e})", source=checkpoint) from None
     return model.eval(), own, extras
+
+
+def _share_weights(model, sd: dict) -> None:
+    """Hold the weights once: each parameter or buffer that load_state_dict copied from a checkpoint tensor of the
+    same dtype, shape and device now uses that tensor's memory (its own copy is freed). The values are the same,
+    and nothing fadiag runs writes to a model's weights."""
+    import torch
+
+    own = model.state_dict(keep_vars=True)
+    for k, t in sd.items():
+        p = own.get(k)
+        if (isinstance(p, torch.Tensor) and isinstance(t, torch.Tensor) and p is not t and p.dtype == t.dtype
+                and p.shape == t.shape and p.device == t.device and p.layout == t.layout == torch.strided):
+            p.data = t
 
 
 def _fit_state(model, sd: dict, extras: dict, raw: RawCheckpoint, checkpoint: str) -> tuple:
@@ -267,9 +287,10 @@ def _takes_tokens(model) -> bool:
     return any(isinstance(m, torch.nn.Embedding) for m in model.modules())
 
 
-def _trial_forward(model, x, source: str) -> None:
+def _trial_forward(model, x, source: str) -> int:
     """Two rows through the model first: data the model cannot take is bad input (exit 2), not a crash. Token
-    ids with an attention mask go in with ``attention_mask=`` (a model that takes none: exit 2)."""
+    ids with an attention mask go in with ``attention_mask=`` (a model that takes none: exit 2). Returns the
+    multiply-adds of its weight layers on these rows (:func:`_count_macs`)."""
     import contextlib
     import sys
 
@@ -278,6 +299,8 @@ def _trial_forward(model, x, source: str) -> None:
     from .stream.mask import model_inputs
 
     args, kw = model_inputs(model, x)
+    macs = [0]
+    handles = _count_macs(model, macs)
     try:
         with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
             model(*args, **kw)
@@ -285,6 +308,27 @@ def _trial_forward(model, x, source: str) -> None:
         msg = " ".join(str(e).split())[:160]
         raise DataError(f"the model cannot take rows of shape {tuple(x.shape[1:])} ({type(e).__name__}: {msg})",
                         source=source) from None
+    finally:
+        for h in handles:
+            h.remove()
+    return macs[0]
+
+
+def _count_macs(model, acc: list) -> list:
+    """Forward hooks adding to acc[0] each weight layer's multiply-adds: weight entries x output positions (a
+    Linear's rows, a convolution's pixels). Embedding tables (lookups) and attention's own products are left
+    out: a lower bound, from shapes only, so the same on every run."""
+    import torch
+
+    def hook(m, _a, out):
+        w = getattr(m, "weight", None)
+        if isinstance(out, torch.Tensor) and out.dim() >= 1 and isinstance(w, torch.Tensor) and w.dim() >= 2:
+            ch = out.shape[1] if isinstance(m, torch.nn.modules.conv._ConvNd) and out.dim() > 1 else out.shape[-1]
+            acc[0] += int(w.numel()) * (out.numel() // max(1, int(ch)))
+
+    skip = (torch.nn.Embedding, torch.nn.EmbeddingBag)
+    return [m.register_forward_hook(hook) for m in model.modules()
+            if not isinstance(m, skip) and isinstance(getattr(m, "weight", None), torch.Tensor)]
 
 
 def load_batches(sp: Spec, model=None, *, data=None, batches=None, batch_size=None, seed=None, shuffle=None,

@@ -1,16 +1,19 @@
 """Threads, sweeps over many checkpoints, and the optional Dask backend (docs/scale.md).
 
 Threads: fadiag picks torch's intra-op thread count per workload (:func:`choose_threads`): ``--threads N``
-first, else ``OMP_NUM_THREADS`` when set, else 1 thread for the small-model commands (one forward and
-backward per batch gains nothing from a second thread and loses a lot under contention) and every core
-for an edge correlation large enough to pay (N x M >= ``LARGE_EDGE_ENTRIES``). The report records the
-choice under ``runtime``.
+first, else ``OMP_NUM_THREADS`` when set, else every core the process may use (:func:`cpu_count`: affinity
+capped by a cgroup quota) for a model whose batch pass is large (``LARGE_MODEL_MACS`` multiply-adds, counted
+on the trial forward) or an edge correlation large enough to pay (N x M >= ``LARGE_EDGE_ENTRIES``), else 1
+(a small model's forward and backward gains nothing from a second thread and loses a lot under
+contention). The report records the choice under ``runtime``.
 
 Sweeps: :func:`run_sweep` maps one per-checkpoint function over the checkpoints (:func:`run_one`:
 :func:`one`, the same code the CLI runs for one checkpoint, with its report as a dict, the wire format, and
-what it would have written to stderr): in-process (``jobs=1``), in ``jobs`` worker processes (torch imported
-once per worker, one intra-op thread each), or on a ``dask.distributed`` cluster. Reports come back in
-input order, so the output is byte-identical whatever the backend; a journal (``--resume FILE.jsonl``) gets
+what it would have written to stderr): in-process (``jobs=1``), in ``jobs`` worker processes (forked from a
+fork server that imported torch and fadiag once, one intra-op thread each), or on a ``dask.distributed``
+cluster. Reports come back in input order, so the output is byte-identical whatever the backend (a large
+model in-process runs every core, the workers one thread: pass --threads to make those the same bytes too);
+a journal (``--resume FILE.jsonl``) gets
 each report the moment it finishes, so a killed sweep keeps what it finished and the next run skips
 checkpoints whose resolved path, bytes (sha256, and the sidecar spec's) and settings are already in the
 journal; a torn last line is cut off, never appended to. A worker exits within a second of its parent's death
@@ -28,30 +31,28 @@ from typing import Callable, Iterable
 
 from .errors import EXIT_INTERNAL, FadiagError, InputError
 from .journal import Journal, checkpoint_key, file_sha256, read_journal, settings_key  # noqa: F401 (the journal)
+from .threads import cpu_count
 
 KINDS = ("audit", "credit", "edges", "relevance")
 #: an edge correlation with at least this many (row, node) entries runs on every core
 LARGE_EDGE_ENTRIES = 1 << 24
+#: a model whose forward pass of one eval batch takes at least this many multiply-adds (its weight layers', counted
+#: on the trial forward: fadiag.subject.Subject.batch_macs) runs on every core (docs/scale.md, "Threads")
+LARGE_MODEL_MACS = 1 << 30
 DASK_HINT = 'the Dask backend needs the "dask" extra: pip install "fadiag[dask]"'
 
 
 # ------------------------------------------------------------------------------------------- threads
-
-def cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
 
 def env_threads() -> int | None:
     v = os.environ.get("OMP_NUM_THREADS", "").strip()
     return int(v) if v.isdigit() and int(v) > 0 else None
 
 
-def choose_threads(requested: int | None = None, *, entries: int | None = None) -> int:
-    """torch intra-op threads: ``requested`` (--threads), else OMP_NUM_THREADS, else 1, or every core for
-    an edge correlation of ``entries`` = M x N >= LARGE_EDGE_ENTRIES."""
+def choose_threads(requested: int | None = None, *, entries: int | None = None, macs: int | None = None) -> int:
+    """torch intra-op threads: ``requested`` (--threads), else OMP_NUM_THREADS, else every core (cpu_count) for
+    an edge correlation of ``entries`` = M x N >= LARGE_EDGE_ENTRIES or a model pass of ``macs`` multiply-adds a
+    batch >= LARGE_MODEL_MACS, else 1."""
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int) or not 1 <= requested <= 1024:
             raise InputError(f"must be an integer in 1..1024, got {requested!r}", source="--threads")
@@ -59,7 +60,7 @@ def choose_threads(requested: int | None = None, *, entries: int | None = None) 
     env = env_threads()
     if env is not None:
         return env
-    if entries is not None and entries >= LARGE_EDGE_ENTRIES:
+    if (entries is not None and entries >= LARGE_EDGE_ENTRIES) or (macs is not None and macs >= LARGE_MODEL_MACS):
         return cpu_count()
     return 1
 
@@ -79,9 +80,11 @@ def _load(path: str, o: dict, progress=None, **kw):
     from .subject import load
 
     with _bar(progress, f"loading {os.path.basename(path)}"):
-        return load(path, o.get("spec"), trust=bool(o.get("trust")), trust_code=bool(o.get("trust_code")),
-                    spec_found=bool(o.get("spec_found")),
-                    data=o.get("data"), seed=o.get("seed"), device=o.get("device") or "cpu", **kw)
+        subject = load(path, o.get("spec"), trust=bool(o.get("trust")), trust_code=bool(o.get("trust_code")),
+                       spec_found=bool(o.get("spec_found")),
+                       data=o.get("data"), seed=o.get("seed"), device=o.get("device") or "cpu", **kw)
+    set_threads(choose_threads(o.get("threads"), macs=subject.batch_macs))  # every core for a large model
+    return subject
 
 
 def warn_half(subject, quiet: bool = False) -> None:
@@ -185,10 +188,13 @@ def apply_threads(requested: int | None = None) -> dict:
 
 def one(kind: str, path: str, opts: dict, progress=None) -> tuple:
     """One checkpoint in this process: (its typed report, the body's extra result). Errors propagate.
-    Threads: opts["threads"] (--threads) or 1 (OMP_NUM_THREADS when set), recorded under ``runtime``."""
-    n = set_threads(choose_threads(opts.get("threads")))
+    Threads: opts["threads"] (--threads), else OMP_NUM_THREADS, else every core for a model whose batch pass
+    is large (choose_threads(macs=...)) and 1 otherwise; recorded under ``runtime``."""
+    set_threads(choose_threads(opts.get("threads")))  # the loader raises it for a large model (_load)
     rep, extra = BODIES[kind](path, opts, progress)
-    return (rep if rep.runtime is not None else rep.replace(runtime=runtime_info(n))), extra
+    import torch
+
+    return (rep if rep.runtime is not None else rep.replace(runtime=runtime_info(torch.get_num_threads()))), extra
 
 
 def run_one(kind: str, path: str, opts: dict, progress=None, capture: bool = True) -> dict:
@@ -244,9 +250,23 @@ def _executor(jobs: int, threads: int):
     import multiprocessing as mp
 
     methods = mp.get_all_start_methods()
-    # forkserver/spawn: a worker never inherits a parent's OpenMP state (fork after torch can hang)
-    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    # forkserver/spawn: a worker never inherits a parent's OpenMP state (fork after torch can hang). The fork
+    # server imports torch and fadiag once (it runs no torch op, so no OpenMP threads exist when it forks), and
+    # every worker starts from that process instead of importing them itself.
+    if "forkserver" in methods:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(list(WORKER_PRELOAD))
+    else:
+        ctx = mp.get_context("spawn")
     return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+
+
+#: what a --jobs worker's fork server imports before it forks (a module that fails to import is skipped)
+WORKER_PRELOAD = ("torch", "numpy", "yaml", "fadiag.sweep", "fadiag.subject", "fadiag.spec", "fadiag.data",
+                  "fadiag.presets", "fadiag.api", "fadiag.credit_api", "fadiag.edges_api", "fadiag.relevance_api",
+                  "fadiag.stream", "fadiag.models", "fadiag.models.resmlp", "fadiag.compat.biotorch",
+                  "fadiag.reports", "fadiag.diagnostics.audit_quantities", "fadiag.diagnostics.protocol",
+                  "fadiag.checkpoint", "fadiag._forkserver")
 
 
 def dask_client(address: str):
@@ -275,8 +295,8 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
         raise InputError("is also a checkpoint of this sweep; refusing to append to it", source=f"--resume {resume}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 1024:
         raise InputError(f"must be an integer in 1..1024, got {jobs!r}", source="--jobs")
-    threads = choose_threads(opts.get("threads"))
-    opts = dict(opts, threads=threads)
+    threads = choose_threads(opts.get("threads"))  # a worker's: --threads, else OMP_NUM_THREADS, else 1
+    opts = dict(opts, threads=opts.get("threads"))  # in-process, None: chosen per checkpoint (_load)
     results: list = [None] * len(paths)
     keys, key, journal = [None] * len(paths), None, None
     if resume:
@@ -315,7 +335,7 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
             deliver(i, r, False)
     try:
         if scheduler is not None:
-            _sweep_dask(kind, paths, opts, todo, scheduler, deliver)
+            _sweep_dask(kind, paths, dict(opts, threads=threads), todo, scheduler, deliver)
         elif jobs == 1 or len(todo) <= 1:
             for i in todo:  # in-process: stderr live, with progress bars
                 deliver(i, run_one(kind, paths[i], opts, progress, capture=False), True)
@@ -323,7 +343,7 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
             import concurrent.futures as cf
 
             with _executor(min(jobs, len(todo)), threads) as ex:
-                futs = {ex.submit(run_one, kind, paths[i], opts): i for i in todo}
+                futs = {ex.submit(run_one, kind, paths[i], dict(opts, threads=threads)): i for i in todo}
                 try:
                     for fut in cf.as_completed(futs):
                         deliver(futs[fut], fut.result(), True)

@@ -65,8 +65,8 @@ def _loop(model, x, y, recipe, seed, params, step_grads, progress, on_step=None)
 
 
 def train_bp(model, x, y, recipe=BP_RECIPE, seed: int = 0, params=None, progress=None, view=None):
-    """Backprop with the recipe. ``view`` (a fadiag.stream.StreamView of ``model``): its loss (ce, lm, mse, in
-    float64) on the model's logits for lm and mse; mean CE otherwise."""
+    """Backprop with the recipe. ``view`` (a fadiag.stream.StreamView of ``model``): its loss on the model's logits
+    for lm and mse (fadiag.stream.per_sample_loss: mse in float64, lm by fadiag.stream.xent); mean CE otherwise."""
     def step(xb, yb):
         if view is None or view.stream.loss == "ce":  # the recipe's float32 CE (the shipped baselines)
             F.cross_entropy(model(xb) if view is None else view.call(xb), yb).backward()

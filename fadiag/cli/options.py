@@ -62,7 +62,8 @@ TrustCodeOpt = Annotated[bool, _opt("--trust-code", help="Allow a spec found bes
                                     "Recorded in the report.")]
 QuietOpt = Annotated[bool, _opt("--quiet", "-q", envvar="FADIAG_QUIET", help="No progress or summaries on stderr.")]
 ThreadsOpt = Annotated[Optional[int], _opt("--threads", min=1, max=1024, help="torch intra-op threads (default: "
-                                           "OMP_NUM_THREADS, else 1; all cores for a large edge correlation).")]
+                                           "OMP_NUM_THREADS, else every core for a large model or edge "
+                                           "correlation, else 1).")]
 JobsOpt = Annotated[int, _opt("--jobs", "-j", min=1, max=1024, help="Run the checkpoints in N worker processes "
                               "(1 thread each); same output as --jobs 1.")]
 ResumeOpt = Annotated[Optional[Path], _opt("--resume", help="Sweep journal FILE.jsonl: append each report as it "

@@ -26,7 +26,8 @@ State-only tier (no data): read from the weights and the learner's optimiser sta
 Sensitivity tier (needs the model and observations):
 
     sensitivity(model, x)          (n_heads, F)  Jacobian d pred_h / d x_raw at one observation, through
-                                                 the normaliser, by reverse mode (n_heads < F).
+                                                 the normaliser: in closed form for a MultiHeadLearner
+                                                 (mlp_jacobian), else by reverse mode (n_heads < F).
     mean_abs_sensitivity(model, X) (n_heads, F)  mean over rows of |Jacobian|.
 
 Absent inputs give absent report fields, never zeros. Non-finite weights are not an error: NaN/Inf
@@ -217,16 +218,53 @@ class _EvalMode:
 
 
 def sensitivity(model: torch.nn.Module, x_raw: torch.Tensor) -> torch.Tensor:
-    """Jacobian d pred_h / d x_raw at one observation, (n_heads, F), through the normaliser.
+    """Jacobian d pred_h / d x_raw at one observation, (n_heads, F), through the normaliser, in the model's dtype.
 
-    model: (B, F) -> (B, n_heads); x_raw: (F,) or (1, F). Reverse mode (torch.func.jacrev: one
+    model: (B, F) -> (B, n_heads); x_raw: (F,) or (1, F). A MultiHeadLearner on the CPU: the closed form
+    (:func:`mlp_jacobian`, float64 numpy). Any other model: reverse mode (torch.func.jacrev: one
     vector-Jacobian product per head, as n_heads < F), in eval mode; parameter .grad untouched.
     """
     import torch
 
+    from ..models.multihead import MultiHeadLearner
+
     x = x_raw.detach().reshape(-1)
+    if type(model) is MultiHeadLearner and x.device.type == "cpu" and model.heads.weight.device.type == "cpu":
+        return torch.from_numpy(mlp_jacobian(model, x.double().numpy())).to(model.heads.weight.dtype)
     with _EvalMode(model), torch.enable_grad():
         return torch.func.jacrev(lambda v: model(v.unsqueeze(0)).squeeze(0))(x).detach()
+
+
+def mlp_jacobian(model, x: np.ndarray) -> np.ndarray:
+    """d pred / d x_raw of a MultiHeadLearner at x (F,), float64, in closed form: the product, heads first,
+    W_heads · Π_i (S_i · N_i · W_i) · D, with D = diag(1 / (sqrt(var) + norm_eps)) the normaliser, N_i the
+    parameterless LayerNorm's Jacobian (I - 11ᵀ/H - n nᵀ/H) / σ at layer i's pre-activation a_i (n its
+    normalised value, σ = sqrt(var(a_i) + eps)), S_i = diag(1 if n > 0 else slope) the LeakyReLU's (torch's
+    convention at 0). One forward through the trunk in numpy, then one (n_heads, H) row block per layer."""
+    def f64(t):
+        return t.detach().numpy().astype(np.float64, copy=False)
+
+    ws = [(f64(layer.weight), f64(layer.bias)) for layer in model.trunk]
+    d = 1.0 / (np.sqrt(f64(model.norm_var)) + model.norm_eps) if model.normalize else np.ones_like(x)
+    h = (x - f64(model.norm_mean)) * d if model.normalize else x
+    cached = []
+    for w, b in ws:
+        a = w @ h + b
+        n = sigma = None
+        if model.use_layer_norm:
+            mu = a.mean()
+            sigma = np.sqrt(np.mean((a - mu) ** 2) + model.layer_norm_eps)
+            a = n = (a - mu) / sigma
+        slope = np.where(a > 0, 1.0, model.leaky_relu_slope)
+        cached.append((slope, n, sigma))
+        h = a * slope
+    r = f64(model.heads.weight)
+    for (w, _), (slope, n, sigma) in zip(ws[::-1], cached[::-1]):
+        r = r * slope
+        if n is not None:  # r · N = (r - mean(r) - (r · n) nᵀ / H) / σ
+            r = (r - r.mean(1, keepdims=True) - np.outer(r @ n, n) / n.size) / sigma
+        r = r @ w
+    return r * d
 
 
 def mean_abs_sensitivity(model: torch.nn.Module, X: torch.Tensor) -> torch.Tensor:

@@ -77,19 +77,28 @@ def full_pass(view: StreamView, x, y, *, reduction: str = "mean"):
 
 
 def settled_pass(view: StreamView, x, y, *, reduction: str = "mean"):
-    """(view, full_pass results). An unsettled view is settled on this batch by the same pass (the residual
-    check reads the blocks' inputs and outputs it captured); only when that changes what is captured
-    (residual auto measured outside) does the batch run again."""
+    """(view, full_pass results). An unsettled view is settled on this batch by the same pass: the residual
+    check reads the blocks' inputs and outputs it captured, and the module that feeds block 0 (stream.embed, for
+    residual outside) is found by hooks on that same forward. Residual auto measured outside changes only h_L
+    (in_{L-1} + out_{L-1} instead of out_{L-1}; g_L is the same gradient, the sum passing it through), so h_L is
+    formed from the captured pair; with readout modules, whose input is h_L, the batch runs again."""
     view = view.for_batch(x)  # pooling reads this batch's attention mask, if any
     if not view.settled:  # logits, causal/pooling, label shift (fadiag.stream.readings)
         view = read_model(view, x, y)
-    res = full_pass(view, x, y, reduction=reduction)
+    probe = not view.settled and view.embed is None and view.stream.residual != "inside"
+    with view.embed_probe() if probe else contextlib.nullcontext() as found:
+        res = full_pass(view, x, y, reduction=reduction)
     if view.settled:
         return view, res
     with torch.no_grad():
-        v = _settle(view, res[4], res[1], x)
+        v = _settle(view, res[4], res[1], x, found)
     if (v.stream.residual == "outside") != (view.stream.residual == "outside"):  # what capture reads changed
-        res = full_pass(v, x, y, reduction=reduction)
+        if v.stream.residual == "outside" and not v.readout:
+            logits, hs, grads, per, io = res
+            hin, out = io[-1]
+            res = (logits, [*hs[:-1], (hin + out).detach()], grads, per, io)
+        else:
+            res = full_pass(v, x, y, reduction=reduction)
     return v, res
 
 
@@ -117,11 +126,11 @@ def _token_norms(view: StreamView, hs: list):
     return [token_norms(h, view.stream.prefix_tokens, view.mask).cpu() for h in hs]
 
 
-def _settle(view: StreamView, io, hs, x) -> StreamView:
+def _settle(view: StreamView, io, hs, x, found=None) -> StreamView:
     v = view.check_residual(io, hs)
     v.stream = replace(v.stream, token_states=any(h.dim() == 3 for h in hs))  # v is a new view
     if v.stream.residual == "outside" and v.embed is None:
-        e = v.find_embed(x)
+        e = v.find_embed(x, found)
         v = v.with_residual("outside", f"embed {e!r}: its output is what block 0 consumes (first batch)", embed=e)
     return v
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import SpecError
 from .mask import last_index
+from .xent import cross_entropy_rows
 
 POOLS = ("cls", "mean", "last", "none")
 RESIDUALS = ("auto", "inside", "outside")
@@ -131,22 +131,29 @@ def logits_of(out):
 def per_sample_loss(logits, y, loss: str, shifted: bool = False):
     """(B,) per-sample loss in float64. ce: cross-entropy; lm: next-token CE, mean over each row's labelled
     positions (label -100 = ignored; ``shifted``: y[:, t] already is the token after x[:, t], so logits[:, t]
-    is scored against y[:, t], not y[:, t + 1]); mse: mean squared error over each row's outputs."""
-    z = logits.double()
+    is scored against y[:, t], not y[:, t + 1]); mse: mean squared error over each row's outputs. Cross-entropy
+    of float32 logits is computed at float32 cost without losing saturated rows (fadiag.stream.xent)."""
+    z = logits
     if loss == "ce":
         if z.dim() != 2:
             raise SpecError(f"loss: ce needs (B, classes) logits, the model gives {tuple(z.shape)} "
                             "(loss: lm for a language model)", source="loss")
-        return F.cross_entropy(z, y, reduction="none")
+        return cross_entropy_rows(z, y)
     if loss == "lm":
         if z.dim() != 3 or y.dim() != 2 or y.shape[:2] != z.shape[:2]:
             raise SpecError(f"loss: lm needs (B, T, vocab) logits and (B, T) labels, got {tuple(z.shape)} and "
                             f"{tuple(y.shape)}", source="loss")
-        zz, yy = (z, y) if shifted else (z[:, :-1], y[:, 1:])
-        ce = F.cross_entropy(zz.reshape(-1, zz.shape[-1]), yy.reshape(-1), reduction="none", ignore_index=-100)
-        ce = ce.view(yy.shape)
+        if shifted:  # y[:, t] is already the token after x[:, t]
+            yy = y
+            ce = cross_entropy_rows(z.reshape(-1, z.shape[-1]), yy.reshape(-1)).view(yy.shape)
+        else:
+            yy = torch.full_like(y, -100)  # position t predicts label t + 1; no copy of the logits
+            yy[:, :-1] = y[:, 1:]
+            ce = cross_entropy_rows(z.reshape(-1, z.shape[-1]), yy.reshape(-1))
+            ce, yy = ce.view(yy.shape)[:, :-1], yy[:, :-1]
         n = (yy != -100).sum(1)
         return ce.sum(1) / n.clamp(min=1)
+    z = logits.double()
     t = y.double().reshape(z.shape) if y.numel() == z.numel() else y.double()
     if tuple(t.shape) != tuple(z.shape):
         raise SpecError(f"loss: mse needs targets shaped like the model's output {tuple(z.shape)}, got "
@@ -157,16 +164,22 @@ def per_sample_loss(logits, y, loss: str, shifted: bool = False):
 def accuracy(logits_list: list, y_list: list, loss: str = "ce", shifted: bool = False) -> float:
     """Classification accuracy; for loss lm, next-token accuracy over the labelled positions (``shifted``: as
     in per_sample_loss)."""
-    correct = total = 0
-    for lg, y in zip(logits_list, y_list):
-        if loss == "lm":
-            pred, yy = (lg.argmax(-1), y) if shifted else (lg[:, :-1].argmax(-1), y[:, 1:])
-            keep = yy != -100
-            correct += int((pred[keep] == yy[keep]).sum())
-            total += int(keep.sum())
-        else:
-            correct += int((lg.argmax(-1) == y).sum())
-            total += int(y.numel())
+    counts = [accuracy_counts(lg, y, loss, shifted) for lg, y in zip(logits_list, y_list)]
+    return pooled_accuracy(counts)
+
+
+def accuracy_counts(lg, y, loss: str = "ce", shifted: bool = False) -> tuple:
+    """(correct, total) of one batch, for :func:`accuracy` pooled over batches (no batch's logits kept)."""
+    if loss == "lm":
+        pred, yy = (lg.argmax(-1), y) if shifted else (lg[:, :-1].argmax(-1), y[:, 1:])
+        keep = yy != -100
+        return int((pred[keep] == yy[keep]).sum()), int(keep.sum())
+    return int((lg.argmax(-1) == y).sum()), int(y.numel())
+
+
+def pooled_accuracy(counts) -> float:
+    """sum(correct) / sum(total) over (correct, total) pairs; NaN when nothing was labelled."""
+    correct, total = sum(c for c, _ in counts), sum(n for _, n in counts)
     return correct / total if total else float("nan")
 
 

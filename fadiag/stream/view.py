@@ -98,11 +98,25 @@ class StreamView:
         v.mask = m
         return v
 
-    def find_embed(self, x) -> str:
-        """The module whose output is the very tensor block 0 consumes (outside residual needs it for l = 0)."""
+    def find_embed(self, x, found: list | None = None) -> str:
+        """The module whose output is the very tensor block 0 consumes (outside residual needs it for l = 0):
+        from ``found`` when a forward already ran under :meth:`embed_probe`, else from a forward on x."""
+        if found is None:
+            with self.embed_probe() as found:
+                self.call(x)
+        if not found or found[0] is None:
+            raise SpecError("stream.residual: outside needs stream.embed (the module whose output is h_0); no module's "
+                            "output is what the first block consumes", source="stream")
+        return found[0]
+
+    @contextlib.contextmanager
+    def embed_probe(self):
+        """Hooks for :meth:`find_embed` during whatever forward runs inside: yields a list that receives the name
+        of the module whose output block 0 consumed (None: no module's)."""
         seen: dict = {}
         found: list = []
         skip = tuple(p + "." for p in self.stream.blocks)
+
         def post(name):
             def f(m, a, o):
                 if isinstance(o, torch.Tensor):
@@ -117,14 +131,11 @@ class StreamView:
                    if n and not n.startswith(skip) and n not in self.stream.blocks]
         handles.append(self.blocks[0].register_forward_pre_hook(pre, with_kwargs=True))
         try:
-            self.call(x)
+            yield found
         finally:
             for h in handles:
                 h.remove()
-        if not found or found[0] is None:
-            raise SpecError("stream.residual: outside needs stream.embed (the module whose output is h_0); no module's "
-                            "output is what the first block consumes", source="stream")
-        return found[0]
+            seen.clear()
 
     # -- calling the model -------------------------------------------------------------------------
     def call(self, x):
