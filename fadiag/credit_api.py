@@ -217,7 +217,8 @@ def _signal_flags(layers: list, means: dict, th: dict) -> list:
 
 def _stream_flags(p: CreditPass, na: dict) -> list:
     """zero_stream, dead_blocks (audit's (f) rule) and e (non-finite values: audit's (e))."""
-    from .diagnostics.protocol import NAMES, block_update_norms, dead_blocks, norms_per_layer
+    from .diagnostics.audit_quantities import NAMES
+    from .diagnostics.protocol import block_update_norms, dead_blocks, norms_per_layer
 
     flags = []
     res_norms = norms_per_layer(p.hs_flat)

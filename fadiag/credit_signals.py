@@ -38,11 +38,12 @@ class CreditPass:
 @dataclass(frozen=True)
 class SignalProvider:
     """One learning rule's credit signal: ``needs`` says what it reads besides the pass (for docs and errors);
-    ``build(pass, seed, tensors_path)`` -> (signals, source)."""
+    ``build(pass, seed, tensors_path)`` -> (signals, source); ``hint``: its gloss in ``--signal``'s help."""
 
     name: str
     needs: str
     build: Callable[..., tuple]
+    hint: str = ""
 
 
 def _bp(p: CreditPass, seed: int, tensors_path):
@@ -213,10 +214,30 @@ def _tensors(p: CreditPass, seed: int, tensors_path):
 #: name -> provider, in the order ``--signal`` lists them.
 PROVIDERS = {s.name: s for s in (
     SignalProvider("bp", "nothing: the BP gradient of the pass", _bp),
-    SignalProvider("dfa", "the training-time feedback matrices B_l (L+1, C, d) under credit.feedback", _dfa),
+    SignalProvider("dfa", "the training-time feedback matrices B_l (L+1, C, d) under credit.feedback", _dfa,
+                   "training-time feedback in the checkpoint"),
     SignalProvider("fa", "{'top': (C, d), 'layers': [B_0..B_{L-1}]} under credit.feedback", _fa),
-    SignalProvider("value", "a value net V(h, l) under credit.value (credit.value_arch, value_args)", _value),
+    SignalProvider("value", "a value net V(h, l) under credit.value (credit.value_arch, value_args)", _value,
+                   "dV/dh of a stored value net"),
     SignalProvider("tensors", "precomputed a_l in --tensors FILE (or credit.tensors)", _tensors),
-    SignalProvider("random", "nothing: a seeded Gaussian control (seed + 7919)", _random),
-    SignalProvider("native", "a learning-rule library's *.weight_backward feedback in the state dict", _native),
+    SignalProvider("random", "nothing: a seeded Gaussian control (seed + 7919)", _random, "a control"),
+    SignalProvider("native", "a learning-rule library's *.weight_backward feedback in the state dict", _native,
+                   "a learning-rule library's own a_l from its *.weight_backward"),
 )}
+
+
+def signals_help() -> str:
+    """``--signal``'s help, from :data:`PROVIDERS`."""
+    return " | ".join(f"{n} ({p.hint})" if p.hint else n for n, p in PROVIDERS.items())
+
+
+def check_spec(spec) -> None:
+    """The spec's ``credit`` section (fadiag.registry: the credit family's spec_check)."""
+    from .errors import SpecError
+
+    c, o = spec.credit, spec.origin
+    if c.bridge_k < 1 or c.bridge_k > 4096 or c.bridge_lambda <= 0 or c.bridge_sigma < 0:
+        raise SpecError("credit: need 1 <= bridge_k <= 4096, bridge_lambda > 0, bridge_sigma >= 0", source=o)
+    if c.signal not in PROVIDERS:
+        *head, last = PROVIDERS
+        raise SpecError(f"credit.signal: expected {', '.join(head)} or {last}; got {c.signal!r}", source=o)

@@ -27,7 +27,7 @@ def test_defaults_and_names_derive_from_the_definitions():
         ("g_norm_floor", 1e-7), ("h_norm_explosion_ratio", 50.0), ("stability_drift_ceiling", 0.3),
         ("frozen_acc_margin_pp", 2.0)]
     assert list(Q.DEFAULT_THRESHOLDS) == [t.name for q in Q.QUANTITIES for t in q.thresholds]
-    assert P.DEFAULT_THRESHOLDS is Q.DEFAULT_THRESHOLDS and P.NAMES is Q.NAMES
+    assert not hasattr(P, "DEFAULT_THRESHOLDS") and not hasattr(P, "NAMES")  # one definition, in Q
     assert list(Q.NAMES)[:6] == ["a", "b", "c", "d", "e", "f"] and list(Q.NAMES) == sorted(Q.NAMES)
     assert Q.NAMES["e"] == "non-finite values in the forward/backward pass"
     assert validate_thresholds(None) == Q.DEFAULT_THRESHOLDS

@@ -107,7 +107,8 @@ def test_audit_figure_colours_labels_and_panels():
     from matplotlib.colors import to_hex
 
     from _shipped import shipped_reports
-    from fadiag.render.plot import FLAG, OK, audit_figure
+    from fadiag.render.figures import audit_figure
+    from fadiag.render.plot import FLAG, OK
 
     reps = shipped_reports()
     bp = reps["audit_bp"]
@@ -133,12 +134,11 @@ def test_audit_figure_colours_labels_and_panels():
 @pytest.mark.parametrize("name", ["credit_dfa", "credit_toy", "relevance"])
 def test_other_figures_have_no_empty_panels(name):
     from _shipped import shipped_reports
-    from fadiag.render.plot import FIGURES
-
+    from fadiag.render.plot import figure_of
     from fadiag.reports import from_dict
 
     rep = shipped_reports()[name]
-    plt, fig = _figure(FIGURES[from_dict(rep).schema], [rep])
+    plt, fig = _figure(figure_of(from_dict(rep)), [rep])
     try:
         if name == "credit_toy":
             assert len(fig.axes) == 1  # one panel, not one drawn and one blank

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import fadiag
 from fadiag.api import audit
 from fadiag.diagnostics import protocol as P
+from fadiag.diagnostics.audit_quantities import NAMES
 from fadiag.errors import InputError, ThresholdError
 
 from conftest import TINY_ARGS, tiny_data
@@ -425,11 +426,11 @@ def test_depth_utility_baseline_from_spec(tiny_resmlp_ckpt):
 def test_verdict_order_and_names():
     from fadiag.reports.base import Flag, verdict_of
 
-    fl = [Flag(i, P.NAMES[i], True, 1.0, 1.0) for i in "dcba"]
+    fl = [Flag(i, NAMES[i], True, 1.0, 1.0) for i in "dcba"]
     fl.sort(key=lambda f: f.id)
     assert verdict_of(fl) == ("needs walk-back: residual stream exploded; BP grad at numerical floor; "
                               "BP grad direction is drift-dominated; deep blocks fail to beat frozen-random baseline")
-    assert verdict_of([Flag("a", P.NAMES["a"], False, 1.0, 1.0), Flag("d", P.NAMES["d"], None, None, 2.0)]) \
+    assert verdict_of([Flag("a", NAMES["a"], False, 1.0, 1.0), Flag("d", NAMES["d"], None, None, 2.0)]) \
         == "trustworthy"
 
 

@@ -51,8 +51,10 @@ def test_resume_skips_finished_and_keeps_bytes(serial, run_cli, tmp_path, monkey
     lines = journal.read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(l)["sweep"]["sha256"] for l in lines)
     calls = []
-    real = sweep.BODIES["audit"]
-    monkeypatch.setitem(sweep.BODIES, "audit", lambda p, o, *a: calls.append(p) or real(p, o, *a))
+    import fadiag.families.audit as audit_family
+
+    real = audit_family._audit  # the audit family's body (its record: fadiag.registry)
+    monkeypatch.setattr(audit_family, "_audit", lambda p, o, *a: calls.append(p) or real(p, o, *a))
     code, out, errtext = _audit(run_cli, RESMLP, "--resume", journal)
     assert out == serial
     assert calls == RESMLP[2:]

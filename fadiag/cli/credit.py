@@ -1,4 +1,4 @@
-"""``fadiag credit``: per-layer credit-assignment metrics (per checkpoint: fadiag.sweep._credit), or the exact-costate
+"""``fadiag credit``: per-layer credit-assignment metrics (per checkpoint: fadiag.families.credit._credit), or the exact-costate
 check on the toy linear-quadratic system."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from ..credit_signals import signals_help
 from ..errors import InputError
 from .app import command
 from .options import plot_opt
@@ -16,9 +17,7 @@ from .run import checkpoint_opts, is_sweep, one, parse_thresholds, sweep
 
 _opt = typer.Option
 Checkpoint = Annotated[Optional[Path], typer.Argument(help="Checkpoint file (not needed with --toy-lq).")]
-SignalOpt = Annotated[Optional[str], _opt("--signal", help="Credit signal a_l: bp | dfa (training-time feedback in "
-                                          "the checkpoint) | fa | value (dV/dh of a stored value net) | tensors | "
-                                          "random (a control) | native (a learning-rule library's own a_l from its *.weight_backward). "
+SignalOpt = Annotated[Optional[str], _opt("--signal", help=f"Credit signal a_l: {signals_help()}. "
                                           "Default: credit.signal in the spec.")]
 InitOpt = Annotated[Optional[Path], _opt("--init", help="Init checkpoint, for feature drift M_l.")]
 TensorsOpt = Annotated[Optional[Path], _opt("--tensors", help="Precomputed a_l (.pt/.npz) for --signal tensors.")]
@@ -54,7 +53,7 @@ def credit(ctx: typer.Context, checkpoint: Checkpoint = None, signal: SignalOpt 
                            thresholds=parse_thresholds(threshold))
     if sweeping:
         return sweep(ctx, "credit", [checkpoint, *(shared["more"] or [])], opts)
-    rep, _ = one(ctx, "credit", checkpoint, opts)  # per checkpoint: fadiag.sweep._credit
+    rep, _ = one(ctx, "credit", checkpoint, opts)  # per checkpoint: fadiag.families.credit._credit
     return finish(ctx, [rep], plot=plot, labels=[str(checkpoint)])
 
 

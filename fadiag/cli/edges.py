@@ -1,5 +1,5 @@
 """``fadiag edges``: function -> function edges of a graph-structured network (per checkpoint:
-fadiag.sweep._edges), with the one-checkpoint outputs --matrix, --edges and --plot."""
+fadiag.families.edges._edges), with the one-checkpoint outputs --matrix, --edges and --plot."""
 
 from __future__ import annotations
 
@@ -61,14 +61,14 @@ def edges(ctx: typer.Context, checkpoint: Checkpoint, method: MethodOpt = None, 
     """Infer function -> function edges from activation/gradient rank correlation (streamed over eval
     batches, bounded memory with --row-chunk) and score them against known edges (MRR, Hits@k, random
     baseline). Exit 1 if MRR is not above random or signals are non-finite."""
-    from ..sweep import EDGES_KEYS
+    from ..families.edges import EDGES_KEYS
 
     if matrix and not matrix.endswith(".npy"):
         raise InputError("matrix file must end in .npy", source=f"--matrix {matrix}")
     opts = checkpoint_opts(ctx, top=top, **{k: ctx.params[k] for k in EDGES_KEYS})
     if is_sweep(ctx, **{"--matrix": matrix, "--edges": edges_out, "--plot": plot}):
         return sweep(ctx, "edges", [checkpoint, *(shared["more"] or [])], opts)
-    rep, W = one(ctx, "edges", checkpoint, opts)  # per checkpoint: fadiag.sweep._edges
+    rep, W = one(ctx, "edges", checkpoint, opts)  # per checkpoint: fadiag.families.edges._edges
     _write_matrix_outputs(rep, W, matrix, edges_out, plot)
     _warn_constant_columns(rep, state(ctx).quiet)
     return finish(ctx, [rep], labels=[str(checkpoint)])

@@ -1,5 +1,5 @@
 """``fadiag relevance``: per-feature, per-head relevance of a multi-head online learner (per checkpoint:
-fadiag.sweep._relevance)."""
+fadiag.families.relevance._relevance)."""
 
 from __future__ import annotations
 
@@ -42,5 +42,5 @@ def relevance(ctx: typer.Context, checkpoint: Checkpoint, sensitivity: Sensitivi
                            sensitivity=sensitivity, observation=observation, step_sizes=step_sizes)
     if is_sweep(ctx, **{"--plot": plot}):
         return sweep(ctx, "relevance", [checkpoint, *(shared["more"] or [])], opts)
-    rep, _ = one(ctx, "relevance", checkpoint, opts)  # per checkpoint: fadiag.sweep._relevance
+    rep, _ = one(ctx, "relevance", checkpoint, opts)  # per checkpoint: fadiag.families.relevance._relevance
     return finish(ctx, [rep], plot=plot, labels=[str(checkpoint)])

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..diagnostics import protocol as P
-from ..diagnostics.audit_quantities import in_id_order
+from ..diagnostics.audit_quantities import DEFAULT_THRESHOLDS, in_id_order
 from ..reports.base import clean, verdict_of
 from ..stream.view import StreamView
 
@@ -126,10 +126,10 @@ REFERENCE_IDS = ("a", "b", "c", "d")
 class DiagnosticThresholds:
     """The protocol's four thresholds, with the reference's defaults."""
 
-    g_norm_floor: float = P.DEFAULT_THRESHOLDS["g_norm_floor"]
-    h_norm_explosion_ratio: float = P.DEFAULT_THRESHOLDS["h_norm_explosion_ratio"]
-    stability_drift_ceiling: float = P.DEFAULT_THRESHOLDS["stability_drift_ceiling"]
-    frozen_acc_margin_pp: float = P.DEFAULT_THRESHOLDS["frozen_acc_margin_pp"]
+    g_norm_floor: float = DEFAULT_THRESHOLDS["g_norm_floor"]
+    h_norm_explosion_ratio: float = DEFAULT_THRESHOLDS["h_norm_explosion_ratio"]
+    stability_drift_ceiling: float = DEFAULT_THRESHOLDS["stability_drift_ceiling"]
+    frozen_acc_margin_pp: float = DEFAULT_THRESHOLDS["frozen_acc_margin_pp"]
 
 
 @dataclass
