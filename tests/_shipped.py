@@ -42,6 +42,8 @@ COMMANDS = {
     "inspect": ["inspect", "checkpoints_example/resmlp_dfa.pt"],
     "lint": ["lint", "{tmp}/train_metrics.py"],
     "compare": ["compare", "{tmp}/audit_bp.json", "{tmp}/audit_dfa.json", "--baseline", "{tmp}/audit_bp.json"],
+    "trajectory": ["trajectory", "{tmp}/run/step_0.pt", "{tmp}/run/step_3000.pt", "--spec",
+                   "checkpoints_example/resmlp_bp.yaml"],
 }
 
 
@@ -60,6 +62,9 @@ def shipped_reports() -> dict:
     """name -> report dict, one run per command, from the repo root (paths in reports stay relative)."""
     tmp = tempfile.mkdtemp(prefix="fadiag-shipped-")
     Path(tmp, "train_metrics.py").write_text(LINT_SAMPLE)
+    Path(tmp, "run").mkdir()  # a two-checkpoint run: the BP recipe's init and trained checkpoints
+    for src, dst in (("resmlp_bp_init.pt", "step_0.pt"), ("resmlp_bp.pt", "step_3000.pt")):
+        Path(tmp, "run", dst).write_bytes((REPO / "checkpoints_example" / src).read_bytes())
     out = {}
     cwd = os.getcwd()
     os.chdir(REPO)

@@ -129,7 +129,7 @@ def test_verdict_line_comes_after_the_report_and_not_twice(monkeypatch):
 
 
 def test_stability_detail_says_what_to_check():
-    from fadiag.diagnostics.protocol import stability_detail
+    from fadiag.diagnostics.audit_quantities import stability_detail
 
     flagged = stability_detail(0.378, 0.3)
     for words in ("0.378", "> 0.3", "not trained to convergence", "few", "128", "(a), (b) or (d)",

@@ -18,7 +18,7 @@ DOC = REPO / "docs" / "science.md"
 DATA_KEYED = [
     r"settings", r"drift_per_tensor", r"layers\[\]\.nudging", r"per_head", r"per_head\.[^.]+\.[^.]+",
     r"trunk\.[^.]+", r"sensitivity\.mean_abs(\.[^.]+)?", r"sensitivity\.observation\.jacobian(\.[^.]+)?",
-    r"truth_checks\.[^.]+",
+    r"truth_checks\.[^.]+", r"first_flagged",
 ]
 _DATA = re.compile("^(?:" + "|".join(DATA_KEYED) + ")$")
 
