@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from . import __version__
 from .compat.biotorch import report_extra
 from .credit_signals import PROVIDERS, CreditPass, value_net
-from .diagnostics.common import G_NORM_FLOOR, count_nonfinite
+from .diagnostics.common import G_NORM_FLOOR
 from .errors import InputError
 from .reports.base import Flag, Threshold, merge_thresholds
 from .reports.credit import CreditReport
@@ -217,23 +217,22 @@ def _signal_flags(layers: list, means: dict, th: dict) -> list:
 
 def _stream_flags(p: CreditPass, na: dict) -> list:
     """zero_stream, dead_blocks (audit's (f) rule) and e (non-finite values: audit's (e))."""
-    from .diagnostics.audit_quantities import NAMES
-    from .diagnostics.protocol import block_update_norms, dead_blocks, norms_per_layer
+    from .diagnostics.audit_quantities import NONFINITE, dead_block_reading, nonfinite_count
 
     flags = []
-    res_norms = norms_per_layer(p.hs_flat)
+    dead = dead_block_reading(p.hs_flat, [h.shape for h in p.hs])
+    res_norms, upd, all_dead, n_dead = dead["residual_norms"], dead["block_update_norms"], dead["all_dead"], \
+        dead["n_dead"]
     if res_norms[0] == 0.0:
         flags.append(Flag("zero_stream", "residual stream is zero at layer 0 (the network ignores its input)", True,
                           0.0, 0.0, "median ||h_0|| = 0: every credit metric is about a constant input"))
-    upd = [u if p.hs[l].shape == p.hs[l + 1].shape else None for l, u in enumerate(block_update_norms(p.hs_flat))]
-    all_dead, n_dead = dead_blocks(res_norms, upd)
     n_def = sum(u is not None for u in upd)
     if n_def < p.n - 1:
         na["dead_blocks"] = f"{p.n - 1 - n_def} block(s) change the stream's shape (no identity path to compare)"
     flags.append(Flag("dead_blocks", "residual blocks contribute nothing", all_dead if n_def else None,
                       float(n_dead), float(n_def), f"{n_dead} of {n_def} block(s) add (almost) nothing to the stream"))
-    nonfinite = count_nonfinite(p.hs_flat, p.g_sum, p.logits)
-    flags.append(Flag("e", NAMES["e"], nonfinite > 0, float(nonfinite), 0.0, f"{nonfinite} NaN/Inf value(s)"))
+    nonfinite = nonfinite_count(p.hs_flat, p.g_sum, p.logits)
+    flags.append(Flag("e", NONFINITE.name, nonfinite > 0, float(nonfinite), 0.0, f"{nonfinite} NaN/Inf value(s)"))
     return flags
 
 
