@@ -23,7 +23,9 @@ class Family:
     (sweepable); ``forms``: format -> "module:function" (table: r -> [renderables], markdown: r -> str,
     plot: (plt, reports) -> figure); ``api``: public name -> module for ``fadiag.<name>``; ``spec_section``:
     the spec section it reads (a field of fadiag.spec.Spec) and ``spec_check``: "module:function" (spec) ->
-    None raising SpecError for a bad value in it; ``spec_defaults``: CLI option -> (spec section, field)."""
+    None raising SpecError for a bad value in it; ``spec_defaults``: CLI option -> (spec section, field);
+    ``example``: the argv after ``fadiag <name>`` of a shipped example, run from the repo root ({tmp}: a scratch
+    folder) by the tests (tests/_shipped.py; the conformance test) when they name none of their own."""
 
     name: str
     order: int
@@ -35,6 +37,7 @@ class Family:
     spec_section: str | None = None
     spec_check: str | None = None
     spec_defaults: dict = field(default_factory=dict)
+    example: tuple = ()
 
 
 def resolve(ref: str):

@@ -1,7 +1,7 @@
 """Every command run once on the shipped examples, in-process, as JSON report dicts (cached per process).
 
-Shared by tests/test_science_doc.py (every JSON key is documented), tests/test_width.py (every table
-fits 80 columns) and tests/test_render_markdown_tables.py (every markdown table parses). The runs go
+Shared by tests/docs/test_science_doc.py (every JSON key is documented), tests/kernel/test_width.py (every table
+fits 80 columns) and tests/kernel/test_render_markdown_tables.py (every markdown table parses). The runs go
 through the CLI (``--format json``), so the dicts are exactly what a user's JSON file holds.
 """
 
@@ -45,6 +45,18 @@ COMMANDS = {
     "trajectory": ["trajectory", "{tmp}/run/step_0.pt", "{tmp}/run/step_3000.pt", "--spec",
                    "checkpoints_example/resmlp_bp.yaml"],
 }
+
+
+def _family_examples() -> None:
+    """A family the commands above do not run gets its record's example (fadiag.registry: Family.example)."""
+    from fadiag.registry import families
+
+    for f in families():
+        if f.example and not any(argv[0] == f.name for argv in COMMANDS.values()):
+            COMMANDS[f.name] = [f.name, *f.example]
+
+
+_family_examples()
 
 
 def _invoke(argv: list) -> tuple:

@@ -9,7 +9,7 @@ fadiag's extras (``median``, ``growth_mode``) are keyword-only. The model honour
 Per-layer numbers are the reference's: median over the batch of the per-sample L2 norm with
 ``torch.median``'s LOWER median (``median="midpoint"`` for the textbook one), in eval mode, g_l = d loss_fn
 (logits, y) / dh_l (default ``F.cross_entropy``, mean over the batch). They agree with the reference code to
-float32 rounding (tests/test_upstream_protocol.py). What differs on purpose (docs/upstream.md): reductions run
+float32 rounding (tests/families/audit/test_upstream_protocol.py). What differs on purpose (docs/upstream.md): reductions run
 in float64; a non-finite number flags instead of passing; ||h_0|| = 0 flags; ``diagnose`` runs one forward +
 backward per batch (the reference: 2 + K); the model's train/eval mode of every submodule is restored;
 parameter ``.grad`` buffers are never touched.

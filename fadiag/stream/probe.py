@@ -8,7 +8,7 @@ attention mask respected): W (C, d), b (C) minimise
 
 in float64, full batch, from W = 0, b = 0 by L-BFGS (strong Wolfe line search, at most PROBE_ITERS
 iterations). The objective is strictly convex in W, so the fit is deterministic and equals scikit-learn's
-``LogisticRegression(C=1 / (n * PROBE_L2))`` on the same features (tests/test_readings.py). The audit then
+``LogisticRegression(C=1 / (n * PROBE_L2))`` on the same features (tests/kernel/test_readings.py). The audit then
 reads logits = probe(pool(h_L)): every h_l and g_l is the model's, the loss gradient flows through the probe.
 """
 

@@ -26,3 +26,9 @@ def test_ci_runs_the_readme_test_command():
     cmd = "python -m pytest"
     assert f'pip install -e ".[test]" && {cmd}' in readme
     assert ci.strip().splitlines()[-1].strip() == cmd
+
+
+def test_readme_states_the_dfa_feedback_layout():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("### `fadiag credit`")[1].split("\n### ")[0]
+    assert "(L+1, C, d)" in section and "a_l = e @ B_l" in section and "feedback" in section

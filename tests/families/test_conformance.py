@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from _science import DOC, _named, schema_keys
 from _shipped import COMMANDS, REPO, _invoke, shipped_reports
-from test_science_doc import DOC, _named, schema_keys
 
 from fadiag.registry import families, form
 from fadiag.render import Format, render

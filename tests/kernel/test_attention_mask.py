@@ -197,7 +197,7 @@ def test_a_mask_for_a_model_without_attention_mask_is_exit_2(tmp_path, run_cli):
 
     import stream_models as SM
 
-    shutil.copy(Path(__file__).parent / "stream_models.py", tmp_path / "stream_models.py")
+    shutil.copy(Path(__file__).resolve().parents[1] / "stream_models.py", tmp_path / "stream_models.py")
     torch.manual_seed(0)
     x = torch.randn(B * NB, 8)
     err = _bad(tmp_path, run_cli, torch.ones(B * NB, 8, dtype=torch.long), SM.UserResMLP(), "stream_models:UserResMLP",

@@ -25,7 +25,7 @@ from fadiag.compat.biotorch import (bp_twin_module, bp_twin_state_dict, default_
 from fadiag.compat.biotorch_native import native_backward, native_input_grads
 from fadiag.errors import InputError
 
-FIX = Path(__file__).resolve().parent / "fixtures" / "biotorch"
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "biotorch"
 sys.path.insert(0, str(FIX))
 import archs  # noqa: E402
 

@@ -108,7 +108,7 @@ def test_every_format_agrees(outputs, cmd):
     assert verdict.split(":")[0] in outputs[cmd, "table"][1]
 
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 
 @pytest.mark.parametrize("cmd", ["credit", "credit-toy", "edges", "relevance"])

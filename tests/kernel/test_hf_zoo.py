@@ -1,6 +1,6 @@
 """Issue 22's 48 Hugging Face architectures (tests/hf_zoo.py: tiny random configs, 2 layers, hidden 64), each
 written by ``save_pretrained`` and audited with no spec: exit 0/1 with one block per layer. A representative
-dozen runs by default, all 48 with ``python -m pytest -m slow tests/test_hf_zoo.py``. The new readings (ALBERT's
+dozen runs by default, all 48 with ``python -m pytest -m slow tests/kernel/test_hf_zoo.py``. The new readings (ALBERT's
 shared layer, T5 and BART decoders) are checked against float64 references with hooks of their own."""
 
 from __future__ import annotations

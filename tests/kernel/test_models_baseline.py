@@ -150,7 +150,7 @@ def test_digits_source_reads_sklearn_bundled_data(tmp_path, run_cli):
     assert_close(rep["residual_norms"][0], float(torch.median(hs[0].double().norm(dim=-1))), "float32", atol=0)
 
 
-TRAJECTORY = Path(__file__).resolve().parent / "golden" / "recipe_trajectory.json"
+TRAJECTORY = Path(__file__).resolve().parents[1] / "golden" / "recipe_trajectory.json"
 
 
 def _short_trajectory(method: str) -> list:

@@ -1,5 +1,5 @@
 """docs/models.md's coverage table lists exactly the tested cases (tests/hf_zoo.py's 48 architectures and
-tests/test_models_timm_tv.py's CASES), with the right default/slow split; each case's own test checks its
+tests/kernel/test_models_timm_tv.py's CASES), with the right default/slow split; each case's own test checks its
 row against the audit (tests/coverage_table.py)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 import hf_zoo
 from coverage_table import HOW, rows
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent  # tests/kernel: test_models_timm_tv.py and test_hf_zoo.py
 
 
 def _timm_tv_cases() -> set:
-    """CASES' keys in tests/test_models_timm_tv.py, read without importing it (timm may be absent)."""
+    """CASES' keys in tests/kernel/test_models_timm_tv.py, read without importing it (timm may be absent)."""
     tree = ast.parse((HERE / "test_models_timm_tv.py").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "CASES" or \

@@ -81,7 +81,7 @@ def _oracle(m, units, x, y, pool):
 def test_library_model_by_arch_alone_matches_float64(name, tmp_path, run_cli):
     arch, args, units, pool = CASES[name]
     args = {**args, "num_classes": 3}
-    shutil.copy(Path(__file__).parent / "library_models.py", tmp_path / "library_models.py")
+    shutil.copy(Path(__file__).resolve().parents[1] / "library_models.py", tmp_path / "library_models.py")
     from fadiag.models import build_model
 
     torch.manual_seed(0)

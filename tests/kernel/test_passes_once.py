@@ -13,7 +13,7 @@ import torch
 from _tol import tol
 from fadiag.stream import Stream, StreamView, expand_blocks, full_pass, settled_pass
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import stream_models as SM  # noqa: E402
 
 

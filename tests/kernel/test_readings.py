@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE / "fixtures"))
 import make_nanogpt  # noqa: E402
 

@@ -21,7 +21,7 @@ import yaml
 
 from _tol import tol
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE))
 import stream_models as SM  # noqa: E402
 

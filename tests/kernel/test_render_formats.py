@@ -2,7 +2,7 @@
 
 The two shipped example checkpoints are audited once per module (DFA: flags (a), (b), (d); BP: nothing).
 Golden files are rendered from the hand-made reports of tests/_reports.py (not from fadiag's own numbers):
-``FADIAG_REGEN_GOLDEN=1 pytest tests/test_render_formats.py`` rewrites tests/golden/.
+``FADIAG_REGEN_GOLDEN=1 pytest tests/kernel/test_render_formats.py`` rewrites tests/golden/.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from fadiag.render import github, junit, markdown
 from fadiag.reports import Report, from_dict, register
 from fadiag.reports.lint import LintReport
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = Path(__file__).resolve().parent / "golden"
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 TEMPLATE = ROOT / "REPORTING_TEMPLATE.md"
 DFA = "checkpoints_example/resmlp_dfa.pt"
 BP = "checkpoints_example/resmlp_bp.pt"

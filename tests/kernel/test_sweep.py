@@ -17,7 +17,7 @@ from fadiag import sweep
 
 from conftest import EXAMPLES
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RESMLP = sorted(str(p) for p in EXAMPLES.glob("resmlp_*.pt"))
 
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from _budget import CPUBudgetExceeded, cpu_budget
 from conftest import invoke_cli
 
-CORPUS = Path(__file__).resolve().parent / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 BASE = CORPUS / "base"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
 MARKER = "FADIAG_CORPUS_MARKER"

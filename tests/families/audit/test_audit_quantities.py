@@ -1,7 +1,7 @@
 """The audit's declared quantities (fadiag.diagnostics.audit_quantities): the defaults, names and threshold
 rules derive from the definitions; the orchestrator (fadiag.api.audit) hands each quantity exactly what it
 declares, from one pass per batch; a new definition shows up in the flags, thresholds and verdict with no other
-edit. The numbers themselves are checked against slow references in tests/test_protocol.py."""
+edit. The numbers themselves are checked against slow references in tests/families/audit/test_protocol.py."""
 
 from __future__ import annotations
 
@@ -134,3 +134,14 @@ def test_audit_returns_the_typed_report(tiny_resmlp_ckpt):
     assert isinstance(rep.flags, tuple) and rep.verdict == rep.to_dict()["verdict"]
     back = AuditReport.from_dict(rep.to_dict())
     assert back.to_dict() == rep.to_dict()
+
+
+def test_stability_detail_says_what_to_check():
+    from fadiag.diagnostics.audit_quantities import stability_detail
+
+    flagged = stability_detail(0.378, 0.3)
+    for words in ("0.378", "> 0.3", "not trained to convergence", "few", "128", "(a), (b) or (d)",
+                  "docs/science.md §1"):
+        assert words in flagged, words
+    assert stability_detail(0.1, 0.3) == "mean pairwise cosine of the batch-mean BP gradients = 0.1"
+    assert "docs/science.md" not in stability_detail(0.3, 0.3)  # at the ceiling: not flagged, no advice

@@ -400,3 +400,19 @@ def test_trust_checkpoint_loads_a_custom_class_and_is_recorded(run_cli, tiny_res
     assert d["checkpoint"]["trusted"] is True and p["checkpoint"]["trusted"] is False
     assert d["residual_norms"] == p["residual_norms"]
     assert "trust" in err  # the warning goes to stderr
+
+
+def test_summary_has_no_null_baseline_and_no_dict_repr(monkeypatch):
+    from _shipped import shipped_reports
+    from fadiag.render import render
+
+    monkeypatch.setenv("COLUMNS", "100")
+    rep = dict(shipped_reports()["audit_bp"])
+    trained = {**rep, "frozen_baseline_source": "trained: frozen blocks (seed 0), BP recipe "
+                                                "{'optimizer': 'AdamW', 'lr': 0.002, 'epochs': 10}"}
+    for fmt in ("table", "markdown"):
+        out = render([trained], fmt)
+        assert "optimizer AdamW, lr 0.002, epochs 10" in out and "{'" not in out, fmt
+    none = {**rep, "frozen_baseline_acc": None, "frozen_baseline_source": None}
+    out = render([none], "table")
+    assert "no frozen baseline, (d) skipped" in out and "baseline null" not in out and "None" not in out

@@ -1,5 +1,5 @@
 """``fadiag.compat.protocol.diagnose`` and the reference's signatures (issue 27), against a faithful rewrite of
-the reference protocol's ``diagnose`` and report (tests/test_upstream_protocol.py holds the per-layer
+the reference protocol's ``diagnose`` and report (tests/families/audit/test_upstream_protocol.py holds the per-layer
 functions): (a) and (b) on the first batch, (c) over all batches, one pass per function call (2 + K passes),
 the reference's own flag rules (``max/h0 > ratio``, ``g_L < floor``, ``c > ceiling``, margin in pp), and its
 report's dict and printout built line by line here.

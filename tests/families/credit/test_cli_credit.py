@@ -288,3 +288,29 @@ def test_fa_with_the_wrong_number_of_matrices_is_bad_input(tiny_resmlp_ckpt, run
     f = tiny_resmlp_ckpt(extra={"fb": fb}, spec_overrides={"credit": {"signal": "fa", "feedback": "fb"}})
     code, out, err = run_cli(["credit", f.ckpt])
     assert code == 2 and "FA needs 3 layer matrices" in err
+
+
+def test_dfa_without_feedback_is_exit_2(run_cli, tiny_resmlp_ckpt):
+    f = tiny_resmlp_ckpt()
+    code, out, err = run_cli(["credit", f.ckpt, "--signal", "dfa", "-f", "json"])
+    assert code == 2 and out == "", (code, err)
+    assert err.count("\n") == 1 and "feedback" in err and "never redraws" in err
+
+
+def test_init_checkpoint_is_found_by_its_own_layout(run_cli, tiny_resmlp_ckpt, tmp_path):
+    """The main checkpoint nests its weights under "model" (checkpoint.state_dict: model); the init file
+    is a plain flat dict of tensors: M_l is still computed, and equals the float64 reference."""
+    import json
+
+    f = tiny_resmlp_ckpt(spec_overrides={"checkpoint": {"state_dict": "model"}})
+    torch.manual_seed(123)
+    init = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in f.state_dict.items()}
+    torch.save(init, tmp_path / "init_flat.pt")
+    code, out, err = run_cli(["credit", f.ckpt, "--signal", "bp", "--init", tmp_path / "init_flat.pt", "-f", "json",
+                              "-q"])
+    assert code in (0, 1), err
+    rep = json.loads(out)
+    names = [k for k in f.state_dict if k.startswith("blocks.1.")]
+    num = sum(float(((f.state_dict[k].double() - init[k].double()) ** 2).sum()) for k in names)
+    den = sum(float((init[k].double() ** 2).sum()) for k in names)
+    assert rep["layers"][2]["drift"] == pytest.approx(math.sqrt(num / den), rel=1e-10)

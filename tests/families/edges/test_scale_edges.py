@@ -22,7 +22,7 @@ from fadiag.spool import cleanup_spools, make_spool_dir
 
 from conftest import EXAMPLES
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 GSNN = EXAMPLES / "gsnn" / "gsnn.pt"
 TRUTH = EXAMPLES / "gsnn" / "gsnn_truth.tsv"
 TINY = 1 << 20  # 1 MiB: forces dozens of column blocks and GEMM chunks at M = 3000, N = 200

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from fadiag.compat.gsnn import FunctionEdgeInferer, mrr, ordinal_edge_evidence
 from fadiag.models.gsnn_upstream import UpstreamGSNN
 
-FIX = Path(__file__).resolve().parent / "fixtures" / "gsnn_upstream"
+FIX = Path(__file__).resolve().parents[2] / "fixtures" / "gsnn_upstream"
 CKPT = FIX / "gsnn_upstream.pt"
 sys.path.insert(0, str(FIX.parent))
 from make_gsnn_upstream import FUNC_EDGES, graph_args  # noqa: E402

@@ -1,6 +1,6 @@
 """``fadiag.compat.gsnn`` gives upstream GSNN's numbers with only the import changed (issue 27).
 
-Against a faithful rewrite of upstream's ``_fast_corr`` (tests/test_upstream_gsnn.py ``ref_fast_corr``: constant
+Against a faithful rewrite of upstream's ``_fast_corr`` (tests/families/edges/test_upstream_gsnn.py ``ref_fast_corr``: constant
 columns detected on the raw values and zeroed, ordinal ranks otherwise) on a tie-heavy GSNN whose graph has
 sink nodes (constant-zero gradients) and source-less nodes: the default ``fit`` equals upstream's W; every
 ties mode scores constant columns 0; ``estimate`` draws upstream's 2 500 input rows per resample.

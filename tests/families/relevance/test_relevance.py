@@ -26,7 +26,7 @@ from fadiag.diagnostics.relevance import (
 from fadiag.errors import CheckpointError, InputError, MissingInputError
 from fadiag.models.multihead import MultiHeadLearner, split_state, state_from_arrays
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "checkpoints_example" / "multihead"
+EXAMPLE = Path(__file__).resolve().parents[3] / "checkpoints_example" / "multihead"
 
 
 def _model(n_features=3, hidden=(4, 3), n_heads=2, seed=0, dtype=torch.float64, stats=True):

@@ -87,7 +87,7 @@ def test_bad_multihead_args_are_exit_2(tmp_path, run_cli):
 
 def test_inspect_shows_a_0d_normaliser_count(tmp_path, run_cli):
     """norm_count is a 0-d array and stays 0-d (the .npz reader used to make it (1,), failing the spec check;
-    tests/test_cli_relevance.py::test_npz_export_gives_the_same_state_only_report runs the export)."""
+    tests/families/relevance/test_cli_relevance.py::test_npz_export_gives_the_same_state_only_report runs the export)."""
     ck = torch.load(EXAMPLES / "multihead" / "multihead.pt", weights_only=True)
     np.savez(tmp_path / "learner.npz", **{k: v.numpy() for k, v in {**ck["model"], **ck["learner"]}.items()})
     code, out, err = run_cli(["inspect", tmp_path / "learner.npz", "-f", "json"])
@@ -171,7 +171,7 @@ def _close(a, b) -> bool:
 
 # ------------------------------------------------------------------- alberta-framework checkpoint folders
 
-ALB = Path(__file__).resolve().parent / "fixtures" / "alberta"
+ALB = Path(__file__).resolve().parents[2] / "fixtures" / "alberta"
 VARIANT_NAMES = ["autostep_ln", "autostep_noln", "idbd", "lms", "hybrid"]
 OBS = "0.3,-2.0,0.05,1.5,-0.4"
 
