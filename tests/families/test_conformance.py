@@ -26,9 +26,9 @@ def _reports(name: str) -> list:
 
 
 def test_the_registry_holds_every_family():
-    assert FAMILIES == ["audit", "calibrate", "credit", "edges", "relevance", "inspect", "lint", "compare",
-                        "trajectory"]
-    assert SWEEPING == ["audit", "credit", "edges", "relevance"]
+    shipped = ["audit", "calibrate", "credit", "edges", "relevance", "inspect", "lint", "compare", "trajectory"]
+    assert [f for f in FAMILIES if f in shipped] == shipped  # in --help order; a new family adds to them
+    assert [f for f in SWEEPING if f in shipped] == ["audit", "credit", "edges", "relevance"]
 
 
 @pytest.mark.parametrize("name", REPORTING)
