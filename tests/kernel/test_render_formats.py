@@ -23,7 +23,7 @@ from _reports import audit_fixture
 from fadiag.render import _MODULES, Format, render, renderer
 from fadiag.render import github, junit, markdown
 from fadiag.reports import Report, from_dict, register
-from fadiag.reports.lint import LintReport
+from fadiag.families.lint.report import LintReport
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

@@ -202,7 +202,7 @@ def test_opcode_budget_names_the_limit(run_cli, big, monkeypatch):
 
 
 def test_inspect_walk_stops_at_its_visit_budget(run_cli, tmp_path, monkeypatch):
-    import fadiag.inspect as ins
+    import fadiag.families.inspect.api as ins
 
     monkeypatch.setattr(ins, "MAX_VISITS", 50)
     torch.save({"model": {f"w{i}": torch.ones(2) for i in range(100)}}, tmp_path / "many.pt")
@@ -216,7 +216,7 @@ def test_inspect_walk_stops_at_its_visit_budget(run_cli, tmp_path, monkeypatch):
 
 def test_laughs_cost_is_visits_not_leaves():
     """x = [x] * 10, 9 levels: 10^9 leaves, but the walk makes at most MAX_VISITS visits."""
-    import fadiag.inspect as ins
+    import fadiag.families.inspect.api as ins
 
     w = ins._Walk()
     w.run(make_corpus().laughs())
@@ -241,7 +241,7 @@ def _reference_storage_span(t) -> int:
 
 @pytest.mark.parametrize("chunk", [7, 1 << 20])
 def test_nonfinite_count_matches_a_float64_loop(monkeypatch, chunk):
-    import fadiag.inspect as ins
+    import fadiag.families.inspect.api as ins
 
     monkeypatch.setattr(ins, "CHUNK", chunk)
     g = torch.Generator().manual_seed(0)
@@ -271,7 +271,7 @@ def test_nonfinite_count_matches_a_float64_loop(monkeypatch, chunk):
 
 
 def test_element_budget_is_per_file(monkeypatch):
-    import fadiag.inspect as ins
+    import fadiag.families.inspect.api as ins
 
     monkeypatch.setattr(ins, "MAX_TOUCH", 100)
     c = ins._Counter(budget=100)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from _shipped import REPO, shipped_reports
-from fadiag.calibrate import threshold_for
+from fadiag.families.calibrate.api import threshold_for
 from fadiag.calibration import PUBLISHED, Calibration, judge, load, model_context
 from fadiag.reports.base import Flag, verdict_of
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import EXAMPLES
 
-from fadiag.lint import lint_paths
+from fadiag.families.lint.api import lint_paths
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_a_new_audit_flag_reaches_every_view(saved_reports):
     import dataclasses
     import xml.etree.ElementTree as ET
 
-    from fadiag.compare import compare_reports
+    from fadiag.families.compare.api import compare_reports
     from fadiag.render import render
     from fadiag.reports import Flag, from_dict
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from fadiag.lint import lint_paths
+from fadiag.families.lint.api import lint_paths
 
 BAD_GOOD = {
     "norm-p-minus-1": ("n = h.norm(-1)\nm = torch.norm(h, p=-1)\n", "n = h.norm(dim=-1)\nm = h.norm(p=2, dim=-1)\n"),

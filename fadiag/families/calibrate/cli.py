@@ -1,5 +1,5 @@
 """``fadiag calibrate``: thresholds from healthy and degenerate runs, as a calibration YAML that ``fadiag audit
---calibration`` reads (fadiag.calibrate)."""
+--calibration`` reads (fadiag.families.calibrate.api)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ..errors import InputError
-from .app import command
-from .run import checkpoint_opts
+from ...errors import InputError
+from ...cli.app import command
+from ...cli.run import checkpoint_opts
 
 _opt = typer.Option
 Healthy = Annotated[List[Path], typer.Argument(help="Healthy runs: checkpoints (audited here) or saved audit "
@@ -32,10 +32,10 @@ def calibrate(ctx: typer.Context, healthy: Healthy, degenerate: DegenerateOpt = 
     """Derive thresholds from healthy and degenerate runs: per flag the healthy range, the degenerate range and a
     threshold with its margin, written as a calibration YAML (stdout, or --output). Exit 1 if they do not
     separate (a degenerate run no flag catches, or a healthy run one does)."""
-    from .. import calibrate as C
-    from ..atomic import write_text
-    from ..calibration import dump
-    from ..text import err
+    from . import api as C
+    from ...atomic import write_text
+    from ...calibration import dump
+    from ...text import err
 
     ids = tuple(f.strip() for f in flags.split(",") if f.strip())
     bad = [f for f in ids if f not in C.RULES]
@@ -67,10 +67,10 @@ def _rng(v: list) -> str:
 
 def _runs(ctx, path: Path, role: str, opts: dict) -> list:
     """The audit reports of one input: a saved report file (each audit report in it) or a checkpoint audited."""
-    from ..calibrate import Run
-    from ..reports import load_file
-    from ..reports.audit import AuditReport
-    from .run import one
+    from .api import Run
+    from ...reports import load_file
+    from ...reports.audit import AuditReport
+    from ...cli.run import one
 
     if path.suffix.lower() in (".json", ".jsonl"):
         reps = load_file(path)

@@ -26,10 +26,10 @@ import re
 import tokenize
 from pathlib import Path
 
-from . import __version__
-from .errors import InputError
-from .reports import Flag
-from .reports.lint import LintReport
+from ... import __version__
+from ...errors import InputError
+from ...reports import Flag
+from .report import LintReport
 
 RULES = {
     "norm-p-minus-1": ("pitfall 1", re.compile(r"\.norm\(\s*(?:p\s*=\s*)?-1\s*[,)]|torch\.norm\([^,()]+,\s*(?:p\s*=\s*)?-1\s*[,)]"),

@@ -7,8 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .app import command
-from .output import finish
+from ...cli.app import command
+from ...cli.output import finish
 
 Paths = Annotated[List[Path], typer.Argument(help="Python files or folders of a training code base.")]
 RuleOpt = Annotated[Optional[List[str]], typer.Option("--rule", help=(
@@ -19,6 +19,6 @@ RuleOpt = Annotated[Optional[List[str]], typer.Option("--rule", help=(
 def lint(ctx: typer.Context, paths: Paths, rule: RuleOpt = None, **shared) -> int:
     """Grep training code for the published evaluation pitfalls (.norm(-1), cosine_similarity on gradients,
     fp16 metric code, redrawn feedback matrices, 1.0 fallbacks) and report file:line. Exit 1 on findings."""
-    from ..lint import lint_paths
+    from .api import lint_paths
 
     return finish(ctx, [lint_paths([str(p) for p in paths], rule)])

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .app import command
-from .output import finish
+from ...cli.app import command
+from ...cli.output import finish
 
 Checkpoint = Annotated[Path, typer.Argument(help="Checkpoint file to look into.")]
 
@@ -19,6 +19,6 @@ def inspect(ctx: typer.Context, checkpoint: Checkpoint, **shared) -> int:
     """Show what a checkpoint holds (keys, shapes, dtypes, non-finite counts, embedded spec, whether it
     needs unsafe unpickling) without building a model or running its code. Exit 1 if something needs
     attention (unsafe pickle, NaN/Inf, fp16)."""
-    from ..inspect import inspect_checkpoint
+    from .api import inspect_checkpoint
 
     return finish(ctx, [inspect_checkpoint(str(checkpoint), trust=shared["trust_checkpoint"])])

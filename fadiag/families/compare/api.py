@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 
-from . import __version__
-from .errors import InputError
-from .reports import Flag, Report, from_dict
-from .reports.compare import CompareReport
+from ... import __version__
+from ...errors import InputError
+from ...reports import Flag, Report, from_dict
+from .report import CompareReport
 
 
 def _label(r: Report, i: int) -> str:

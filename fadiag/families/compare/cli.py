@@ -7,9 +7,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ..errors import InputError
-from .app import command
-from .output import finish
+from ...errors import InputError
+from ...cli.app import command
+from ...cli.output import finish
 
 Reports = Annotated[List[Path], typer.Argument(help="Saved JSON/JSONL reports to show side by side.")]
 BaselineOpt = Annotated[Optional[Path], typer.Option("--baseline", help="A saved baseline report: exit 1 if any "
@@ -24,8 +24,8 @@ MaxRelOpt = Annotated[Optional[float], typer.Option("--max-rel-change", help="Al
 def compare(ctx: typer.Context, reports: Reports, baseline: BaselineOpt = None, max_rel_change: MaxRelOpt = None,
             **shared) -> int:
     """Show saved reports side by side (BP against DFA, say); with --baseline, a regression gate (exit 1)."""
-    from .. import compare as C
-    from ..reports import load_file
+    from . import api as C
+    from ...reports import load_file
 
     if max_rel_change is not None and baseline is None:
         raise InputError("only meaningful with --baseline", source="--max-rel-change")

@@ -20,11 +20,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .checkpoint import find_state_dict, read_checkpoint, sha256_file, sniff_format, tensor_kind
-from .errors import CheckpointError, UnsafeCheckpointError
-from .reports import Flag
-from .reports.inspect import InspectReport
+from ... import __version__
+from ...checkpoint import find_state_dict, read_checkpoint, sha256_file, sniff_format, tensor_kind
+from ...errors import CheckpointError, UnsafeCheckpointError
+from ...reports import Flag
+from .report import InspectReport
 
 INSPECT_SCHEMA = InspectReport.SCHEMA
 #: The flag a file that needs arbitrary unpickling raises (refused, or loaded under --trust-checkpoint).

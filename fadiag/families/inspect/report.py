@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Report, register
+from ...reports.base import Report, register
 
 
 @register
@@ -36,7 +36,7 @@ class InspectReport(Report):
     tensors_not_listed: int | None = None
     entries_not_listed: int | None = None
     visits: int | None = None
-    """Container elements the walk visited (it stops at fadiag.inspect.MAX_VISITS)."""
+    """Container elements the walk visited (it stops at fadiag.families.inspect.api.MAX_VISITS)."""
     state_dict_key: str | None = None
     """Where the state dict sits: "" at the top level, None when none was found."""
     embedded_spec: bool | None = None

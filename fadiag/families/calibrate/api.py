@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .calibration import PUBLISHED, Calibration, FlagCalibration
-from .errors import InputError
+from ...calibration import PUBLISHED, Calibration, FlagCalibration
+from ...errors import InputError
 
 #: flag -> (threshold direction: "above" flags when value > threshold, "below" when value < it; log scale?)
 RULES = {"a": ("above", True), "b": ("below", True), "c": ("above", False), "d": ("below", False)}

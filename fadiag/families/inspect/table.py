@@ -6,8 +6,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from ..reports.inspect import InspectReport
-from .table import entry_value, flag_text, register, verdict_row
+from ...render.table import entry_value, flag_text, verdict_row
 
 
 def _count(x: dict) -> Text:
@@ -70,6 +69,3 @@ def inspect_tables(r) -> list:
                       f"embedded spec: {'yes' if r.embedded_spec else 'no'}"))
     parts.append(verdict_row(r))
     return parts
-
-
-register(InspectReport.SCHEMA, inspect_tables)

@@ -3,8 +3,7 @@ quantity, formatted one way)."""
 
 from __future__ import annotations
 
-from ..reports.compare import CompareReport
-from .table import add_columns, fmt_column, register, table, verdict_row
+from ...render.table import add_columns, fmt_column, table, verdict_row
 
 
 def _cell(v) -> str:
@@ -28,6 +27,3 @@ def compare_tables(r) -> list:
         parts.append(g)
     parts.append(verdict_row(r))
     return parts
-
-
-register(CompareReport.SCHEMA, compare_tables)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputError
-from .base import Report, register
+from ...errors import InputError
+from ...reports.base import Report, register
 
 
 @register

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from ..reports.lint import LintReport
-from .table import add_columns, register, table, verdict_row
+from ...render.table import add_columns, table, verdict_row
 
 
 def lint_tables(r) -> list:
@@ -28,6 +27,3 @@ def lint_tables(r) -> list:
         parts += [Text.assemble((f"{rule}: ", "bold"), msg) for rule, msg in why.items()]
     parts.append(verdict_row(r))
     return parts
-
-
-register(LintReport.SCHEMA, lint_tables)
