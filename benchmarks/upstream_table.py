@@ -140,8 +140,8 @@ def credit() -> dict:
     import torch.nn.functional as F
 
     import fadiag
-    from fadiag.credit_api import credit_pass
-    from fadiag.credit_signals import PROVIDERS
+    from fadiag.families.credit.api import credit_pass
+    from fadiag.families.credit.signals import PROVIDERS
     from fadiag.diagnostics import credit as C
 
     s = fadiag.load(str(ROOT / "checkpoints_example" / "resmlp_dfa.pt"))

@@ -8,6 +8,7 @@ import os
 from ..registry import Family
 from ..sweep import bar, load_subject, warn_half
 
+
 def _audit(path: str, o: dict, progress=None):
     from ..api import audit as run_audit, frozen_baseline as train_baseline
     from ..text import err

@@ -8,6 +8,7 @@ import os
 from ..registry import Family
 from ..sweep import bar, load_subject
 
+
 #: the options of ``fadiag edges`` handed to ``edges_api.edges`` as they are (when given)
 EDGES_KEYS = ("method", "row_chunk", "bootstrap", "samples", "penalty", "scale_by_act_mean", "truth", "held_out",
               "where", "norm", "agg", "loss", "ties", "known", "spool", "max_memory", "threads")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..registry import Family
 from ..sweep import load_subject
 
+
 def _relevance(path: str, o: dict, progress=None):
     from ..relevance_api import relevance as run_relevance
 

@@ -7,9 +7,6 @@ flags are the report's.
 
 from __future__ import annotations
 
-from ..reports.credit import CreditReport
-from ..reports.edges import EdgesReport
-from ..reports.relevance import RelevanceReport
 from .markdown import MISSING, code, fields_table, flags_section, head, num, records_table, table
 
 
@@ -136,6 +133,3 @@ def relevance_form(r) -> str:
         parts += _relevance_heads_summary(per_head)
     parts += fields_table(r, skip={"method_name", "trunk", "per_head", "sensitivity", "feature_names", "head_names"})
     return "\n\n".join(parts) + "\n"
-
-
-SECTIONS = {CreditReport.SCHEMA: credit_form, EdgesReport.SCHEMA: edges_form, RelevanceReport.SCHEMA: relevance_form}

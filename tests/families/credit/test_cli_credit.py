@@ -14,7 +14,7 @@ from _tol import close
 from conftest import EXAMPLES
 
 import fadiag
-from fadiag.credit_api import credit, toy_lq
+from fadiag.families.credit.api import credit, toy_lq
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_credit_returns_a_typed_report_that_round_trips(bp_subject):
     """credit() -> CreditReport: verdict from the flags (one rule), the non-finite flag is audit's "e", and
     to_dict/from_dict round-trip; a saved /1 report is read with its "nonfinite" flag renamed to "e"."""
     from fadiag.reports import from_dict
-    from fadiag.reports.credit import CreditReport
+    from fadiag.families.credit.report import CreditReport
 
     rep = credit(bp_subject, signal="bp", n_dirs=4)
     assert isinstance(rep, CreditReport) and rep.schema == "fadiag.credit/2"
@@ -115,7 +115,7 @@ def test_credit_returns_a_typed_report_that_round_trips(bp_subject):
 
 
 def test_thresholds_are_declared_and_checked(bp_subject):
-    from fadiag.credit_api import DEFAULT_CREDIT_THRESHOLDS
+    from fadiag.families.credit.api import DEFAULT_CREDIT_THRESHOLDS
     from fadiag.errors import ThresholdError
 
     assert DEFAULT_CREDIT_THRESHOLDS == {"rho_deep_floor": 0.5, "g_norm_floor": 1e-7}

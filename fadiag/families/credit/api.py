@@ -1,13 +1,13 @@
 """``fadiag credit``: per-layer credit-assignment metrics of a checkpoint (docs/science.md §2).
 
 ONE forward + backward of the float64 copy of the model on the first eval batch (fadiag.stream) gives h_l
-and the BP gradients; the credit signal a_l comes from the learning rule's provider (fadiag.credit_signals:
+and the BP gradients; the credit signal a_l comes from the learning rule's provider (fadiag.families.credit.signals:
 bp | dfa | fa | value | tensors | random); then, per layer l = 0..L: Γ_l (offline BP cosine with ‖a_l‖ and
 ‖g_l‖ beside it), ρ_l (perturbation correlation, one batched pass through the rest of the network, the
 view's ``rest_fn``), Δ_l (nudging, one or more η), M_l (feature drift against an init checkpoint) and the
 bridge residual R_l. Missing auxiliary inputs give N/A with the reason, never a fallback value (pitfall 6.5).
 
-Returns a :class:`fadiag.reports.credit.CreditReport` (schema "fadiag.credit/2", docs/json.md).
+Returns a :class:`fadiag.families.credit.report.CreditReport` (schema "fadiag.credit/2", docs/json.md).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from . import __version__
-from .compat.biotorch import report_extra
-from .credit_signals import PROVIDERS, CreditPass, value_net
-from .diagnostics.common import G_NORM_FLOOR
-from .errors import InputError
-from .reports.base import Flag, Threshold, merge_thresholds
-from .reports.credit import CreditReport
+from ... import __version__
+from ...compat.biotorch import report_extra
+from .signals import PROVIDERS, CreditPass, value_net
+from ...diagnostics.common import G_NORM_FLOOR
+from ...errors import InputError
+from ...reports.base import Flag, Threshold, merge_thresholds
+from .report import CreditReport
 
 CREDIT_SCHEMA = CreditReport.SCHEMA
 THRESHOLDS = (
@@ -90,7 +90,7 @@ def credit_pass(subject) -> CreditPass:
     stream (||h|| ~ 1e6) an eps-sized perturbation is below float32 resolution and rounds away, which would
     make even the exact BP gradient score rho ~ 0. The BP signal is the per-sample loss SUMMED (samples not
     scaled by 1/B); g for the floor is d(mean loss)/dh = g_sum / B."""
-    from .stream import settled_pass
+    from ...stream import settled_pass
 
     x, y = subject.batches[0]
     x, y = x.to(subject.device), y.to(subject.device)
@@ -103,8 +103,8 @@ def credit_pass(subject) -> CreditPass:
 
 def _drift(subject, view, init_path, na: dict):
     """(drift per tensor, per layer) against the init checkpoint, or (None, None) with the N/A reason."""
-    from .checkpoint import find_state_dict, read_checkpoint
-    from .diagnostics.drift import drift_per_layer, feature_drift
+    from ...checkpoint import find_state_dict, read_checkpoint
+    from ...diagnostics.drift import drift_per_layer, feature_drift
 
     sp = subject.spec
     ipath = init_path or sp.resolve(sp.credit.init_checkpoint)
@@ -144,7 +144,7 @@ def _layer_row(l: int, p: CreditPass, a, o: CreditOptions, gen, bridge, bridge_g
     """Γ_l, the two ‖g_l‖ scales, ρ_l and Δ_l of one layer (drift is added by the caller)."""
     import torch
 
-    from .diagnostics import credit as C
+    from ...diagnostics import credit as C
 
     g_sum = p.g_sum[l]
     g_mean = g_sum / p.x.shape[0]
@@ -190,7 +190,7 @@ def _layers(p: CreditPass, signals, src: str, o: CreditOptions, drift_layers, br
 
 
 def _means(layers: list, etas: list, na: dict) -> dict:
-    from .diagnostics.credit import layer_means
+    from ...diagnostics.credit import layer_means
 
     means = {"gamma": layer_means([r["gamma"] for r in layers]),
              "gamma_interpretable_only": layer_means([r["gamma"] if r["gamma_interpretable"] else None
@@ -217,7 +217,7 @@ def _signal_flags(layers: list, means: dict, th: dict) -> list:
 
 def _stream_flags(p: CreditPass, na: dict) -> list:
     """zero_stream, dead_blocks (audit's (f) rule) and e (non-finite values: audit's (e))."""
-    from .diagnostics.audit_quantities import NONFINITE, dead_block_reading, nonfinite_count
+    from ...diagnostics.audit_quantities import NONFINITE, dead_block_reading, nonfinite_count
 
     flags = []
     dead = dead_block_reading(p.hs_flat, [h.shape for h in p.hs])
@@ -263,8 +263,8 @@ def credit(subject, *, signal: str | None = None, init_path: str | None = None, 
 
 def toy_lq(*, d: int = 16, depth: int = 6, batch: int = 64, seed: int = 0) -> CreditReport:
     """``fadiag credit --toy-lq``: exact costate cosine for BP and DFA signals on the toy LQ system."""
-    from .diagnostics.credit import layer_means
-    from .diagnostics.credit_toy import run_toy_lq
+    from ...diagnostics.credit import layer_means
+    from ...diagnostics.credit_toy import run_toy_lq
 
     for name, v, lo, hi in (("--toy-d", d, 1, 4096), ("--toy-depth", depth, 1, 256), ("--batch-size", batch, 1, 65536)):
         if not lo <= v <= hi:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import InputError, MissingInputError
+from ...errors import InputError, MissingInputError
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _feedback(p: CreditPass, signal: str):
         raise InputError(f"checkpoint entry {key!r} is not a tensor, list of tensors or dict", source=path)
     rule = extras.get("learning_rule")
     if fb is None and rule is not None and signal in ("dfa", "fa"):
-        from .compat.biotorch import dfa_feedback, fa_feedback
+        from ...compat.biotorch import dfa_feedback, fa_feedback
 
         make = dfa_feedback if signal == "dfa" else fa_feedback
         fb = make(extras["learning_rule_feedback"], None, p.n, p.hs_flat[0].shape[1], source=path)
@@ -84,7 +84,7 @@ def _feedback(p: CreditPass, signal: str):
 
 
 def _dfa(p: CreditPass, seed: int, tensors_path):
-    from .diagnostics.credit import dfa_signals
+    from ...diagnostics.credit import dfa_signals
 
     key, path = p.subject.spec.credit.feedback, p.subject.path
     fb = _feedback(p, "dfa")
@@ -102,7 +102,7 @@ def _dfa(p: CreditPass, seed: int, tensors_path):
 def _fa(p: CreditPass, seed: int, tensors_path):
     import torch
 
-    from .diagnostics.credit import fa_signals, output_error
+    from ...diagnostics.credit import fa_signals, output_error
 
     key, path, n = p.subject.spec.credit.feedback, p.subject.path, p.n
     fb = _feedback(p, "fa")
@@ -127,9 +127,9 @@ def _native(p: CreditPass, seed: int, tensors_path):
     *.weight_backward, run through the float64 view (docs/upstream.md, learning-rule libraries)."""
     import torch
 
-    from .compat.biotorch import effective_feedback
-    from .compat.biotorch_native import native_backward
-    from .stream import full_pass
+    from ...compat.biotorch import effective_feedback
+    from ...compat.biotorch_native import native_backward
+    from ...stream import full_pass
 
     rule = p.subject.extras.get("learning_rule")
     if rule is None:
@@ -145,9 +145,9 @@ def _native(p: CreditPass, seed: int, tensors_path):
 def value_net(subject, key: str | None):
     """Build the value net stored under ``key`` in float64 (None when the key is unset or absent: N/A, never a
     fallback)."""
-    from .checkpoint import find_state_dict
-    from .models import build_model
-    from .subject import check_state_dict
+    from ...checkpoint import find_state_dict
+    from ...models import build_model
+    from ...subject import check_state_dict
 
     cs = subject.spec.credit
     if not key or key not in subject.extras:
@@ -180,7 +180,7 @@ def _read_tensors_file(path: str, n: int):
     """Precomputed a_l: a tensor (L+1, B, ...) under 'a' or 'signals', or keys a_0..a_L."""
     import torch
 
-    from .checkpoint import read_checkpoint
+    from ...checkpoint import read_checkpoint
 
     c = read_checkpoint(path).content
     if isinstance(c, torch.Tensor):
@@ -233,7 +233,7 @@ def signals_help() -> str:
 
 def check_spec(spec) -> None:
     """The spec's ``credit`` section (fadiag.registry: the credit family's spec_check)."""
-    from .errors import SpecError
+    from ...errors import SpecError
 
     c, o = spec.credit, spec.origin
     if c.bridge_k < 1 or c.bridge_k > 4096 or c.bridge_lambda <= 0 or c.bridge_sigma < 0:

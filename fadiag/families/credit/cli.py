@@ -8,12 +8,12 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ..credit_signals import signals_help
-from ..errors import InputError
-from .app import command
-from .options import plot_opt
-from .output import finish
-from .run import checkpoint_opts, is_sweep, one, parse_thresholds, sweep
+from .signals import signals_help
+from ...errors import InputError
+from ...cli.app import command
+from ...cli.options import plot_opt
+from ...cli.output import finish
+from ...cli.run import checkpoint_opts, is_sweep, one, parse_thresholds, sweep
 
 _opt = typer.Option
 Checkpoint = Annotated[Optional[Path], typer.Argument(help="Checkpoint file (not needed with --toy-lq).")]
@@ -58,8 +58,8 @@ def credit(ctx: typer.Context, checkpoint: Checkpoint = None, signal: SignalOpt 
 
 
 def _toy(d: int, depth: int, batch_size: Optional[int], seed: Optional[int], threads: Optional[int]):
-    from ..credit_api import toy_lq
-    from ..sweep import apply_threads
+    from .api import toy_lq
+    from ...sweep import apply_threads
 
     runtime = apply_threads(threads)
     return toy_lq(d=d, depth=depth, batch=batch_size or 64, seed=seed or 0).replace(runtime=runtime)

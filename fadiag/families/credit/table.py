@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from ..reports.credit import CreditReport
-from .table import add_columns, checks_table, fmt_column, register, table, verdict_row
+from ...render.table import add_columns, checks_table, fmt_column, table, verdict_row
 
 
 def _columns(t, rows: list, cols: list, marks=None) -> None:
@@ -80,6 +79,3 @@ def credit_tables(r) -> list:
         parts.append(Text.assemble(("read as: ", "bold"), read))
     parts.append(verdict_row(r, f"\nsignal: {r.signal_source}"))
     return parts
-
-
-register(CreditReport.SCHEMA, credit_tables)
