@@ -117,7 +117,7 @@ def _family_modules() -> set:
 def test_the_kernel_is_what_the_architecture_names():
     assert all(k in MODULES for k in KERNEL), [k for k in KERNEL if k not in MODULES]
     fam = _family_modules()
-    assert {"fadiag.families.audit", "fadiag.families.credit.report", "fadiag.cli.edges", "fadiag.trajectory.cli"} <= fam
+    assert {"fadiag.families.audit", "fadiag.families.credit.report", "fadiag.families.edges.cli", "fadiag.trajectory.cli"} <= fam
     assert not any(_is_kernel(m) for m in fam)
 
 

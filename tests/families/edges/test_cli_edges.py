@@ -40,7 +40,7 @@ def test_report_is_typed_and_round_trips(example):
     """The saved JSON reads back through the schema registry as an EdgesReport whose verdict follows the one
     rule; a /1 report (old verdict words) reads as the same /2 report."""
     from fadiag.reports import from_dict
-    from fadiag.reports.edges import EdgesReport
+    from fadiag.families.edges.report import EdgesReport
 
     d, _, _ = example
     assert d["schema"] == "fadiag.edges/2" and d["verdict"] == "trustworthy"
@@ -56,7 +56,7 @@ def test_matrix_equals_the_pure_pipeline(example):
     """Recompute W from scratch: capture per batch -> reduce -> pair -> edge_evidence, and the MRR."""
     import fadiag
     from fadiag.diagnostics.edges import capture_block_signals, edge_evidence, mrr, pair_observations, reduce_channels
-    from fadiag.edges_api import read_edge_list
+    from fadiag.families.edges.api import read_edge_list
 
     rep, W, _ = example
     subj = fadiag.load(str(GSNN), labels="regression")

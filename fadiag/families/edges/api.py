@@ -6,8 +6,8 @@ correlated in one N x N act-vs-grad block (optionally in row chunks, optionally 
 and penalised as asked, and scored against a truth edge list (MRR with competing-true masking, mid-rank
 ties, NaN -> -inf, Hits@k, and the random-ranking baseline).
 
-Report: :class:`fadiag.reports.edges.EdgesReport`, schema "fadiag.edges/2" (docs/json.md). The full matrix
-goes to ``--matrix OUT.npy``; the ranked list to ``--edges OUT.tsv`` (fadiag.edges_files).
+Report: :class:`fadiag.families.edges.report.EdgesReport`, schema "fadiag.edges/2" (docs/json.md). The full matrix
+goes to ``--matrix OUT.npy``; the ranked list to ``--edges OUT.tsv`` (fadiag.families.edges.files).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .diagnostics.common import STD_FLOOR, count_nonfinite
-from .edges_files import read_edge_list, write_edges_tsv, write_matrix
-from .errors import InputError
-from .reports.base import Flag
+from ... import __version__
+from ...diagnostics.common import STD_FLOOR, count_nonfinite
+from .files import read_edge_list, write_edges_tsv, write_matrix
+from ...errors import InputError
+from ...reports.base import Flag
 
 __all__ = ["edges", "collect_observations", "read_edge_list", "write_edges_tsv", "write_matrix"]
 
@@ -91,7 +91,7 @@ def collect_observations(model, batches, *, where: str, norm: str, agg: str, los
     With ``spool`` (an ObservationSpool) the rows go to disk instead and (None, None, losses) is returned."""
     import torch
 
-    from .diagnostics.edges import capture_block_signals, pair_observations, reduce_channels
+    from ...diagnostics.edges import capture_block_signals, pair_observations, reduce_channels
 
     groups = getattr(model, "channel_groups", None)
     n_nodes = getattr(model, "n_nodes", None)
@@ -136,7 +136,7 @@ class _Evidence:
     act_mean: object = None
 
     def scaled(self):
-        from .diagnostics import edges as E
+        from ...diagnostics import edges as E
 
         if self.A is not None:
             return E.scale_by_act_mean(self.W, self.A)
@@ -158,8 +158,8 @@ def edges(subject, *, method: str | None = None, row_chunk: int | None = None, b
     than ``max_memory`` (default: 80% of the available RAM), the observations are spooled to disk and W
     is computed within max_memory. ``threads``: torch threads (default: 1 for the model passes, every core
     for a large correlation; OMP_NUM_THREADS when set), recorded under ``runtime``."""
-    from .diagnostics import edges as E
-    from .reports.edges import EdgesReport
+    from ...diagnostics import edges as E
+    from .report import EdgesReport
 
     sp = subject.spec
     o = edge_options(sp.edges, method=method, row_chunk=row_chunk, bootstrap=bootstrap, samples=samples,
@@ -198,8 +198,8 @@ def _evidence(subject, n: int, o: EdgeOptions, runtime: dict, *, spool, max_memo
     ``runtime`` records the threads used (and the spool's sizes out of core)."""
     import torch
 
-    from .diagnostics import edges as E
-    from .sweep import choose_threads, set_threads
+    from ...diagnostics import edges as E
+    from ...sweep import choose_threads, set_threads
 
     threads_before = torch.get_num_threads()
     n_threads = set_threads(choose_threads(threads, macs=subject.batch_macs))
@@ -224,8 +224,8 @@ def _evidence(subject, n: int, o: EdgeOptions, runtime: dict, *, spool, max_memo
 def _in_memory(subject, n: int, o: EdgeOptions, runtime: dict, *, threads, progress) -> _Evidence:
     import torch
 
-    from .diagnostics import edges as E
-    from .sweep import choose_threads, set_threads
+    from ...diagnostics import edges as E
+    from ...sweep import choose_threads, set_threads
 
     A, G, losses = collect_observations(subject.model, subject.batches, where=o.where, norm=o.norm, agg=o.agg,
                                         loss=o.loss, device=subject.device, progress=progress)
@@ -244,7 +244,7 @@ def _in_memory(subject, n: int, o: EdgeOptions, runtime: dict, *, threads, progr
                                  progress=(lambda i, k: progress(i, k, "bootstrap")) if progress else None)
         info = _constant_info(A, G)
     elif o.ties == "ordinal":
-        from .compat.gsnn import ordinal_edge_evidence
+        from ...compat.gsnn import ordinal_edge_evidence
 
         W, info = ordinal_edge_evidence(A, G, o.method, o.row_chunk), _constant_info(A, G)
     else:
@@ -257,8 +257,8 @@ def _out_of_core(subject, n: int, o: EdgeOptions, runtime: dict, *, folder, max_
     """The observations spooled to disk, W within max_memory."""
     import torch
 
-    from .diagnostics import edges as E
-    from .sweep import choose_threads, set_threads
+    from ...diagnostics import edges as E
+    from ...sweep import choose_threads, set_threads
 
     if o.ties == "ordinal":
         raise InputError("ordinal ties (upstream's ranks) run in memory only (drop --spool/--max-memory)",
@@ -304,7 +304,7 @@ def _known_edges(subject, n: int, known: str | None):
 
 def _scoring(subject, W, n: int, truth: str | None, held_out: str | None):
     """(the report's ``scoring`` or None without a truth file, the set of true edges)."""
-    from .diagnostics import edges as E
+    from ...diagnostics import edges as E
 
     sp = subject.spec
     truth_path = truth or sp.resolve(sp.edges.truth)

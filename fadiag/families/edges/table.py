@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from ..reports.edges import EdgesReport
-from .table import add_columns, checks_table, fmt_column, register, table, verdict_row
+from ...render.table import add_columns, checks_table, fmt_column, table, verdict_row
 
 
 def edges_tables(r) -> list:
@@ -36,6 +35,3 @@ def edges_tables(r) -> list:
     parts.append(checks_table(r))
     parts.append(verdict_row(r))
     return parts
-
-
-register(EdgesReport.SCHEMA, edges_tables)

@@ -1,22 +1,23 @@
 """The edges family: its registry record and its per-checkpoint body (run by fadiag.sweep for one checkpoint or a
-sweep)."""
+sweep); its API (``api``), edge-list and matrix files (``files``), command (``cli``), report class (``report``) and
+table form (``table``) sit beside it in this package."""
 
 from __future__ import annotations
 
 import os
 
-from ..registry import Family
-from ..sweep import bar, load_subject
+from ...registry import Family
+from ...sweep import bar, load_subject
 
 
-#: the options of ``fadiag edges`` handed to ``edges_api.edges`` as they are (when given)
+#: the options of ``fadiag edges`` handed to ``api.edges`` as they are (when given)
 EDGES_KEYS = ("method", "row_chunk", "bootstrap", "samples", "penalty", "scale_by_act_mean", "truth", "held_out",
               "where", "norm", "agg", "loss", "ties", "known", "spool", "max_memory", "threads")
 
 
 def _edges(path: str, o: dict, progress=None):
     """(report, W): the evidence matrix too, for the one-checkpoint outputs (--matrix, --edges, --plot)."""
-    from ..edges_api import edges as run_edges
+    from .api import edges as run_edges
 
     loss = o.get("loss")
     subject = load_subject(path, o, batches=o.get("batches"), batch_size=o.get("batch_size"),
@@ -28,9 +29,9 @@ def _edges(path: str, o: dict, progress=None):
 
 
 FAMILY = Family(
-    name="edges", order=30, command="fadiag.cli.edges", report="fadiag.reports.edges",
+    name="edges", order=30, command="fadiag.families.edges.cli", report="fadiag.families.edges.report",
     body="fadiag.families.edges:_edges",
-    api={"edges": "fadiag.edges_api", "edge_evidence": "fadiag.diagnostics.edges", "mrr": "fadiag.diagnostics.edges"},
-    forms={"table": "fadiag.render.table_edges:edges_tables", "markdown": "fadiag.render.markdown_families:edges_form"},
+    api={"edges": "fadiag.families.edges.api", "edge_evidence": "fadiag.diagnostics.edges", "mrr": "fadiag.diagnostics.edges"},
+    forms={"table": "fadiag.families.edges.table:edges_tables", "markdown": "fadiag.render.markdown_families:edges_form"},
     spec_section="edges", spec_check="fadiag.spec:check_edges",
     spec_defaults={k: ("edges", k) for k in ("method", "where", "norm", "agg", "loss", "penalty")})

@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import InputError
-from .app import command, state
-from .options import plot_opt
-from .output import finish
-from .run import checkpoint_opts, is_sweep, one, sweep
+from ...errors import InputError
+from ...cli.app import command, state
+from ...cli.options import plot_opt
+from ...cli.output import finish
+from ...cli.run import checkpoint_opts, is_sweep, one, sweep
 
 _opt = typer.Option
 Str, Int, Float, File = Optional[str], Optional[int], Optional[float], Optional[Path]
@@ -61,7 +61,7 @@ def edges(ctx: typer.Context, checkpoint: Checkpoint, method: MethodOpt = None, 
     """Infer function -> function edges from activation/gradient rank correlation (streamed over eval
     batches, bounded memory with --row-chunk) and score them against known edges (MRR, Hits@k, random
     baseline). Exit 1 if MRR is not above random or signals are non-finite."""
-    from ..families.edges import EDGES_KEYS
+    from . import EDGES_KEYS
 
     if matrix and not matrix.endswith(".npy"):
         raise InputError("matrix file must end in .npy", source=f"--matrix {matrix}")
@@ -75,14 +75,14 @@ def edges(ctx: typer.Context, checkpoint: Checkpoint, method: MethodOpt = None, 
 
 
 def _write_matrix_outputs(rep, W, matrix: Optional[str], edges_out: Optional[str], plot: Optional[str]) -> None:
-    from ..edges_api import write_edges_tsv, write_matrix
+    from .api import write_edges_tsv, write_matrix
 
     if matrix:
         write_matrix(W, matrix)
     if edges_out:
         write_edges_tsv(W, edges_out)
     if plot:
-        from ..render.plot import plot_matrix
+        from ...render.plot import plot_matrix
 
         plot_matrix(W, rep, plot)
 
@@ -91,7 +91,7 @@ def _warn_constant_columns(rep, quiet: bool) -> None:
     cc = rep.constant_columns or {}
     c = cc.get("n_constant_act", 0) + cc.get("n_constant_grad", 0)
     if c and not quiet:
-        from ..text import err
+        from ...text import err
 
         err(f"fadiag: warning: {c} constant node signal column(s) ({cc.get('n_constant_act', 0)} activation, "
             f"{cc.get('n_constant_grad', 0)} gradient): their edges score 0")
