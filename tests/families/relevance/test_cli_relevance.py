@@ -45,7 +45,7 @@ def test_truth_features_rank_first_by_relevance_and_sensitivity(example_report):
 
 def test_report_is_typed_and_round_trips(example_report):
     from fadiag.reports import from_dict
-    from fadiag.reports.relevance import RelevanceReport
+    from fadiag.families.relevance.report import RelevanceReport
 
     d = example_report
     assert d["verdict"] == "trustworthy" and [f["id"] for f in d["flags"]][:2] == ["nonfinite", "nonfinite_state"]
@@ -56,7 +56,7 @@ def test_report_is_typed_and_round_trips(example_report):
 
 def test_observation_jacobian_matches_autograd(example_report):
     import fadiag
-    from fadiag.relevance_api import relevance
+    from fadiag.families.relevance.api import relevance
 
     subj = fadiag.load(str(EXAMPLES / "multihead" / "multihead.pt"), labels="regression")
     x = subj.batches[0][0][3].clone().requires_grad_(True)

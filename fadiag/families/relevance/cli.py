@@ -8,10 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import command
-from .options import plot_opt
-from .output import finish
-from .run import checkpoint_opts, is_sweep, one, sweep
+from ...cli.app import command
+from ...cli.options import plot_opt
+from ...cli.output import finish
+from ...cli.run import checkpoint_opts, is_sweep, one, sweep
 
 _opt = typer.Option
 Checkpoint = Annotated[Path, typer.Argument(help="Multi-head learner checkpoint (.pt, or .npz of plain arrays).")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from .base import Report, register
+from ...reports.base import Report, register
 
 
 @register

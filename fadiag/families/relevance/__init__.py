@@ -1,14 +1,15 @@
-"""The relevance family: its registry record and its per-checkpoint body (run by fadiag.sweep for one checkpoint or a
-sweep)."""
+"""The relevance family: its registry record and its per-checkpoint body (run by fadiag.sweep for one checkpoint or
+a sweep); its API (``api``), command (``cli``), report class (``report``) and table form (``table``) sit beside it
+in this package."""
 
 from __future__ import annotations
 
-from ..registry import Family
-from ..sweep import load_subject
+from ...registry import Family
+from ...sweep import load_subject
 
 
 def _relevance(path: str, o: dict, progress=None):
-    from ..relevance_api import relevance as run_relevance
+    from .api import relevance as run_relevance
 
     obs = o.get("observation")
     need = bool(o.get("sensitivity")) or (obs is not None and "," not in obs)  # a point needs no data
@@ -20,10 +21,10 @@ def _relevance(path: str, o: dict, progress=None):
 
 
 FAMILY = Family(
-    name="relevance", order=40, command="fadiag.cli.relevance", report="fadiag.reports.relevance",
+    name="relevance", order=40, command="fadiag.families.relevance.cli", report="fadiag.families.relevance.report",
     body="fadiag.families.relevance:_relevance",
-    api={"relevance": "fadiag.relevance_api", "relevance_report": "fadiag.diagnostics.relevance",
+    api={"relevance": "fadiag.families.relevance.api", "relevance_report": "fadiag.diagnostics.relevance",
          "LearnerState": "fadiag.diagnostics.relevance"},
-    forms={"table": "fadiag.render.table_relevance:relevance_tables",
+    forms={"table": "fadiag.families.relevance.table:relevance_tables",
            "markdown": "fadiag.render.markdown_families:relevance_form", "plot": "fadiag.render.figures:relevance_figure"},
     spec_section="relevance")

@@ -4,7 +4,7 @@ State-only tier (no forward pass): path-norm weight relevance, step-size and tra
 statistics, head reliance, head mean step size. Sensitivity tier (``sensitivity=True``): mean |Jacobian|
 of each head w.r.t. the raw input over the eval rows, and, with ``observation``, the Jacobian at one
 point. With ``relevance.truth`` in the spec, a check that each head's truly-used features rank above its
-unused ones. Report: :class:`fadiag.reports.relevance.RelevanceReport`, schema "fadiag.relevance/2"
+unused ones. Report: :class:`fadiag.families.relevance.report.RelevanceReport`, schema "fadiag.relevance/2"
 (docs/json.md); the docs/science.md §4 layout sits under "trunk"/"per_head".
 
 For daemons, ``fadiag.diagnostics.relevance.relevance_report(LearnerState)`` is the tens-of-µs path.
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 
-from . import __version__
-from .diagnostics.common import count_nonfinite
-from .errors import InputError
-from .reports.base import Flag
+from ... import __version__
+from ...diagnostics.common import count_nonfinite
+from ...errors import InputError
+from ...reports.base import Flag
 
 
 def _rank_check(per_head_scores: dict, truth: dict, feature_names: list) -> dict:
@@ -40,10 +40,10 @@ def _rank_check(per_head_scores: dict, truth: dict, feature_names: list) -> dict
 
 def relevance(subject, *, feature_names: list | None = None, head_names: list | None = None,
               sensitivity: bool = False, observation: str | None = None, step_size_kind: str = "auto"):
-    """The relevance report (a :class:`fadiag.reports.relevance.RelevanceReport`) of ``subject``'s learner."""
-    from .diagnostics import relevance as R
-    from .models.multihead import MultiHeadLearner
-    from .reports.relevance import RelevanceReport
+    """The relevance report (a :class:`fadiag.families.relevance.report.RelevanceReport`) of ``subject``'s learner."""
+    from ...diagnostics import relevance as R
+    from ...models.multihead import MultiHeadLearner
+    from .report import RelevanceReport
 
     sp = subject.spec
     model = subject.model
@@ -82,7 +82,7 @@ def relevance(subject, *, feature_names: list | None = None, head_names: list | 
 
 def _metadata_names(subject) -> dict:
     """The feature/head names an alberta-framework folder's metadata carries (fadiag.alberta), else {}."""
-    from .alberta import METADATA_NAMES
+    from ...alberta import METADATA_NAMES
 
     if getattr(subject.checkpoint, "format", "") != "alberta-orbax":
         return {}
@@ -93,7 +93,7 @@ def _sensitivity(subject, n_features: int, fn: list, hn: list, sensitivity: bool
     """The sensitivity tier: mean |Jacobian| over the eval rows and/or the Jacobian at ``--observation``."""
     import torch
 
-    from .diagnostics import relevance as R
+    from ...diagnostics import relevance as R
 
     model, origin = subject.model, subject.spec.origin
     # --observation v1,..,vF alone is the Jacobian at that point: no eval data, no mean over rows.
@@ -135,7 +135,7 @@ def _truth_checks(body: dict, sens: dict | None, truth: dict | None, fn: list) -
 
 
 def _flags(body: dict, flat: dict, checks: dict) -> tuple:
-    from .diagnostics import relevance as R
+    from ...diagnostics import relevance as R
 
     bad = R.non_finite_fields(body)
     flags = [Flag("nonfinite", "non-finite relevance values", bool(bad), float(len(bad)), 0.0,

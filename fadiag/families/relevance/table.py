@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from ..reports.relevance import RelevanceReport
-from .table import add_columns, checks_table, fmt_column, register, table, verdict_row
+from ...render.table import add_columns, checks_table, fmt_column, table, verdict_row
 
 #: trunk field -> short column header (the JSON names are in docs/science.md §4)
 _TRUNK = {"step_size_activity": "step size", "trace_activity": "trace", "normalizer_mean": "mean",
@@ -50,6 +49,3 @@ def relevance_tables(r, top: int = 12) -> list:
     parts.append(checks_table(r))
     parts.append(verdict_row(r, f"   step sizes: {r.step_size_kind or 'absent'}"))
     return parts
-
-
-register(RelevanceReport.SCHEMA, relevance_tables)
