@@ -132,5 +132,6 @@ def test_top_level_modules():
     assert len(top) <= TOP_LEVEL_LIMIT, top
 
 
-#: at most this many top-level modules in fadiag/ (issue 21 asks for 10; see docs/architecture.md)
-TOP_LEVEL_LIMIT = 40
+#: at most this many top-level modules in fadiag/: today's count, so it can only fall (issue 21 asks for 10; what
+#: remains to move is in docs/architecture.md)
+TOP_LEVEL_LIMIT = 22
