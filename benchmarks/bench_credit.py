@@ -145,7 +145,7 @@ def main(argv=None):
 def cli_timing(args):
     """The whole per-checkpoint credit computation of `fadiag credit CKPT` (loading excluded)."""
     import fadiag
-    from fadiag.credit_api import credit
+    from fadiag.families.credit.api import credit
 
     subj = fadiag.load(args.cli, batches=1, batch_size=args.batch)
     (wall,), (cpu,) = best_times([lambda: credit(subj, n_dirs=args.dirs)], args.repeats)

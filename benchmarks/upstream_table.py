@@ -7,7 +7,7 @@ Each size is measured on inputs committed to the repository: the four shipped ex
 (checkpoints_example/), the upstream-GSNN-layout fixture (tests/fixtures/gsnn_upstream/) rebuilt as a
 tie-heavy ReLU model, the alberta-framework folders written by alberta-framework itself with upstream's own
 numbers beside them (tests/fixtures/alberta/), and the shipped DFA checkpoint for credit. Sizes are printed
-with two significant digits (``2.9e-2``), the form the table uses; tests/test_upstream_table.py runs the
+with two significant digits (``2.9e-2``), the form the table uses; tests/docs/test_upstream_table.py runs the
 check in the suite.
 """
 
@@ -140,8 +140,8 @@ def credit() -> dict:
     import torch.nn.functional as F
 
     import fadiag
-    from fadiag.credit_api import credit_pass
-    from fadiag.credit_signals import PROVIDERS
+    from fadiag.families.credit.api import credit_pass
+    from fadiag.families.credit.signals import PROVIDERS
     from fadiag.diagnostics import credit as C
 
     s = fadiag.load(str(ROOT / "checkpoints_example" / "resmlp_dfa.pt"))

@@ -18,19 +18,22 @@ def _offline() -> None:
 
 _offline()
 
-#: module -> the public names it provides (each imported on first use).
+#: module -> the kernel's public names it provides (each imported on first use); every family adds its own
+#: (its record's ``api``: fadiag.registry).
 _PROVIDERS = {
     "fadiag.subject": ("load", "Subject"),
-    "fadiag.api": ("audit",),
-    "fadiag.credit_api": ("credit",),
-    "fadiag.edges_api": ("edges",),
-    "fadiag.relevance_api": ("relevance",),
-    "fadiag.diagnostics.relevance": ("relevance_report", "LearnerState"),
-    "fadiag.inspect": ("inspect_checkpoint",),
-    "fadiag.diagnostics.edges": ("edge_evidence", "mrr"),
     "fadiag.errors": ("FadiagError",),
 }
-_LAZY = {name: (mod, name) for mod, names in _PROVIDERS.items() for name in names}
+
+
+def _lazy() -> dict:
+    from .registry import api_names
+
+    return {**{name: (mod, name) for mod, names in _PROVIDERS.items() for name in names},
+            **{name: (mod, name) for name, mod in api_names().items()}}
+
+
+_LAZY = _lazy()
 
 __all__ = ["__version__", *_LAZY]
 

@@ -120,7 +120,7 @@ def _leaf_name(entry, src: str) -> str | None:
 def _open_arrays(ts, root: Path, meta: dict, tree: dict, src: str, on_disk: int) -> dict:
     """{name: opened tensorstore} of every array leaf, nothing read yet: each array, each of its chunks and all
     of them together are held to the limits first (a few KB of metadata may declare terabytes)."""
-    import fadiag.checkpoint as _ck
+    import fadiag.checkpoint.limits as _ck
 
     driver = "zarr3" if meta.get("use_zarr3") is True else "zarr"
     state_dir = (root / "state").resolve()

@@ -223,7 +223,8 @@ def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable
     if not 0 <= trainable_last <= n_blocks:
         raise InputError(f"must be in 0..{n_blocks} (the model has {n_blocks} blocks), got {trainable_last}",
                          source="--trainable-blocks")
-    from .subject import _lm_labels, _takes_tokens
+    from .data import takes_tokens as _takes_tokens
+    from .subject import _lm_labels
 
     lm = _lm_labels(sp, subject.model)
     if digits:  # fadiag's own digits train split: never the eval rows (fadiag.data.digits)

@@ -222,7 +222,8 @@ def _spec(spec, method_name, frozen_baseline_acc):
 def _batches(sp, model, data, *, batches=None, batch_size=None) -> tuple:
     """(batches, data info) as fadiag.subject.load_batches makes them from the spec, or from ``data``."""
     from .data import load_arrays, make_batches
-    from .subject import _lm_labels, _takes_tokens, load_batches
+    from .data import takes_tokens as _takes_tokens
+    from .subject import _lm_labels, load_batches
 
     labels = "tokens" if _lm_labels(sp, model) else "class"
     if data is None or isinstance(data, (str, os.PathLike)):

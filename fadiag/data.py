@@ -14,6 +14,13 @@ from pathlib import Path
 from .errors import DataError, InputError
 
 
+def takes_tokens(model) -> bool:
+    """Integer inputs stay integer for models that embed token ids (an nn.Embedding anywhere)."""
+    import torch
+
+    return any(isinstance(m, torch.nn.Embedding) for m in model.modules())
+
+
 def load_arrays(path: str, source: str | None = None, *, integer_labels=True, keep_int: bool = False):
     """Return (x, y) tensors from an npz/pt file, validated: x float finite (integer token ids stay int64 with
     keep_int), y integer labels (1-D; (B, T) token labels with integer_labels="tokens"; finite regression
@@ -67,7 +74,7 @@ def load_arrays(path: str, source: str | None = None, *, integer_labels=True, ke
 def _check_declared(t, name: str, source: str) -> None:
     """A tensor may not describe more bytes than the checkpoint limit, nor (a view with a zero or overlapping
     stride) far more than its storage holds: refused before anything copies it."""
-    import fadiag.checkpoint as _ck
+    import fadiag.checkpoint.limits as _ck
 
     if t is None or not hasattr(t, "untyped_storage"):
         return

@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .errors import SpecError
-from .stream import Stream, StreamView, expand_blocks
-from .stream.spec import _compact
+from .stream.spec import Stream, _compact, expand_blocks
+from .stream.view import StreamView
 
 _DECODER_TYPES = ("gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi",
                   "phi3", "opt", "falcon", "olmo", "smollm3", "gpt_neox", "bloom")

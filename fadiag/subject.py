@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .checkpoint import RawCheckpoint, find_state_dict, read_checkpoint
+from .data import takes_tokens
 from .errors import CheckpointError, DataError, SpecError
 from .spec import Spec, discover_spec
 
@@ -280,11 +281,7 @@ def _check_decoder_targets(model, bl: list, source: str) -> None:
                         source=source)
 
 
-def _takes_tokens(model) -> bool:
-    """Integer inputs stay integer for models that embed token ids (an nn.Embedding anywhere)."""
-    import torch
-
-    return any(isinstance(m, torch.nn.Embedding) for m in model.modules())
+_takes_tokens = takes_tokens  # the old private name (fadiag.data.takes_tokens)
 
 
 def _trial_forward(model, x, source: str) -> int:

@@ -33,7 +33,6 @@ from .errors import EXIT_INTERNAL, FadiagError, InputError
 from .journal import Journal, checkpoint_key, file_sha256, read_journal, settings_key  # noqa: F401 (the journal)
 from .threads import cpu_count
 
-KINDS = ("audit", "credit", "edges", "relevance")
 #: an edge correlation with at least this many (row, node) entries runs on every core
 LARGE_EDGE_ENTRIES = 1 << 24
 #: a model whose forward pass of one eval batch takes at least this many multiply-adds (its weight layers', counted
@@ -75,11 +74,11 @@ def set_threads(n: int) -> int:
 
 # ------------------------------------------------------------------------------- one checkpoint
 
-def _load(path: str, o: dict, progress=None, **kw):
+def load_subject(path: str, o: dict, progress=None, **kw):
     """The subject; a spinner from the first second (checkpoint, spec, data, a trial forward pass)."""
     from .subject import load
 
-    with _bar(progress, f"loading {os.path.basename(path)}"):
+    with bar(progress, f"loading {os.path.basename(path)}"):
         subject = load(path, o.get("spec"), trust=bool(o.get("trust")), trust_code=bool(o.get("trust_code")),
                        spec_found=bool(o.get("spec_found")),
                        data=o.get("data"), seed=o.get("seed"), device=o.get("device") or "cpu", **kw)
@@ -101,80 +100,10 @@ def warn_half(subject, quiet: bool = False) -> None:
             "(norms, cosines and correlations in float64), so small gradients are not flushed to zero")
 
 
-def _bar(progress, label: str):
+def bar(progress, label: str):
     import contextlib
 
     return progress(label) if progress else contextlib.nullcontext(None)
-
-
-def _audit(path: str, o: dict, progress=None):
-    from .api import audit as run_audit, frozen_baseline as train_baseline
-    from .text import err
-
-    subject = _load(path, o, progress, batches=o.get("batches"), batch_size=o.get("batch_size"))
-    quiet = bool(o.get("quiet"))
-    if subject.checkpoint.trusted and not quiet:
-        err(f"fadiag: warning: {path}: loaded with --trust-checkpoint (arbitrary unpickling)")
-    warn_half(subject, quiet)
-    fb_acc = o.get("frozen_baseline_acc")
-    fb_src = "given" if fb_acc is not None else None
-    name = os.path.basename(path)
-    if o.get("frozen_baseline") == "train":
-        with _bar(progress, f"training frozen baseline for {name}") as prog:
-            fb_acc, fb_src = train_baseline(subject, seed=o.get("seed") or 0, progress=prog,
-                                            trainable_last=o.get("trainable_blocks") or 0)
-    from .calibration import load as load_calibration
-
-    cal = load_calibration(o["calibration"]) if o.get("calibration") else None
-    with _bar(progress, f"auditing {name}") as prog:
-        rep = run_audit(subject, thresholds=o.get("thresholds"), headline_acc=o.get("headline_acc"),
-                        frozen_baseline_acc=fb_acc, frozen_baseline_source=fb_src, growth_mode=o.get("growth"),
-                        stability_layer=o.get("stability_layer"), progress=prog, calibration=cal)
-    return rep, None  # the one-line verdict goes to stderr after the report (fadiag.cli.output.finish)
-
-
-def _credit(path: str, o: dict, progress=None):
-    from .credit_api import credit as run_credit
-
-    subject = _load(path, o, batches=1, batch_size=o.get("batch_size"))
-    warn_half(subject, bool(o.get("quiet")))
-    with _bar(progress, f"credit metrics for {os.path.basename(path)}") as prog:
-        return run_credit(subject, signal=o.get("signal"), init_path=o.get("init"), tensors_path=o.get("tensors"),
-                          eps=o.get("eps"), n_dirs=o.get("n_dirs"), etas=o.get("eta"), seed=o.get("seed"),
-                          thresholds=o.get("thresholds") or {}, progress=prog), None
-
-
-#: the options of ``fadiag edges`` handed to ``edges_api.edges`` as they are (when given)
-EDGES_KEYS = ("method", "row_chunk", "bootstrap", "samples", "penalty", "scale_by_act_mean", "truth", "held_out",
-              "where", "norm", "agg", "loss", "ties", "known", "spool", "max_memory", "threads")
-
-
-def _edges(path: str, o: dict, progress=None):
-    """(report, W): the evidence matrix too, for the one-checkpoint outputs (--matrix, --edges, --plot)."""
-    from .edges_api import edges as run_edges
-
-    loss = o.get("loss")
-    subject = _load(path, o, batches=o.get("batches"), batch_size=o.get("batch_size"),
-                    labels=lambda sp: "class" if (loss or sp.edges.loss) == "ce" else "regression")
-    with _bar(progress, f"edges for {os.path.basename(path)}") as prog:
-        return run_edges(subject, top=o.get("top", 20), seed=o.get("seed") or 0, progress=prog,
-                         **{k: o.get(k) for k in EDGES_KEYS if o.get(k) is not None})
-
-
-def _relevance(path: str, o: dict, progress=None):
-    from .relevance_api import relevance as run_relevance
-
-    obs = o.get("observation")
-    need = bool(o.get("sensitivity")) or (obs is not None and "," not in obs)  # a point needs no data
-    subject = _load(path, o, need_data=need, labels="regression")
-    return run_relevance(subject, feature_names=o.get("feature_names"), head_names=o.get("head_names"),
-                         sensitivity=bool(o.get("sensitivity")), observation=o.get("observation"),
-                         step_size_kind=o.get("step_sizes") or "auto"), None
-
-
-#: kind -> per-checkpoint body: (path, opts, progress) -> (the family API's report, an extra result or None)
-BODIES: dict[str, Callable[..., tuple]] = {"audit": _audit, "credit": _credit, "edges": _edges,
-                                           "relevance": _relevance}
 
 
 def runtime_info(threads: int) -> dict:
@@ -190,8 +119,10 @@ def one(kind: str, path: str, opts: dict, progress=None) -> tuple:
     """One checkpoint in this process: (its typed report, the body's extra result). Errors propagate.
     Threads: opts["threads"] (--threads), else OMP_NUM_THREADS, else every core for a model whose batch pass
     is large (choose_threads(macs=...)) and 1 otherwise; recorded under ``runtime``."""
-    set_threads(choose_threads(opts.get("threads")))  # the loader raises it for a large model (_load)
-    rep, extra = BODIES[kind](path, opts, progress)
+    set_threads(choose_threads(opts.get("threads")))  # the loader raises it for a large model (load_subject)
+    from .registry import body
+
+    rep, extra = body(kind)(path, opts, progress)
     import torch
 
     return (rep if rep.runtime is not None else rep.replace(runtime=runtime_info(torch.get_num_threads()))), extra
@@ -263,7 +194,7 @@ def _executor(jobs: int, threads: int):
 
 #: what a --jobs worker's fork server imports before it forks (a module that fails to import is skipped)
 WORKER_PRELOAD = ("torch", "numpy", "yaml", "fadiag.sweep", "fadiag.subject", "fadiag.spec", "fadiag.data",
-                  "fadiag.presets", "fadiag.api", "fadiag.credit_api", "fadiag.edges_api", "fadiag.relevance_api",
+                  "fadiag.presets", "fadiag.api", "fadiag.families.credit.api", "fadiag.families.edges.api", "fadiag.families.relevance.api",
                   "fadiag.stream", "fadiag.models", "fadiag.models.resmlp", "fadiag.compat.biotorch",
                   "fadiag.reports", "fadiag.diagnostics.audit_quantities", "fadiag.diagnostics.protocol",
                   "fadiag.checkpoint", "fadiag._forkserver")
@@ -288,15 +219,16 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
     input order as soon as reports 0..i are all in (for streaming output); each worker's stderr lines are
     written as its result arrives. ``scheduler``: a dask.distributed address or Client. The first failure
     in input order is raised as a SweepError (after the reports before it were delivered)."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    from .registry import body
+
+    body(kind)  # ValueError for a kind that is not a checkpoint family
     paths = [str(p) for p in paths]
     if resume and any(os.path.realpath(resume) == os.path.realpath(str(p)) for p in paths):
         raise InputError("is also a checkpoint of this sweep; refusing to append to it", source=f"--resume {resume}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 1024:
         raise InputError(f"must be an integer in 1..1024, got {jobs!r}", source="--jobs")
     threads = choose_threads(opts.get("threads"))  # a worker's: --threads, else OMP_NUM_THREADS, else 1
-    opts = dict(opts, threads=opts.get("threads"))  # in-process, None: chosen per checkpoint (_load)
+    opts = dict(opts, threads=opts.get("threads"))  # in-process, None: chosen per checkpoint (load_subject)
     results: list = [None] * len(paths)
     keys, key, journal = [None] * len(paths), None, None
     if resume:

@@ -2,7 +2,7 @@
 
 Every number here is written in this file, not computed by fadiag: a golden file rendered from these
 changes only when a renderer changes. Whether fadiag computes the right numbers is the business of each
-diagnostic's reference test (tests/test_protocol.py, tests/test_credit.py, ...), never of a golden file.
+diagnostic's reference test (tests/families/audit/test_protocol.py, tests/families/credit/test_credit.py, ...), never of a golden file.
 """
 
 from __future__ import annotations

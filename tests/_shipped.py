@@ -1,7 +1,7 @@
 """Every command run once on the shipped examples, in-process, as JSON report dicts (cached per process).
 
-Shared by tests/test_science_doc.py (every JSON key is documented), tests/test_width.py (every table
-fits 80 columns) and tests/test_render_markdown_tables.py (every markdown table parses). The runs go
+Shared by tests/docs/test_science_doc.py (every JSON key is documented), tests/kernel/test_width.py (every table
+fits 80 columns) and tests/kernel/test_render_markdown_tables.py (every markdown table parses). The runs go
 through the CLI (``--format json``), so the dicts are exactly what a user's JSON file holds.
 """
 
@@ -42,7 +42,21 @@ COMMANDS = {
     "inspect": ["inspect", "checkpoints_example/resmlp_dfa.pt"],
     "lint": ["lint", "{tmp}/train_metrics.py"],
     "compare": ["compare", "{tmp}/audit_bp.json", "{tmp}/audit_dfa.json", "--baseline", "{tmp}/audit_bp.json"],
+    "trajectory": ["trajectory", "{tmp}/run/step_0.pt", "{tmp}/run/step_3000.pt", "--spec",
+                   "checkpoints_example/resmlp_bp.yaml"],
 }
+
+
+def _family_examples() -> None:
+    """A family the commands above do not run gets its record's example (fadiag.registry: Family.example)."""
+    from fadiag.registry import families
+
+    for f in families():
+        if f.example and not any(argv[0] == f.name for argv in COMMANDS.values()):
+            COMMANDS[f.name] = [f.name, *f.example]
+
+
+_family_examples()
 
 
 def _invoke(argv: list) -> tuple:
@@ -60,6 +74,9 @@ def shipped_reports() -> dict:
     """name -> report dict, one run per command, from the repo root (paths in reports stay relative)."""
     tmp = tempfile.mkdtemp(prefix="fadiag-shipped-")
     Path(tmp, "train_metrics.py").write_text(LINT_SAMPLE)
+    Path(tmp, "run").mkdir()  # a two-checkpoint run: the BP recipe's init and trained checkpoints
+    for src, dst in (("resmlp_bp_init.pt", "step_0.pt"), ("resmlp_bp.pt", "step_3000.pt")):
+        Path(tmp, "run", dst).write_bytes((REPO / "checkpoints_example" / src).read_bytes())
     out = {}
     cwd = os.getcwd()
     os.chdir(REPO)

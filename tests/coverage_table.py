@@ -1,5 +1,5 @@
-"""docs/models.md's coverage table, read back so that tests check it (tests/test_models_coverage.py for its
-rows, tests/test_hf_zoo.py and tests/test_models_timm_tv.py for what each model's audit reports)."""
+"""docs/models.md's coverage table, read back so that tests check it (tests/kernel/test_models_coverage.py for its
+rows, tests/kernel/test_hf_zoo.py and tests/kernel/test_models_timm_tv.py for what each model's audit reports)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The 48 Hugging Face architectures of issue 22 (49 cases: Llama tied and untied) as tiny random configs
-(2 layers, hidden 64), each saved with ``save_pretrained`` and audited with no spec (tests/test_hf_zoo.py).
+(2 layers, hidden 64), each saved with ``save_pretrained`` and audited with no spec (tests/kernel/test_hf_zoo.py).
 Nothing is downloaded: every model is built from its config class with a fixed seed."""
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ ZOO = {
     "resnet": ("ResNetForImageClassification", {**_STAGES, "embedding_size": 16}, "img"),
 }
 
-#: The representative dozen the default suite runs (the rest: `python -m pytest -m slow tests/test_hf_zoo.py`).
+#: The representative dozen the default suite runs (the rest: `python -m pytest -m slow tests/kernel/test_hf_zoo.py`).
 DEFAULT = ("llama_tied", "qwen3_moe", "gemma3", "mixtral", "gpt_neox", "mamba2", "albert", "deberta_v2", "t5",
            "bart", "swin", "convnext")
 

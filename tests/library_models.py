@@ -1,4 +1,4 @@
-"""Tiny real torchvision models for tests/test_models_timm_tv.py (a spec names them "library_models:NAME"):
+"""Tiny real torchvision models for tests/kernel/test_models_timm_tv.py (a spec names them "library_models:NAME"):
 torchvision's own classes, built small so the default suite stays fast."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
   Both ways compute the same function from the same state dict.
 - ``TimmLayoutViT``: a ViT with timm's VisionTransformer attribute layout (patch_embed, cls_token, pos_embed,
   norm_pre, blocks returning x + attn + mlp, norm, head, global_pool, num_prefix_tokens). timm itself needs
-  torchvision; tests/test_models_timm_tv.py runs the real libraries where they import (torch 2.14.1 with
+  torchvision; tests/kernel/test_models_timm_tv.py runs the real libraries where they import (torch 2.14.1 with
   torchvision 0.29.1 does).
 - ``TVLayoutResNet``: a small ResNet with torchvision's layout (conv1/bn1/relu/maxpool/layer1..4/avgpool/fc,
   BasicBlock with downsample), for the same reason.

@@ -14,31 +14,21 @@ is refused, or listed by ``fadiag inspect``.
 
 The modules: ``archive`` (zip layout, format sniffing, zip-bomb budget), ``pickles`` (opcode scan and the
 classes of globals), ``readers`` (npz, safetensors), ``torchfile`` (torch files), ``state`` (finding the
-state dict), ``hf`` (Hugging Face model folders). The limits below live here, on the package, and every
+state dict), ``hf`` (Hugging Face model folders). The limits live in ``limits`` (read and set through the package too), and every
 reader reads them at call time: lowering ``fadiag.checkpoint.MAX_PICKLE_OPS`` lowers it everywhere.
 """
 
 from __future__ import annotations
 
 import os
+import sys as _sys
+import types as _types
 from pathlib import Path
 
-#: Refuse files larger than this unless the caller raises it: a guard against absurd inputs.
-MAX_CHECKPOINT_BYTES = 8 * 1024**3
-#: A pickle stream (torch's data.pkl, or a legacy file's leading pickles) over this many bytes is refused.
-MAX_PICKLE_BYTES = 64 * 1024**2
-#: ... and over this many opcodes (an honest state dict needs ~20 per tensor).
-MAX_PICKLE_OPS = 4_000_000
-#: A legacy torch file holds five pickles before its raw storages: magic, protocol, sys info, object, keys.
-LEGACY_PICKLES = 5
-#: An archive expanding past this many bytes, at over MAX_ZIP_RATIO times its size, is refused as a bomb.
-MAX_ZIP_EXPANDED = 256 * 1024**2
-MAX_ZIP_RATIO = 200
-
-# The submodules read the limits above from this package, so they are imported after them.
-from ..errors import CheckpointError  # noqa: E402
-from .archive import ZipLayout, check_zip_bomb, sniff_format, zip_layout  # noqa: E402
-from .pickles import (  # noqa: E402
+from . import limits
+from ..errors import CheckpointError
+from .archive import ZipLayout, check_zip_bomb, sniff_format, zip_layout
+from .pickles import (
     DANGEROUS_BUILTINS,
     DANGEROUS_MODULES,
     DANGEROUS_NAMES,
@@ -48,10 +38,10 @@ from .pickles import (  # noqa: E402
     pickle_globals,
     scan_pickles,
 )
-from .raw import RawCheckpoint, sha256_file  # noqa: E402
-from .readers import _npz_pickle_globals, _read_npz, _read_safetensors  # noqa: E402
-from .state import AUTO_PREFIXES, STATE_DICT_KEYS, find_state_dict, tensor_kind  # noqa: E402
-from .torchfile import _read_torch, _scan_extras  # noqa: E402
+from .raw import RawCheckpoint, sha256_file
+from .readers import _npz_pickle_globals, _read_npz, _read_safetensors
+from .state import AUTO_PREFIXES, STATE_DICT_KEYS, find_state_dict, tensor_kind
+from .torchfile import _read_torch, _scan_extras
 
 __all__ = [
     "AUTO_PREFIXES", "DANGEROUS_BUILTINS", "DANGEROUS_MODULES", "DANGEROUS_NAMES", "LEGACY_PICKLES",
@@ -73,8 +63,8 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False, strict: boo
     if not p.is_file():
         raise CheckpointError("not a regular file", source=str(path))
     size = p.stat().st_size
-    if size > MAX_CHECKPOINT_BYTES:
-        raise CheckpointError(f"file is {size:,} bytes, over the {MAX_CHECKPOINT_BYTES:,}-byte limit", source=str(path))
+    if size > limits.MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"file is {size:,} bytes, over the {limits.MAX_CHECKPOINT_BYTES:,}-byte limit", source=str(path))
     fmt = sniff_format(p)
     digest = sha256_file(p)
     extra: dict = {}
@@ -86,3 +76,25 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False, strict: boo
     else:
         content, extra = _read_torch(p, fmt, trust=trust, strict=strict)
     return RawCheckpoint(path=str(path), format=fmt, sha256=digest, trusted=bool(trust), content=content, **extra)
+
+
+class _Package(_types.ModuleType):
+    """The limits (fadiag.checkpoint.limits) read and set through the package, as they always were."""
+
+    def __getattr__(self, name):
+        if name in limits.NAMES:
+            return getattr(limits, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        if name in limits.NAMES:
+            setattr(limits, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def __delattr__(self, name):
+        if name not in limits.NAMES:
+            super().__delattr__(name)
+
+
+_sys.modules[__name__].__class__ = _Package

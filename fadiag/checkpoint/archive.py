@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fadiag.checkpoint as _ck  # the limits live on the package and are read at call time (callers may lower them)
+from . import limits as _ck  # read at call time (callers may lower them)
 
 from ..errors import CheckpointError
 from .raw import short

@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-import fadiag.checkpoint as _ck
+from . import limits as _ck  # read at call time (callers may lower them)
 
 from ..errors import CheckpointError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-import fadiag.checkpoint as _ck  # the limits live on the package and are read at call time (callers may lower them)
+from . import limits as _ck  # read at call time (callers may lower them)
 
 from ..errors import CheckpointError, UnsafeCheckpointError
 from .archive import check_zip_bomb

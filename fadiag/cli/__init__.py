@@ -5,7 +5,7 @@
 - ``options``: the options several commands share, declared once; ``paths``: the files a command reads and
   writes, checked up front; ``output``: the one output path (``finish``) and the progress bars; ``run``: one
   checkpoint or a sweep (fadiag.sweep) for the checkpoint commands.
-- one module per command: audit, calibrate, credit, edges, relevance, inspect, lint, report, compare.
+- ``report``, and one module per family command (each family's record in fadiag/families/ names it).
 
 torch is never imported at module level here, so ``fadiag --help`` stays instant.
 stdout carries the report only; progress, warnings and summaries go to stderr.
@@ -18,8 +18,21 @@ from .app import _on_signal, app, main, run_guarded, state
 from .output import Progress, emit, finish
 from .paths import check_output_path
 
-# the commands, in the order --help lists them (each module registers its command on ``app``)
-from . import audit, calibrate, credit, edges, relevance, inspect, lint, report, compare  # noqa: E402,F401  isort: skip
-from ..trajectory import cli as _trajectory  # noqa: E402,F401  isort: skip
+
+def _register_commands() -> None:
+    """Every family's command (fadiag.registry), in the order --help lists them (each module registers its
+    command on ``app``); ``report`` (re-render a saved report, any family) sits before ``compare``."""
+    import importlib
+
+    from ..registry import families
+
+    fams = families()
+    for f in [f for f in fams if f.order < REPORT_ORDER] + [None] + [f for f in fams if f.order >= REPORT_ORDER]:
+        importlib.import_module(f"{__name__}.report" if f is None else f.command)
+
+
+#: where ``fadiag report`` sits among the families' commands in --help
+REPORT_ORDER = 70
+_register_commands()
 
 __all__ = ["Progress", "app", "check_output_path", "emit", "err", "finish", "main", "run_guarded", "state"]

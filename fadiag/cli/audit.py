@@ -59,4 +59,4 @@ def audit(ctx: typer.Context, checkpoints: Checkpoints, threshold: ThresholdOpt 
     opts = checkpoint_opts(ctx, thresholds=thr, headline_acc=headline_acc, frozen_baseline_acc=frozen_baseline_acc,
                            frozen_baseline=frozen_baseline, trainable_blocks=trainable_blocks, growth=growth,
                            stability_layer=stability_layer, calibration=calibration)
-    return sweep(ctx, "audit", checkpoints, opts, plot=plot)  # per checkpoint: fadiag.sweep._audit
+    return sweep(ctx, "audit", checkpoints, opts, plot=plot)  # per checkpoint: fadiag.families.audit._audit

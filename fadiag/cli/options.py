@@ -28,11 +28,17 @@ METAVARS = {"threshold": "NAME=VALUE", "frozen_baseline": "train", "observation"
 BY_TYPE = {"<path>": "FILE", "<float>": "X", "<int>": "N", "<int range>": "N", "<list[float]>": "X",
            "<list[Path]>": "FILE", "<str>": None, "<list[str]>": None}
 #: Options whose default comes from the spec: option -> (spec section, field).
-SPEC_DEFAULTS = {"batches": ("data", "batches"), "batch_size": ("data", "batch_size"), "seed": ("data", "seed"),
-                 "growth": ("audit", "growth"), "signal": ("credit", "signal"), "eps": ("credit", "eps"),
-                 "n_dirs": ("credit", "n_dirs"), "eta": ("credit", "etas"), "method": ("edges", "method"),
-                 "where": ("edges", "where"), "norm": ("edges", "norm"), "agg": ("edges", "agg"),
-                 "loss": ("edges", "loss"), "penalty": ("edges", "penalty")}
+#: The kernel's; every family adds its own (its record's ``spec_defaults``: fadiag.registry).
+SPEC_DEFAULTS = {"batches": ("data", "batches"), "batch_size": ("data", "batch_size"), "seed": ("data", "seed")}
+
+
+
+
+def spec_defaults() -> dict:
+    """option -> (spec section, field): the kernel's and every family's (fadiag.registry)."""
+    from ..registry import spec_defaults as families
+
+    return {**SPEC_DEFAULTS, **families()}
 
 
 _opt = typer.Option
@@ -129,8 +135,9 @@ def _polish_option(p, sections: dict) -> None:
     if shown in BY_TYPE or p.name in METAVARS:
         mv = METAVARS.get(p.name) or BY_TYPE.get(shown) or p.name.upper()
         p.display_type_rich = lambda ctx, _m=mv: _m
-    if p.name in SPEC_DEFAULTS and p.default is None:
-        sec, fld = SPEC_DEFAULTS[p.name]
+    defaults = spec_defaults()
+    if p.name in defaults and p.default is None:
+        sec, fld = defaults[p.name]
         v = getattr(sections[sec], fld)
         v = ", ".join(map(str, v)) if isinstance(v, list) else v
         if v is None and fld == "batch_size":

@@ -9,7 +9,7 @@ fadiag's extras (``median``, ``growth_mode``) are keyword-only. The model honour
 Per-layer numbers are the reference's: median over the batch of the per-sample L2 norm with
 ``torch.median``'s LOWER median (``median="midpoint"`` for the textbook one), in eval mode, g_l = d loss_fn
 (logits, y) / dh_l (default ``F.cross_entropy``, mean over the batch). They agree with the reference code to
-float32 rounding (tests/test_upstream_protocol.py). What differs on purpose (docs/upstream.md): reductions run
+float32 rounding (tests/families/audit/test_upstream_protocol.py). What differs on purpose (docs/upstream.md): reductions run
 in float64; a non-finite number flags instead of passing; ||h_0|| = 0 flags; ``diagnose`` runs one forward +
 backward per batch (the reference: 2 + K); the model's train/eval mode of every submodule is restored;
 parameter ``.grad`` buffers are never touched.
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..diagnostics import protocol as P
-from ..diagnostics.audit_quantities import in_id_order
+from ..diagnostics.audit_quantities import DEFAULT_THRESHOLDS, in_id_order
 from ..reports.base import clean, verdict_of
 from ..stream.view import StreamView
 
@@ -126,10 +126,10 @@ REFERENCE_IDS = ("a", "b", "c", "d")
 class DiagnosticThresholds:
     """The protocol's four thresholds, with the reference's defaults."""
 
-    g_norm_floor: float = P.DEFAULT_THRESHOLDS["g_norm_floor"]
-    h_norm_explosion_ratio: float = P.DEFAULT_THRESHOLDS["h_norm_explosion_ratio"]
-    stability_drift_ceiling: float = P.DEFAULT_THRESHOLDS["stability_drift_ceiling"]
-    frozen_acc_margin_pp: float = P.DEFAULT_THRESHOLDS["frozen_acc_margin_pp"]
+    g_norm_floor: float = DEFAULT_THRESHOLDS["g_norm_floor"]
+    h_norm_explosion_ratio: float = DEFAULT_THRESHOLDS["h_norm_explosion_ratio"]
+    stability_drift_ceiling: float = DEFAULT_THRESHOLDS["stability_drift_ceiling"]
+    frozen_acc_margin_pp: float = DEFAULT_THRESHOLDS["frozen_acc_margin_pp"]
 
 
 @dataclass

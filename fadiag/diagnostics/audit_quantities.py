@@ -186,16 +186,20 @@ FROZEN_MARGIN = Quantity(
 
 # ----------------------------------------------------------------------------------- (e) non-finite
 
-def _nonfinite_batch(sp) -> int:
+def nonfinite_count(*tensors) -> int:
+    """(e)'s count: NaN/Inf entries over tensors (or lists of them). The one definition: audit's (e) and credit's
+    ``e`` flag count with it."""
     from .common import count_nonfinite
 
-    return count_nonfinite(sp.logits, sp.hiddens, sp.grads)
+    return count_nonfinite(*tensors)
+
+
+def _nonfinite_batch(sp) -> int:
+    return nonfinite_count(sp.logits, sp.hiddens, sp.grads)
 
 
 def _nonfinite_compute(i: Mapping) -> dict:
-    from .common import count_nonfinite
-
-    return {"nonfinite_count": count_nonfinite(*i["weights"].values()) + sum(i["per_batch"])}
+    return {"nonfinite_count": nonfinite_count(*i["weights"].values()) + sum(i["per_batch"])}
 
 
 def _nonfinite_flag(v: Mapping, t: Mapping) -> Flag:
@@ -211,13 +215,23 @@ NONFINITE = Quantity("e", "non-finite values in the forward/backward pass", ("we
 
 # ----------------------------------------------------------------------------------- (f) dead blocks
 
-def _dead_compute(i: Mapping) -> dict:
+def dead_block_reading(hiddens: list, shapes: list, median: str | None = None) -> dict:
+    """(f)'s reading, the one definition (audit's (f) and credit's ``dead_blocks`` flag): per block the median
+    update norm (None for a block that changes the stream's shape: no identity path), whether every defined block
+    adds at most DEAD_BLOCK_RATIO x ||h_l||, how many do, and the per-layer residual norms."""
     from . import protocol as P
 
-    shapes, med = i["shapes"], i["median"]
-    upd = [u if shapes[l] == shapes[l + 1] else None for l, u in enumerate(P.block_update_norms(i["hiddens"], med))]
-    all_dead, n_dead = P.dead_blocks(P.norms_per_layer(i["hiddens"], med), upd)
-    return {"block_update_norms": upd, "all_dead": all_dead, "n_dead": n_dead, "ratio": P.DEAD_BLOCK_RATIO}
+    med = P.DEFAULT_MEDIAN if median is None else median
+    upd = [u if shapes[l] == shapes[l + 1] else None for l, u in enumerate(P.block_update_norms(hiddens, med))]
+    res = P.norms_per_layer(hiddens, med)
+    all_dead, n_dead = P.dead_blocks(res, upd)
+    return {"block_update_norms": upd, "all_dead": all_dead, "n_dead": n_dead, "ratio": P.DEAD_BLOCK_RATIO,
+            "residual_norms": res}
+
+
+def _dead_compute(i: Mapping) -> dict:
+    r = dead_block_reading(i["hiddens"], i["shapes"], i["median"])
+    return {k: r[k] for k in ("block_update_norms", "all_dead", "n_dead", "ratio")}
 
 
 def _dead_flag(v: Mapping, t: Mapping) -> Flag:

@@ -6,7 +6,7 @@
 (d) depth utility            (headline acc - frozen-blocks baseline acc) in pp < margin
 
 Each diagnostic is declared once, with its thresholds and flag rule, in ``fadiag.diagnostics.audit_quantities``
-(``DEFAULT_THRESHOLDS`` and ``NAMES`` here come from there). Defects of the reference fixed here: a non-finite
+(``DEFAULT_THRESHOLDS`` and ``NAMES`` live there). Defects of the reference fixed here: a non-finite
 norm flags (never passes); ||h_0|| = 0 flags; one forward+backward per batch serves every diagnostic. All
 reductions are in float64.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import torch
 
-from .audit_quantities import DEFAULT_THRESHOLDS, NAMES, stability_detail  # noqa: F401  (importable here)
 
 #: (f): a block is dead when its update is this small relative to the stream it adds to.
 DEAD_BLOCK_RATIO = 1e-7

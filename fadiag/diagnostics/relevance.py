@@ -38,7 +38,7 @@ float nan/inf (JSON renderers write null, DESIGN.md); ``non_finite_fields`` list
 Performance: the state-only report is logged every minute by a daemon (5 heads x 12 features, (64, 64)
 trunk), so ``relevance_report`` runs on float64 numpy copies that ``LearnerState.arrays`` makes once
 per state. There is one implementation of each formula, that one; ``path_norm_relevance`` applies the same
-``_path_norm`` to torch weights. tests/test_relevance.py checks the report against independent float64
+``_path_norm`` to torch weights. tests/families/relevance/test_relevance.py checks the report against independent float64
 references (loops over paths, explicit means). See docs/relevance.md for the measured cost.
 
 Import and the state-only tier need numpy only (a JAX user need not install torch): ``LearnerState`` and

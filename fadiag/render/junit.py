@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from ..reports.audit import AuditReport
 from .markdown import MISSING, num
 
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -68,7 +67,7 @@ class Suite:
             self.el.set(k, str(v))
 
 
-def _audit_layers(s: Suite, r, cls: str) -> None:
+def audit_layers(s: Suite, r, cls: str) -> None:
     h, g = r.residual_norms or [], r.bp_grad_norms or []
     bad_h, bad_g = set(r.nonfinite_h_layers), set(r.nonfinite_g_layers)
     for i in range(r.n_layers):
@@ -113,8 +112,11 @@ def _suite(root: ET.Element, r) -> Suite:
     cls = f"fadiag.{r.family}" + (f".{method}" if method else "")
     for f in r.flags:
         _flag_case(s, cls, f)
-    if isinstance(r, AuditReport):
-        _audit_layers(s, r, cls + ".layers")
+    from ..registry import form
+
+    layers = form(r.family, "junit")  # a family's own per-layer cases (audit's: audit_layers)
+    if layers is not None:
+        layers(s, r, cls + ".layers")
     elif isinstance(getattr(r, "layers", None), list):
         _generic_layers(s, r.layers, cls + ".layers")
     s.close()

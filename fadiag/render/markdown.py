@@ -200,14 +200,13 @@ def generic_section(r) -> str:
 
 # ------------------------------------------------------------------------------------------ dispatch
 
-def sections() -> dict:
-    """schema -> the form that renders it (the family modules import the helpers above)."""
-    from ..trajectory import render as trajectory
-    from . import markdown_audit, markdown_families
+def form_of(r):
+    """The form that renders ``r``: its family's (fadiag.registry, the "markdown" form; the family modules
+    import the helpers above), else the generic section."""
+    from ..registry import form
 
-    return {**markdown_audit.SECTIONS, **markdown_families.SECTIONS, **trajectory.SECTIONS}
+    return form(r.family, "markdown") or generic_section
 
 
 def render(reports: list, **_) -> str:
-    forms = sections()
-    return "\n---\n\n".join(forms.get(r.schema, generic_section)(r) for r in reports)
+    return "\n---\n\n".join(form_of(r)(r) for r in reports)

@@ -7,14 +7,7 @@ flags are the report's.
 
 from __future__ import annotations
 
-from ..reports.compare import CompareReport
-from ..reports.credit import CreditReport
-from ..reports.edges import EdgesReport
-from ..reports.inspect import InspectReport
-from ..reports.lint import LintReport
-from ..reports.relevance import RelevanceReport
 from .markdown import MISSING, code, fields_table, flags_section, head, num, records_table, table
-from .table import entry_value, fmt_column
 
 
 # -------------------------------------------------------------------------------------------- credit
@@ -140,43 +133,3 @@ def relevance_form(r) -> str:
         parts += _relevance_heads_summary(per_head)
     parts += fields_table(r, skip={"method_name", "trunk", "per_head", "sensitivity", "feature_names", "head_names"})
     return "\n\n".join(parts) + "\n"
-
-
-# ------------------------------------------------------------------------------ compare, lint, inspect
-
-def compare_form(r) -> str:
-    parts = head(r) + flags_section(r)
-    labels = [str(x) for x in r.labels or []]
-    if r.rows:
-        body = [[row["metric"], *fmt_column(row["values"])] for row in r.rows]  # one quantity per row
-        parts.append("## Side by side\n\n" + table(["metric", *labels], body))
-    parts += fields_table(r, skip={"rows", "labels"})
-    return "\n\n".join(parts) + "\n"
-
-
-def lint_form(r) -> str:
-    parts = head(r) + flags_section(r)
-    findings = r.findings or []
-    if findings:
-        parts.append("## Findings\n\n" + table(["file", "line", "col", "rule", "pitfall", "code"], [
-            [code(x.get("file")), num(x.get("line")), num(x.get("col")), x.get("rule"), x.get("pitfall"),
-             code(x.get("text"))] for x in findings]))
-        why = {}
-        for x in findings:
-            why.setdefault(x.get("rule"), x.get("message"))
-        parts.append("## Why each rule matters\n\n" + table(["rule", "why"], [[k, v] for k, v in why.items()]))
-    parts += fields_table(r, skip={"findings"})
-    return "\n\n".join(parts) + "\n"
-
-
-def inspect_form(r) -> str:
-    parts = head(r) + flags_section(r)
-    if r.other_entries:
-        parts.append("## Other entries\n\n" + table(["key", "type", "value"], [
-            [x.get("key"), x.get("type"), entry_value(x)] for x in r.other_entries]))
-    parts += fields_table(r, skip={"other_entries"})
-    return "\n\n".join(parts) + "\n"
-
-
-SECTIONS = {CreditReport.SCHEMA: credit_form, EdgesReport.SCHEMA: edges_form, RelevanceReport.SCHEMA: relevance_form,
-            CompareReport.SCHEMA: compare_form, InspectReport.SCHEMA: inspect_form, LintReport.SCHEMA: lint_form}

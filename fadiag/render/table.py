@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..reports.audit import AUDIT_SCHEMA
 from ..reports.base import out_of_calibration
 
 
@@ -188,59 +187,19 @@ def verdict_row(r, more: str = "") -> Text:
     return Text.assemble(("verdict: ", "bold"), verdict_text(r), more)
 
 
-def _layers_table(r) -> Table:
-    ck = r.checkpoint or {}
-    title = f"{r.method_name or ''}  {ck.get('path', '')}".strip()
-    layers = table(f"fadiag audit: {title}")
-    add_columns(layers, (("layer", "num"), ("‖h_l‖ (median)", "num"), ("‖g_l‖ (median)", "num"), ("", "text")))
-    g, hs = r.bp_grad_norms or [], r.residual_norms or []
-    low, bad = set(r.low_g_layers), set(r.nonfinite_g_layers)
-    gcol = fmt_column([g[i] if i < len(g) else None for i in range(len(hs))])
-    for i, hv in enumerate(fmt_column(hs)):
-        notes = (["stability layer"] if i == r.stability_layer else []) + (
-            ["below floor"] if i in low else ["non-finite"] if i in bad else [])
-        layers.add_row(str(i), hv, gcol[i], ", ".join(notes))
-    return layers
-
-
-def audit_tables(r) -> list:
-    ck = r.checkpoint or {}
-    fb = r.frozen_baseline_acc
-    base = (f"frozen baseline {fmt_acc(fb)} ({plain(r.frozen_baseline_source)})" if fb is not None else
-            "no frozen baseline, (d) skipped")
-    data = r.data or {}
-    skipped = [f"({fl.id})" for fl in r.flags if fl.flagged is None]
-    summary = verdict_row(
-        r, (f", with {' '.join(skipped)} skipped (not checked)" if skipped else "") + f"\nheadline acc {fmt_acc(r.headline_acc)} ({r.headline_acc_source}), {base}; "
-        f"eval data {data.get('source')}{' (' + data['split'] + ' split)' if data.get('split') else ''}; "
-        f"{data['batch_size_note'] + '; ' if data.get('batch_size_note') else ''}"
-        f"sha256 {str(ck.get('sha256', ''))[:12]}, format {ck.get('format')}"
-        f"{', TRUSTED (unpickled)' if ck.get('trusted') else ''}")
-    read = (data.get("stream") or {}).get("read_as")
-    parts = [_layers_table(r), checks_table(r, "diagnostics", ids=lambda i: f"({i})")]
-    if read:  # every inference fadiag made about the model, on one line (fadiag.stream.readings)
-        parts.append(Text.assemble(("read as: ", "bold"), read))
-    return parts + [summary]
-
-
-#: schema -> table function; the other families register theirs on import (``_FAMILY_MODULES``).
-TABLES = {AUDIT_SCHEMA: audit_tables}
-
-_FAMILY_MODULES = {"credit": "table_credit", "edges": "table_edges", "relevance": "table_relevance",
-                   "compare": "table_compare", "inspect": "table_inspect", "lint": "table_lint",
-                  "trajectory": "fadiag.trajectory.render"}
+#: schema -> table function, for a form registered by hand; every family's comes from its record
+#: (fadiag.registry, its "table" form).
+TABLES: dict = {}
 
 
 def register(schema: str, fn) -> None:
     TABLES[schema] = fn
 
 
-def _lazy_register(r) -> None:
-    import importlib
+def _table_of(r):
+    from ..registry import form
 
-    mod = _FAMILY_MODULES.get(r.family)
-    if mod:
-        importlib.import_module(mod if "." in mod else f"{__package__}.{mod}")
+    return TABLES.get(r.schema) or form(r.family, "table")
 
 
 def render(reports: list, *, color: bool = False, width: int | None = None, **_) -> str:
@@ -249,9 +208,7 @@ def render(reports: list, *, color: bool = False, width: int | None = None, **_)
     console = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
                       no_color=not color, highlight=False)
     for i, r in enumerate(reports):
-        if r.schema not in TABLES:
-            _lazy_register(r)
-        fn = TABLES.get(r.schema)
+        fn = _table_of(r)
         if fn is None:
             console.print(f"(no table view for schema {r.schema!r}; use --format json)")
             continue

@@ -1,23 +1,20 @@
 """Typed reports: the shared envelope and verdict rule (``base``) and one module per family.
 
 ``from_dict(d)`` reads any saved fadiag report through the schema registry; ``load_file(path)`` reads a JSON or
-JSONL file of them. Family modules register themselves on import (``_load_families``).
+JSONL file of them. Family report modules register themselves on import (``_load_families``: fadiag.registry).
 """
 
 from __future__ import annotations
 
-import importlib
-
 from .base import (FLAGGED_PREFIX, NOTHING_FLAGGED, REGISTRY, Flag, Report, Threshold, clean, from_dict,
                    merge_thresholds, register, verdict_of)
 
-#: The family modules under fadiag/reports/ (each defines and registers its Report subclasses).
-FAMILIES = ("audit", "credit", "edges", "relevance", "inspect", "lint", "compare", "fadiag.trajectory.report")
-
 
 def _load_families() -> None:
-    for name in FAMILIES:
-        importlib.import_module(name if "." in name else f"{__name__}.{name}")
+    """Every family's report module (fadiag.registry), each registering its Report subclasses."""
+    from ..registry import load_reports
+
+    load_reports()
 
 
 def load_file(path) -> list:

@@ -207,9 +207,9 @@ def register(cls: type) -> type:
 
 def from_dict(d: Any, source: str = "report") -> Report:
     """Read one saved report (a dict parsed from JSON) through the schema registry; InputError if it is not one."""
-    from . import _load_families
+    from ..registry import load_reports
 
-    _load_families()
+    load_reports()
     if not (isinstance(d, dict) and str(d.get("schema", "")).startswith("fadiag.")):
         raise InputError("not a fadiag report (no 'schema' key starting with 'fadiag.')", source=source)
     cls = REGISTRY.get(d["schema"])

@@ -8,7 +8,7 @@ attention mask respected): W (C, d), b (C) minimise
 
 in float64, full batch, from W = 0, b = 0 by L-BFGS (strong Wolfe line search, at most PROBE_ITERS
 iterations). The objective is strictly convex in W, so the fit is deterministic and equals scikit-learn's
-``LogisticRegression(C=1 / (n * PROBE_L2))`` on the same features (tests/test_readings.py). The audit then
+``LogisticRegression(C=1 / (n * PROBE_L2))`` on the same features (tests/kernel/test_readings.py). The audit then
 reads logits = probe(pool(h_L)): every h_l and g_l is the model's, the loss gradient flows through the probe.
 """
 
@@ -68,7 +68,7 @@ def fit_probe(view, subject):
     from dataclasses import replace
 
     from ..data import load_arrays
-    from ..subject import _takes_tokens
+    from ..data import takes_tokens
     from .passes import _Modes, first_batch_view
 
     sp = subject.spec
@@ -76,7 +76,7 @@ def fit_probe(view, subject):
         raise InputError("stream.readout: probe fits a linear probe on data.train_path: set it in the spec (rows "
                          "x, y with class labels, attention_mask for padded token ids)", source=sp.origin)
     path = sp.resolve(sp.data.train_path)
-    x, y = load_arrays(path, integer_labels=True, keep_int=_takes_tokens(subject.model))
+    x, y = load_arrays(path, integer_labels=True, keep_int=takes_tokens(subject.model))
     n_classes = int(y.max()) + 1 if y.numel() else 0
     if n_classes < 2 or x.shape[0] < 2:
         raise DataError("stream.readout: probe needs at least 2 rows and 2 classes in data.train_path", source=path)

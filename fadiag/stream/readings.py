@@ -29,7 +29,7 @@ import torch
 
 from ..errors import DataError, SpecError
 from .mask import last_index, mask_of, model_inputs
-from .spec import _compact, logits_of, pool_state
+from .spec import _compact, logits_of, pool_state, read_as  # noqa: F401 (read_as: importable here)
 
 #: "most rows": the fraction of rows on which a label convention must hold to be taken (measure_shift).
 SHIFT_MOST = 0.5
@@ -266,26 +266,3 @@ def read_model(view, x, y=None):
     view = read_pool(view, x)
     return read_shift(view, x, y)
 
-
-def read_as(stream) -> str:
-    """One line: every inference about the model and how it was made (the table's "read as" line)."""
-    why = dict(stream.why)
-    res = next((n for n in reversed(stream.notes) if str(n).startswith("residual ")), f"residual {stream.residual}")
-    parts = [f"blocks {_compact(list(stream.blocks))} ({stream.source})", res]
-    if "causal" in why:
-        parts.append(why["causal"])
-    if stream.token_states is False:
-        parts.append("no token pooling (no state is (B, T, d))")
-    else:
-        parts.append(f"pool {stream.pool} ({why.get('pool', stream.pool_from)})")
-    loss = f"loss {stream.loss}"
-    if "labels" in why:
-        loss += f", labels {why['labels']}"
-    parts.append(loss)
-    if stream.logits_from == "probe" and stream.probe:
-        parts.append(f"logits from a probe: {stream.probe.get('name', 'linear probe')}")
-    elif "logits" in why:
-        parts.append(f"logits {why['logits']}")
-    else:
-        parts.append("logits: the model's own output")
-    return "; ".join(parts)

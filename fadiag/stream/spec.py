@@ -65,8 +65,6 @@ class Stream:
                                      f"{self.pool} reads {token}; loss lm ignores pad positions"]
                                     if self.masked else [])
         blocks = list(self.blocks)
-        from .readings import read_as
-
         return {"source": self.source, "embed": self.embed, "blocks": _compact(blocks), "n_blocks": len(blocks),
                 "residual": self.residual, "output_index": self.output_index,
                 "readout": self.readout if isinstance(self.readout, str) else list(self.readout),
@@ -86,6 +84,30 @@ def _compact(paths: list) -> str:
         h = heads.pop()
         return f"{h}.{paths[0].rpartition('.')[2]}..{paths[-1].rpartition('.')[2]}"
     return ", ".join(paths)
+
+
+def read_as(stream) -> str:
+    """One line: every inference about the model and how it was made (the table's "read as" line)."""
+    why = dict(stream.why)
+    res = next((n for n in reversed(stream.notes) if str(n).startswith("residual ")), f"residual {stream.residual}")
+    parts = [f"blocks {_compact(list(stream.blocks))} ({stream.source})", res]
+    if "causal" in why:
+        parts.append(why["causal"])
+    if stream.token_states is False:
+        parts.append("no token pooling (no state is (B, T, d))")
+    else:
+        parts.append(f"pool {stream.pool} ({why.get('pool', stream.pool_from)})")
+    loss = f"loss {stream.loss}"
+    if "labels" in why:
+        loss += f", labels {why['labels']}"
+    parts.append(loss)
+    if stream.logits_from == "probe" and stream.probe:
+        parts.append(f"logits from a probe: {stream.probe.get('name', 'linear probe')}")
+    elif "logits" in why:
+        parts.append(f"logits {why['logits']}")
+    else:
+        parts.append("logits: the model's own output")
+    return "; ".join(parts)
 
 
 def _sub(model, path: str, what: str):

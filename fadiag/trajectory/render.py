@@ -116,11 +116,3 @@ def trajectory_figure(plt, reports: list):
 
 SECTIONS = {TRAJECTORY_SCHEMA: trajectory_form}
 
-
-def _register_table() -> None:
-    from ..render import table
-
-    table.register(TRAJECTORY_SCHEMA, trajectory_tables)
-
-
-_register_table()  # fadiag.render.table imports this module for a trajectory report (its _FAMILY_MODULES)

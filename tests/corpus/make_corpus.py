@@ -1,4 +1,4 @@
-"""Regenerate tests/corpus/: small, fixed, byte-reproducible bad inputs for tests/test_safety_fuzz.py.
+"""Regenerate tests/corpus/: small, fixed, byte-reproducible bad inputs for tests/safety/test_safety_fuzz.py.
 
     python tests/corpus/make_corpus.py            # rewrite the corpus beside this script
     python tests/corpus/make_corpus.py OUT_DIR    # or anywhere else (the test does this to prove it is fresh)
@@ -19,7 +19,7 @@ Layout:
 
 Big or odd families are not committed but written on demand by ``build_big(out)`` (a 1 GiB zip member, a
 100 MiB opcode stream, the downloaded-folder attack with its helper.py, a file name with ANSI escapes,
-a TorchScript archive): tests/test_safety_limits.py runs them, under ``prlimit --as`` where it can.
+a TorchScript archive): tests/safety/test_safety_limits.py runs them, under ``prlimit --as`` where it can.
 
 Everything is derived from the seeded tiny checkpoint; zip members get a fixed timestamp and torch's random
 serialization id is pinned, so two runs write identical bytes (for one torch/numpy version). The pickled
