@@ -73,7 +73,7 @@ def bench_threads(args) -> None:
     import torch
 
     import fadiag
-    from fadiag.api import audit
+    from fadiag.families.audit.api import audit
 
     subj = fadiag.load(str(REPO / "checkpoints_example" / "resmlp_bp.pt"))
     res = {}

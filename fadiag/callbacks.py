@@ -1,7 +1,7 @@
 """Audits during training (docs/trajectory.md): ``Monitor`` for a plain PyTorch loop, ``LightningCallback`` for a
 Lightning ``Trainer.fit`` and ``TrainerCallback`` for a Hugging Face ``Trainer.train``.
 
-Each audits the live model on held-out batches (the audit of ``fadiag audit``: fadiag.api.audit, one forward +
+Each audits the live model on held-out batches (the audit of ``fadiag audit``: fadiag.families.audit.api.audit, one forward +
 backward per batch) at the steps its schedule picks, and appends one record per audited step to a JSONL file:
 the record ``fadiag trajectory`` holds per step (schema "fadiag.trajectory.point/1"), so a run's log and
 ``fadiag trajectory`` over the checkpoints it saved at the same steps compare record by record. Where TensorBoard
@@ -128,7 +128,7 @@ class Monitor:
         return rec
 
     def _audit(self, model, step: int) -> dict:
-        from .api import audit
+        from .families.audit.api import audit
         from .checkpoint import RawCheckpoint
         from .subject import Subject
 

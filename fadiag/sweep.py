@@ -194,7 +194,7 @@ def _executor(jobs: int, threads: int):
 
 #: what a --jobs worker's fork server imports before it forks (a module that fails to import is skipped)
 WORKER_PRELOAD = ("torch", "numpy", "yaml", "fadiag.sweep", "fadiag.subject", "fadiag.spec", "fadiag.data",
-                  "fadiag.presets", "fadiag.api", "fadiag.families.credit.api", "fadiag.families.edges.api", "fadiag.families.relevance.api",
+                  "fadiag.presets", "fadiag.families.audit.api", "fadiag.families.credit.api", "fadiag.families.edges.api", "fadiag.families.relevance.api",
                   "fadiag.stream", "fadiag.models", "fadiag.models.resmlp", "fadiag.compat.biotorch",
                   "fadiag.reports", "fadiag.diagnostics.audit_quantities", "fadiag.diagnostics.protocol",
                   "fadiag.checkpoint", "fadiag._forkserver")

@@ -1,5 +1,5 @@
 """The audit's quantities, each declared once (docs/science.md §1): what it is called, its thresholds, what it
-needs from the pass, how it is computed and when it flags. ``fadiag.api.audit`` runs them; the threshold
+needs from the pass, how it is computed and when it flags. ``fadiag.families.audit.api.audit`` runs them; the threshold
 defaults, names and validation, the JSON ``flags`` and the table/markdown/junit rows all follow from this list.
 
 Adding a diagnostic is one more ``Quantity`` in ``QUANTITIES`` (plus its test and its docs/science.md line).

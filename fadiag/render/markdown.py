@@ -1,8 +1,8 @@
 """``--format markdown``: the per-method reporting form of REPORTING_TEMPLATE.md, filled from a report.
 
-Audit reports fill the form section by section (markdown_audit.py), with the template's ``## `` headings in
+Audit reports fill the form section by section (fadiag.families.audit.markdown), with the template's ``## `` headings in
 the template's order; what fadiag cannot know (training recipe, seeds, compute, the paper's own aggregation)
-stays a marked blank ``_(fill in: ...)_``. The other families have their own forms (markdown_families.py);
+stays a marked blank ``_(fill in: ...)_``. The other families have their own forms (their package's ``markdown``);
 a report of any other kind gets a generic section: title, verdict, flags table, per-layer table when the
 report has ``layers``, then its other scalar fields. Several reports are separated by ``---``.
 

@@ -9,7 +9,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from ..cli.app import command
-from ..cli.audit import FrozenAccOpt, GrowthOpt, HeadlineOpt, StabilityOpt, ThresholdOpt
+from ..families.audit.cli import FrozenAccOpt, GrowthOpt, HeadlineOpt, StabilityOpt, ThresholdOpt
 from ..cli.options import plot_opt
 from ..cli.output import finish, progress_for
 from ..cli.run import checkpoint_opts, parse_thresholds

@@ -16,7 +16,7 @@ def _block() -> str:
 
 
 def test_readme_python_api_block_runs_and_states_true_types(monkeypatch):
-    from fadiag.reports.audit import AuditReport
+    from fadiag.families.audit.report import AuditReport
     from fadiag.families.credit.report import CreditReport
     from fadiag.families.edges.report import EdgesReport
     from fadiag.subject import Subject

@@ -20,7 +20,7 @@ def test_key_walker_skips_data_names():
 
 
 def test_every_json_key_is_named_in_science_doc():
-    from fadiag.reports.audit import AUDIT_KEYS
+    from fadiag.families.audit.report import AUDIT_KEYS
 
     text = DOC.read_text(encoding="utf-8")
     reports = shipped_reports()
@@ -29,7 +29,7 @@ def test_every_json_key_is_named_in_science_doc():
         for k in schema_keys(rep):
             keys.setdefault(k, name)
     for k in AUDIT_KEYS:
-        keys.setdefault(k, "fadiag.reports.audit.AUDIT_KEYS")
+        keys.setdefault(k, "fadiag.families.audit.report.AUDIT_KEYS")
     missing = sorted(f"{k} ({where})" for k, where in keys.items() if not _named(k, text))
     assert not missing, f"JSON keys not named in docs/science.md: {missing}"
     assert len(keys) > 150  # the walker really saw every schema

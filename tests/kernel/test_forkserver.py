@@ -31,4 +31,4 @@ def test_pool_workers_start_from_the_preloaded_server():
 
 
 def _torch_was_loaded() -> bool:
-    return "torch" in sys.modules and "fadiag.api" in sys.modules
+    return "torch" in sys.modules and "fadiag.families.audit.api" in sys.modules

@@ -134,4 +134,4 @@ def test_top_level_modules():
 
 #: at most this many top-level modules in fadiag/: today's count, so it can only fall (issue 21 asks for 10; what
 #: remains to move is in docs/architecture.md)
-TOP_LEVEL_LIMIT = 22
+TOP_LEVEL_LIMIT = 21

@@ -107,7 +107,7 @@ def test_audit_figure_colours_labels_and_panels():
     from matplotlib.colors import to_hex
 
     from _shipped import shipped_reports
-    from fadiag.render.figures import audit_figure
+    from fadiag.families.audit.figure import audit_figure
     from fadiag.render.plot import FLAG, OK
 
     reps = shipped_reports()

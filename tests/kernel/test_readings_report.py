@@ -51,7 +51,7 @@ def test_frozen_baseline_train_uses_fadiags_digits_train_split(tmp_path, run_cli
 
 def test_table_outcome_column_skipped_verdict_and_read_as_line():
     from fadiag.render.table import render
-    from fadiag.reports.audit import AuditReport
+    from fadiag.families.audit.report import AuditReport
 
     d = audit_fixture("bp")
     for f in d["flags"]:

@@ -69,7 +69,7 @@ def _runs(ctx, path: Path, role: str, opts: dict) -> list:
     """The audit reports of one input: a saved report file (each audit report in it) or a checkpoint audited."""
     from .api import Run
     from ...reports import load_file
-    from ...reports.audit import AuditReport
+    from ..audit.report import AuditReport
     from ...cli.run import one
 
     if path.suffix.lower() in (".json", ".jsonl"):

@@ -26,7 +26,7 @@ FAMILY = Family(
     name="credit", order=20, command="fadiag.families.credit.cli", report="fadiag.families.credit.report",
     body="fadiag.families.credit:_credit", api={"credit": "fadiag.families.credit.api"},
     forms={"table": "fadiag.families.credit.table:credit_tables",
-           "markdown": "fadiag.render.markdown_families:credit_form", "plot": "fadiag.render.figures:credit_figure"},
+           "markdown": "fadiag.families.credit.markdown:credit_form", "plot": "fadiag.families.credit.figure:credit_figure"},
     spec_section="credit", spec_check="fadiag.families.credit.signals:check_spec",
     spec_defaults={"signal": ("credit", "signal"), "eps": ("credit", "eps"), "n_dirs": ("credit", "n_dirs"),
                    "eta": ("credit", "etas")})

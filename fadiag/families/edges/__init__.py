@@ -32,6 +32,6 @@ FAMILY = Family(
     name="edges", order=30, command="fadiag.families.edges.cli", report="fadiag.families.edges.report",
     body="fadiag.families.edges:_edges",
     api={"edges": "fadiag.families.edges.api", "edge_evidence": "fadiag.diagnostics.edges", "mrr": "fadiag.diagnostics.edges"},
-    forms={"table": "fadiag.families.edges.table:edges_tables", "markdown": "fadiag.render.markdown_families:edges_form"},
+    forms={"table": "fadiag.families.edges.table:edges_tables", "markdown": "fadiag.families.edges.markdown:edges_form"},
     spec_section="edges", spec_check="fadiag.spec:check_edges",
     spec_defaults={k: ("edges", k) for k in ("method", "where", "norm", "agg", "loss", "penalty")})

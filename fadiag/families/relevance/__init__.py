@@ -26,5 +26,5 @@ FAMILY = Family(
     api={"relevance": "fadiag.families.relevance.api", "relevance_report": "fadiag.diagnostics.relevance",
          "LearnerState": "fadiag.diagnostics.relevance"},
     forms={"table": "fadiag.families.relevance.table:relevance_tables",
-           "markdown": "fadiag.render.markdown_families:relevance_form", "plot": "fadiag.render.figures:relevance_figure"},
+           "markdown": "fadiag.families.relevance.markdown:relevance_form", "plot": "fadiag.families.relevance.figure:relevance_figure"},
     spec_section="relevance")

@@ -1,5 +1,5 @@
 """The audit's declared quantities (fadiag.diagnostics.audit_quantities): the defaults, names and threshold
-rules derive from the definitions; the orchestrator (fadiag.api.audit) hands each quantity exactly what it
+rules derive from the definitions; the orchestrator (fadiag.families.audit.api.audit) hands each quantity exactly what it
 declares, from one pass per batch; a new definition shows up in the flags, thresholds and verdict with no other
 edit. The numbers themselves are checked against slow references in tests/families/audit/test_protocol.py."""
 
@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import fadiag
-from fadiag.api import audit, validate_thresholds
+from fadiag.families.audit.api import audit, validate_thresholds
 from fadiag.diagnostics import audit_quantities as Q
 from fadiag.diagnostics import protocol as P
 from fadiag.errors import ThresholdError
-from fadiag.reports.audit import AuditReport
+from fadiag.families.audit.report import AuditReport
 from fadiag.reports.base import Flag, Threshold
 
 

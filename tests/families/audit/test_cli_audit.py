@@ -19,7 +19,7 @@ import pytest
 from _budget import HANG_GUARD_S
 import torch
 
-from fadiag.reports.audit import AUDIT_KEYS
+from fadiag.families.audit.report import AUDIT_KEYS
 
 from _payloads import CheckpointBox, RunsShellOnLoad
 from conftest import EXAMPLES, REPO, invoke_cli

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import fadiag
-from fadiag.api import audit
+from fadiag.families.audit.api import audit
 from fadiag.diagnostics import protocol as P
 from fadiag.diagnostics.audit_quantities import NAMES
 from fadiag.errors import InputError, ThresholdError

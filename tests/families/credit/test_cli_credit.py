@@ -262,7 +262,7 @@ def test_fa_signal_chains_stored_matrices(tiny_resmlp_ckpt):
 def test_token_model_credit_uses_the_class_token(write_checkpoint):
     """ViT: per-sample quantities are the class token's; ‖g_l‖ of the mean CE equals the audit's (b) norms,
     and a DFA signal with (C, d) feedback works (it is about the class token)."""
-    from fadiag.api import audit
+    from fadiag.families.audit.api import audit
     from fadiag.models.vit_mini import ViTMini
 
     args = {"image_size": 4, "patch_size": 2, "in_chans": 1, "dim": 8, "depth": 2, "heads": 2, "n_classes": 3}

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 
-from ..registry import Family
-from ..sweep import bar, load_subject, warn_half
+from ...registry import Family
+from ...sweep import bar, load_subject, warn_half
 
 
 def _audit(path: str, o: dict, progress=None):
-    from ..api import audit as run_audit, frozen_baseline as train_baseline
-    from ..text import err
+    from .api import audit as run_audit, frozen_baseline as train_baseline
+    from ...text import err
 
     subject = load_subject(path, o, progress, batches=o.get("batches"), batch_size=o.get("batch_size"))
     quiet = bool(o.get("quiet"))
@@ -25,7 +25,7 @@ def _audit(path: str, o: dict, progress=None):
         with bar(progress, f"training frozen baseline for {name}") as prog:
             fb_acc, fb_src = train_baseline(subject, seed=o.get("seed") or 0, progress=prog,
                                             trainable_last=o.get("trainable_blocks") or 0)
-    from ..calibration import load as load_calibration
+    from ...calibration import load as load_calibration
 
     cal = load_calibration(o["calibration"]) if o.get("calibration") else None
     with bar(progress, f"auditing {name}") as prog:
@@ -37,8 +37,8 @@ def _audit(path: str, o: dict, progress=None):
 
 
 FAMILY = Family(
-    name="audit", order=10, command="fadiag.cli.audit", report="fadiag.reports.audit",
-    body="fadiag.families.audit:_audit", api={"audit": "fadiag.api"},
-    forms={"table": "fadiag.render.table_audit:audit_tables", "markdown": "fadiag.render.markdown_audit:audit_form",
-           "plot": "fadiag.render.figures:audit_figure", "junit": "fadiag.render.junit:audit_layers"},
+    name="audit", order=10, command="fadiag.families.audit.cli", report="fadiag.families.audit.report",
+    body="fadiag.families.audit:_audit", api={"audit": "fadiag.families.audit.api"},
+    forms={"table": "fadiag.families.audit.table:audit_tables", "markdown": "fadiag.families.audit.markdown:audit_form",
+           "plot": "fadiag.families.audit.figure:audit_figure", "junit": "fadiag.render.junit:audit_layers"},
     spec_section="audit", spec_check="fadiag.spec:check_audit", spec_defaults={"growth": ("audit", "growth")})

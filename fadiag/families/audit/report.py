@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Report, register
+from ...reports.base import Report, register
 
 AUDIT_SCHEMA = "fadiag.audit/1"
 

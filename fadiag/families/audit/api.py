@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import __version__
-from .errors import InputError
-from .reports.audit import AuditReport
-from .reports.base import merge_thresholds
-from .subject import Subject
+from ... import __version__
+from ...errors import InputError
+from .report import AuditReport
+from ...reports.base import merge_thresholds
+from ...subject import Subject
 
 
 def validate_thresholds(overrides: dict | None, base: dict | None = None, *, source: str = "--threshold") -> dict:
     """Merge threshold overrides onto the defaults; every value must be a finite number in its declared range
     (the audit quantities' ``Threshold`` objects, fadiag.diagnostics.audit_quantities)."""
-    from .diagnostics.audit_quantities import THRESHOLDS
+    from ...diagnostics.audit_quantities import THRESHOLDS
 
     return merge_thresholds(THRESHOLDS, base, overrides, source=source)
 
@@ -34,8 +34,8 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
     median: "lower" (torch.median, the reference's; the default) or "midpoint"; None takes audit.median.
     calibration: a fadiag.calibration.Calibration (default: the published one): its thresholds are the defaults
     under the spec's and ``thresholds``; every flag gets its ``calibration`` (fadiag.calibration.judge)."""
-    from .calibration import PUBLISHED
-    from .diagnostics.audit_quantities import QUANTITIES
+    from ...calibration import PUBLISHED
+    from ...diagnostics.audit_quantities import QUANTITIES
 
     sp = subject.spec
     a = sp.audit
@@ -69,7 +69,7 @@ def audit(subject: Subject, *, thresholds: dict | None = None, headline_acc: flo
                   method_name=a.method_name or _guess_method(subject.path), notes=a.notes, growth_mode=mode,
                   checkpoint=subject.checkpoint.describe(), data=data, weight_dtypes=subject.weight_dtypes,
                   spec=sp.origin, fadiag_version=__version__, median=med, calibration=cal_info)
-    from .compat.biotorch import report_extra
+    from ...compat.biotorch import report_extra
 
     return AuditReport(**fields, extra=report_extra(subject))
 
@@ -78,7 +78,7 @@ def _calibrated(flags: dict, cal, subject: Subject, inputs: dict, given: dict) -
     """(flags with their ``calibration``, the report's ``calibration``): the model's family and batch layout
     judged against each flag's calibration (fadiag.calibration); a threshold the spec or --threshold set is
     the user's, applied as given."""
-    from .calibration import judge, model_context, model_family
+    from ...calibration import judge, model_context, model_family
 
     sp, info = subject.spec, subject.data_info
     tokens = inputs["shapes"][0][1] if inputs.get("token_norms") is not None else None
@@ -94,7 +94,7 @@ def _calibrated(flags: dict, cal, subject: Subject, inputs: dict, given: dict) -
 
 def _modes(sp, growth_mode: str | None, median: str | None) -> tuple:
     """(growth mode, median convention): the arguments, else the spec's audit section; checked."""
-    from .diagnostics.protocol import MEDIANS
+    from ...diagnostics.protocol import MEDIANS
 
     mode = growth_mode or sp.audit.growth
     if mode not in ("ratio_to_h0", "per_block"):
@@ -110,8 +110,8 @@ def _stream(subject: Subject, quantities, keep: set, stability_layer: int | None
     batch's hiddens, grads and shapes, and of every batch what ``keep`` names (logits, labels, g_{l*}, and
     accuracy_counts: (correct, total), so no batch's logits outlive it); per_batch[q.id] holds quantity q's own
     per-batch reductions."""
-    from .stream import stream_pass
-    from .stream.spec import accuracy_counts
+    from ...stream import stream_pass
+    from ...stream.spec import accuracy_counts
 
     lists = {k: [] for k in ("logits", "labels", "stability_grads", "accuracy_counts") if k in keep}
     per_batch = {q.id: [] for q in quantities if q.per_batch is not None}
@@ -140,7 +140,7 @@ def _stream(subject: Subject, quantities, keep: set, stability_layer: int | None
 
 def _stability_layer(sp, n: int, given: int | None) -> int:
     """l* for (c): the argument, else audit.stability_layer, else max(1, (L+1)//2); in 0..L."""
-    from .diagnostics.protocol import default_stability_layer
+    from ...diagnostics.protocol import default_stability_layer
 
     l_star = given if given is not None else (
         sp.audit.stability_layer if sp.audit.stability_layer is not None else default_stability_layer(n))
@@ -152,7 +152,7 @@ def _stability_layer(sp, n: int, given: int | None) -> int:
 
 def _accuracies(subject: Subject, inputs: dict, headline_acc, frozen_baseline_acc, frozen_baseline_source) -> dict:
     """The headline and frozen-baseline accuracies and where each came from (given, spec, computed), checked."""
-    from .stream.spec import pooled_accuracy
+    from ...stream.spec import pooled_accuracy
 
     sp, a = subject.spec, subject.spec.audit
     given_acc, given_fb = headline_acc is not None, frozen_baseline_acc is not None
@@ -188,8 +188,8 @@ def _read_first_batch(subject: Subject):
     fadiag.stream.readings), so a baseline trained before the audit reads the model the same way."""
     view = subject.view
     if not view.settled and subject.batches:
-        from .stream.passes import first_batch_view
-        from .stream.readings import read_shift
+        from ...stream.passes import first_batch_view
+        from ...stream.readings import read_shift
 
         x, y = subject.batches[0]
         view = read_shift(first_batch_view(view, x, subject.device), x.to(subject.device), y.to(subject.device))
@@ -205,10 +205,10 @@ def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable
     """
     import torch
 
-    from .data import load_arrays
-    from .models.construct import build_for_spec
-    from .stream import StreamView, accuracy as stream_accuracy
-    from .training import BP_RECIPE, train_frozen_baseline
+    from ...data import load_arrays
+    from ...models.construct import build_for_spec
+    from ...stream import StreamView, accuracy as stream_accuracy
+    from ...training import BP_RECIPE, train_frozen_baseline
 
     sp = subject.spec
     digits = not sp.data.train_path and sp.data.source == "digits"
@@ -223,12 +223,12 @@ def frozen_baseline(subject: Subject, *, seed: int = 0, progress=None, trainable
     if not 0 <= trainable_last <= n_blocks:
         raise InputError(f"must be in 0..{n_blocks} (the model has {n_blocks} blocks), got {trainable_last}",
                          source="--trainable-blocks")
-    from .data import takes_tokens as _takes_tokens
-    from .subject import _lm_labels
+    from ...data import takes_tokens as _takes_tokens
+    from ...subject import _lm_labels
 
     lm = _lm_labels(sp, subject.model)
     if digits:  # fadiag's own digits train split: never the eval rows (fadiag.data.digits)
-        from .data import digits as digits_split
+        from ...data import digits as digits_split
 
         x, y = digits_split("train")
     else:

@@ -6,9 +6,9 @@ Section by section, with the template's ``## `` headings in the template's order
 
 from __future__ import annotations
 
-from ..reports.audit import AUDIT_SCHEMA
-from .markdown import MISSING, code, fill_in, flags_table, get, num, table, verdict_line
-from .table import fmt_column, plain
+from .report import AUDIT_SCHEMA
+from ...render.markdown import MISSING, code, fill_in, flags_table, get, num, table, verdict_line
+from ...render.table import fmt_column, plain
 
 _ACC_SOURCES = {
     "spec": "taken from the spec (audit.headline_acc), not measured by fadiag",

@@ -7,11 +7,11 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ..errors import InputError
-from .app import command
-from ..diagnostics.audit_quantities import threshold_help
-from .options import plot_opt
-from .run import checkpoint_opts, parse_thresholds, sweep
+from ...errors import InputError
+from ...cli.app import command
+from ...diagnostics.audit_quantities import threshold_help
+from ...cli.options import plot_opt
+from ...cli.run import checkpoint_opts, parse_thresholds, sweep
 
 _opt = typer.Option
 Checkpoints = Annotated[List[Path], typer.Argument(help="Checkpoint file(s): .pt/.pth, .safetensors, .npz (default: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from .table import add_columns, checks_table, fmt_acc, fmt_column, plain, table, verdict_row
+from ...render.table import add_columns, checks_table, fmt_acc, fmt_column, plain, table, verdict_row
 
 
 def _layers_table(r) -> Table:
