@@ -169,7 +169,7 @@ def crossover() -> None:
     """1 thread vs every core on MLP forward+backward passes of growing multiply-adds (the threads default)."""
     import torch
 
-    from fadiag.sweep import LARGE_MODEL_MACS, cpu_count
+    from fadiag.run.sweep import LARGE_MODEL_MACS, cpu_count
 
     cores = cpu_count()
     print(f"cores {cores}; fadiag uses every core from {LARGE_MODEL_MACS:.2e} multiply-adds a batch")
@@ -201,7 +201,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="best of N (each a pair of whole processes)")
     a = ap.parse_args()
     size = SIZES[a.size]
-    from fadiag.sweep import cpu_count
+    from fadiag.run.sweep import cpu_count
 
     print(f"{platform.platform()}, python {platform.python_version()}, cores {cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f} at the start; size {a.size}, {size['batches']} batches of "

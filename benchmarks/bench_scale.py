@@ -129,7 +129,7 @@ def bench_big(args) -> None:
 
     from fadiag.diagnostics import edges as E
     from fadiag.diagnostics.edges import out_of_core as OOC, ranks
-    from fadiag.sweep import choose_threads, set_threads
+    from fadiag.run.sweep import choose_threads, set_threads
 
     threads = set_threads(choose_threads(args.threads, entries=args.n * args.m))
     print(machine())
@@ -214,7 +214,7 @@ def bench_big(args) -> None:
 # ---------------------------------------------------------------------------------------------- sweep
 
 #: ``python -m fadiag`` with the --jobs workers' fork server importing nothing first (as before issue 25)
-NO_PRELOAD = ["-c", "import fadiag.sweep as s; s.WORKER_PRELOAD = (); from fadiag.cli import main; main()"]
+NO_PRELOAD = ["-c", "import fadiag.run.sweep as s; s.WORKER_PRELOAD = (); from fadiag.cli import main; main()"]
 
 
 def _fadiag(argv, env=None, entry=("-m", "fadiag")) -> float:

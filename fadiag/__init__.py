@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 
 
 def _offline() -> None:
-    """Every model library fadiag drives runs offline: set before any of them is imported (fadiag.offline)."""
-    from .offline import force_offline
+    """Every model library fadiag drives runs offline: set before any of them is imported (fadiag.checkpoint.offline)."""
+    from .checkpoint.offline import force_offline
 
     force_offline()
 

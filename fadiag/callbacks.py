@@ -143,8 +143,8 @@ class Monitor:
         return audit(sub, **self.args).to_dict()
 
     def _record(self, rep: dict, step: int) -> dict:
-        from .trajectory.first import news
-        from .trajectory.report import point_from_audit
+        from .families.trajectory.first import news
+        from .families.trajectory.report import point_from_audit
 
         rec = point_from_audit(rep, step, "monitor")
         rec["checkpoint"] = None

@@ -69,7 +69,7 @@ def get(name: str) -> Family | None:
 
 
 def checkpoint_kinds() -> tuple:
-    """The families with a per-checkpoint body (what ``fadiag.sweep.run_sweep`` runs)."""
+    """The families with a per-checkpoint body (what ``fadiag.run.sweep.run_sweep`` runs)."""
     return tuple(f.name for f in _all() if f.body)
 
 

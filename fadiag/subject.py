@@ -34,7 +34,7 @@ class Subject:
     weight_dtypes: list = field(default_factory=list)
     batch_macs: int = 0
     """Multiply-adds of the weight layers in one forward pass of an eval batch (counted on the trial forward,
-    scaled to the batch's rows): what the default thread count reads (fadiag.sweep.choose_threads)."""
+    scaled to the batch's rows): what the default thread count reads (fadiag.run.sweep.choose_threads)."""
     _view: Any = field(default=None, repr=False)
 
     @property
@@ -47,7 +47,7 @@ class Subject:
         model's layout on first use; the first pass over a batch settles it (residual inside/outside) and the
         families store the settled view back here."""
         if self._view is None:
-            from .presets import resolve_view
+            from .models.presets import resolve_view
 
             view = resolve_view(self.model, self.spec.stream, self.spec.loss, self.spec.data.labels_shifted)
             if view.stream.logits_from == "probe":  # a headless model: fit the documented probe first
@@ -80,7 +80,7 @@ def load(checkpoint: str, spec: str | Spec | None = None, *, trust: bool = False
             if arch:
                 require_trusted_code(arch, key=key, origin=sp.origin, trusted=trust_code,
                                      found="reached through FADIAG_SPEC or the project config" if spec_found else None)
-    from .offline import check_offline_args
+    from .checkpoint.offline import check_offline_args
 
     check_offline_args(sp.model.args, origin=sp.origin)  # nothing a constructor would download (docs/safety.md)
     if trust_code:
@@ -124,8 +124,8 @@ def read_input(checkpoint: str, spec: str | Spec | None, *, trust: bool) -> tupl
         model = model_section(read_config(checkpoint), checkpoint)
         return raw, discover_spec(checkpoint, None, spec, defaults={"model": model},
                                   defaults_origin=str(Path(checkpoint) / "config.json"))
-    # An alberta-framework checkpoint folder (orbax): read without JAX (fadiag.alberta).
-    from .alberta import is_alberta_folder, missing_config_error, read_folder
+    # An alberta-framework checkpoint folder (orbax): read without JAX (fadiag.checkpoint.alberta).
+    from .checkpoint.alberta import is_alberta_folder, missing_config_error, read_folder
 
     if not is_alberta_folder(checkpoint):
         raise CheckpointError("a folder, but neither a Hugging Face model folder (no config.json) nor an "
@@ -262,7 +262,7 @@ def _fit_state(model, sd: dict, extras: dict, raw: RawCheckpoint, checkpoint: st
 
 def _lm_labels(sp: Spec, model) -> bool:
     """(B, T) token labels: loss: lm, or a causal language model with no loss named."""
-    from .presets import _is_lm_class
+    from .models.presets import _is_lm_class
 
     return sp.loss == "lm" or (sp.loss is None and _is_lm_class(model))
 

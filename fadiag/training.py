@@ -87,11 +87,11 @@ def make_feedback(n_layers_plus_one: int, n_classes: int, width: int, seed: int)
 def train_dfa(model, x, y, feedback: torch.Tensor, recipe=DFA_RECIPE, seed: int = 0, progress=None, view=None,
               on_step=None):
     """DFA through the model's residual-stream view (``view``, a fadiag.stream.StreamView of ``model``; default:
-    the preset fadiag.presets.resolve_view finds, the reference contract for ResMLP). The view's
+    the preset fadiag.models.presets.resolve_view finds, the reference contract for ResMLP). The view's
     ``local_forward`` cuts the graph before every block and the readout; h_0 and every block update u_l
     receive e @ B_l, the readout its true CE gradient (docs/science.md §5)."""
     if view is None:
-        from .presets import resolve_view
+        from .models.presets import resolve_view
 
         view = resolve_view(model)
 

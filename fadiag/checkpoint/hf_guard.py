@@ -8,7 +8,7 @@ weights afterwards:
   regular files, and the declared sizes of the files it may read (``*.safetensors``, ``*.bin``, ``*.json``)
   together within the checkpoint limit (8 GiB) before anything is hashed or allocated;
 - ``config.json`` is at most 1 MiB, nested at most 64 levels, a JSON object;
-- it names no weights or backbone to download (fadiag.offline.check_offline_args: ``use_pretrained_backbone``,
+- it names no weights or backbone to download (fadiag.checkpoint.offline.check_offline_args: ``use_pretrained_backbone``,
   a ``backbone`` naming a Hub model, ...): exit 2 naming the field; fadiag never touches the network.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..offline import check_offline_args
+from .offline import check_offline_args
 from .folders import folder_files, load_json
 
 MAX_CONFIG_BYTES = 1024 * 1024

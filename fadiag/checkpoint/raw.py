@@ -14,7 +14,7 @@ class RawCheckpoint:
 
     Attributes:
         path: the file, as given.
-        format: torch, torch-legacy, torchscript, safetensors, npz; for folders alberta-orbax (fadiag.alberta),
+        format: torch, torch-legacy, torchscript, safetensors, npz; for folders alberta-orbax (fadiag.checkpoint.alberta),
             hf-safetensors or hf-torch (fadiag.checkpoint.hf).
         sha256: hex digest of the file's bytes (of a folder: a digest over the files read).
         trusted: True only when arbitrary unpickling was allowed (``--trust-checkpoint``).

@@ -4,7 +4,7 @@
   ``main`` (the console script and ``python -m fadiag``); per-invocation state lives in click's ``ctx.obj``.
 - ``options``: the options several commands share, declared once; ``paths``: the files a command reads and
   writes, checked up front; ``output``: the one output path (``finish``) and the progress bars; ``run``: one
-  checkpoint or a sweep (fadiag.sweep) for the checkpoint commands.
+  checkpoint or a sweep (fadiag.run.sweep) for the checkpoint commands.
 - ``report``, and one module per family command (each family's record in fadiag/families/ names it).
 
 torch is never imported at module level here, so ``fadiag --help`` stays instant.

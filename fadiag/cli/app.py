@@ -181,8 +181,8 @@ def _on_signal(signum, frame) -> None:
 
     Exiting from the handler, instead of raising KeyboardInterrupt, means no library's broad ``except``
     can swallow the interrupt and let a half-finished run go on to write its report."""
-    from ..atomic import cleanup_temp_files
-    from ..spool import cleanup_spools
+    from ..run.atomic import cleanup_temp_files
+    from ..run.spool import cleanup_spools
 
     cleanup_temp_files()
     cleanup_spools()

@@ -29,7 +29,7 @@ def with_settings(rep, ctx):
     """``rep`` recording where each non-default setting came from (flag, env, config), and the config file.
     Where a sweep ran (--jobs, --resume, --scheduler) is left out: it cannot change a number."""
     from ..config import sources
-    from ..sweep import BACKEND_OPTIONS
+    from ..run.sweep import BACKEND_OPTIONS
 
     settings = {k: v for k, v in sources(ctx).items() if k not in BACKEND_OPTIONS}
     return rep.replace(settings=settings, settings_config=state(ctx).config_origin or rep.settings_config)
@@ -154,6 +154,6 @@ class Progress:
 
 
 def progress_for(ctx):
-    """label -> Progress, quiet as this invocation is (what fadiag.sweep takes as ``progress``)."""
+    """label -> Progress, quiet as this invocation is (what fadiag.run.sweep takes as ``progress``)."""
     quiet = state(ctx).quiet
     return lambda label: Progress(label, quiet)

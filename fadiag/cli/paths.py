@@ -52,7 +52,7 @@ def check_output_path(path: str, option: str) -> Path:
 
 def write_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same folder and a rename: never a partial file."""
-    from ..atomic import write_text
+    from ..run.atomic import write_text
 
     check_output_path(path, "--output")
     write_text(path, text)

@@ -1,5 +1,5 @@
 """What the checkpoint commands (audit, credit, edges, relevance) share: their per-checkpoint options as one dict
-(the same dict ``fadiag.sweep`` hands to worker processes), one checkpoint in this process, or a sweep."""
+(the same dict ``fadiag.run.sweep`` hands to worker processes), one checkpoint in this process, or a sweep."""
 
 from __future__ import annotations
 
@@ -70,16 +70,16 @@ def is_sweep(ctx, **single_outputs) -> bool:
 
 def one(ctx, kind: str, path, opts: dict) -> tuple:
     """One checkpoint in this process, with progress bars: (typed report, the extra result, e.g. edges' W)."""
-    from ..sweep import one as run_one
+    from ..run.sweep import one as run_one
 
     return run_one(kind, str(path), opts, progress_for(ctx))
 
 
 def sweep(ctx, kind: str, paths, opts: dict, *, plot: Optional[str] = None) -> int:
-    """The command over ``paths`` through fadiag.sweep (in-process, --jobs workers or --scheduler): the reports
+    """The command over ``paths`` through fadiag.run.sweep (in-process, --jobs workers or --scheduler): the reports
     in input order, JSONL streamed as soon as each report and those before it are in."""
     from ..reports import from_dict
-    from ..sweep import run_sweep
+    from ..run.sweep import run_sweep
 
     p = ctx.params
     fmt = default_format(p.get("format"), p.get("output"))

@@ -52,7 +52,7 @@ class _LossFnView(StreamView):
 
 def _pass(model, x, y, loss_fn):
     """One forward + backward of batch (x, y): fadiag.stream's pass (mean CE in float64 for F.cross_entropy)."""
-    from ..presets import resolve_view
+    from ..models.presets import resolve_view
     from ..stream import stream_pass
 
     view = resolve_view(model)

@@ -79,7 +79,7 @@ def plot_reports(reports: list, path: str) -> None:
 
 def _save(plt, fig, p: Path) -> None:
     """Save atomically: a temp file beside the target, then a rename."""
-    from ..atomic import atomic_path
+    from ..run.atomic import atomic_path
 
     try:
         with atomic_path(p, suffix=p.suffix) as tmp:

@@ -106,7 +106,7 @@ def stream_pass(view, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> 
     """One batch: logits, pooled h_l and g_l = d(mean loss)/dh_l (loss in float64). ``pass.view`` is the view
     settled on this batch (residual inside/outside checked): pass it on to the next batch."""
     if not isinstance(view, StreamView):
-        from ..presets import resolve_view
+        from ..models.presets import resolve_view
 
         view = resolve_view(view)
     with _Modes(view.model):

@@ -1,4 +1,4 @@
-"""The one residual view (fadiag/stream.py, fadiag/presets.py) against direct float64 references.
+"""The one residual view (fadiag/stream.py, fadiag/models/presets.py) against direct float64 references.
 
 Every family runs ``fadiag audit`` and ``fadiag credit`` from a spec with no user glue; (a) and (b) are
 compared with a float64 computation on the same model and batch that does not use fadiag.stream (a manual
@@ -218,7 +218,7 @@ def test_stream_auto_finds_the_block_list_or_names_candidates(tmp_path, run_cli)
     st = rep["data"]["stream"]
     assert st["source"].startswith("auto:") and "'layers'" in st["source"] and st["residual"] == "outside"
     from fadiag.errors import SpecError
-    from fadiag.presets import auto_stream
+    from fadiag.models.presets import auto_stream
 
     two = torch.nn.Module()
     two.a = torch.nn.ModuleList([torch.nn.Linear(2, 2) for _ in range(2)])

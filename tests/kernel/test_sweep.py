@@ -1,4 +1,4 @@
-"""Sweeps (fadiag.sweep): --jobs N gives the bytes of --jobs 1, --resume skips what a killed sweep finished,
+"""Sweeps (fadiag.run.sweep): --jobs N gives the bytes of --jobs 1, --resume skips what a killed sweep finished,
 the Dask backend on a 2-worker LocalCluster on loopback, and exit 2 with the install hint without it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fadiag import sweep
+from fadiag.run import sweep
 
 from conftest import EXAMPLES
 

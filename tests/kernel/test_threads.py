@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import EXAMPLES
-from fadiag import sweep, threads
+from fadiag.run import sweep, threads
 from fadiag.subject import _count_macs
 
 RESMLP = sorted(str(p) for p in EXAMPLES.glob("resmlp_*.pt"))

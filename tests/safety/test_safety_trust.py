@@ -194,7 +194,7 @@ def test_a_torn_last_line_is_dropped_never_appended_to(proj, run_cli):
 WORKER = """
 import multiprocessing as mp, sys, time
 def work():
-    from fadiag.workers import watch_parent
+    from fadiag.run.workers import watch_parent
     watch_parent()
     time.sleep(600)
 if __name__ == "__main__":

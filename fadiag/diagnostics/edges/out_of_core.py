@@ -92,7 +92,7 @@ class ObservationSpool:
     def __init__(self, n_nodes: int, folder: str | None = None, max_memory=None):
         if isinstance(n_nodes, bool) or not isinstance(n_nodes, (int, np.integer)) or n_nodes < 1:
             raise ValueError(f"n_nodes must be a positive integer, got {n_nodes!r}")
-        from ...spool import make_spool_dir
+        from ...run.spool import make_spool_dir
 
         self.n = int(n_nodes)
         self.max_memory = parse_memory(max_memory) if max_memory is not None else 4 * _GIB
@@ -222,7 +222,7 @@ class ObservationSpool:
 
     # -- cleanup
     def close(self) -> None:
-        from ...spool import remove_spool_dir
+        from ...run.spool import remove_spool_dir
 
         for mm in self._mm.values():
             raw = getattr(mm, "_mmap", None)

@@ -1,4 +1,4 @@
-"""The audit family: its registry record and its per-checkpoint body (run by fadiag.sweep for one checkpoint or a
+"""The audit family: its registry record and its per-checkpoint body (run by fadiag.run.sweep for one checkpoint or a
 sweep)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from ...registry import Family
-from ...sweep import bar, load_subject, warn_half
+from ...run.sweep import bar, load_subject, warn_half
 
 
 def _audit(path: str, o: dict, progress=None):

@@ -1,4 +1,4 @@
-"""``fadiag audit``: the four-diagnostic protocol over one checkpoint or many (per checkpoint: fadiag.sweep)."""
+"""``fadiag audit``: the four-diagnostic protocol over one checkpoint or many (per checkpoint: fadiag.run.sweep)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def calibrate(ctx: typer.Context, healthy: Healthy, degenerate: DegenerateOpt = 
     threshold with its margin, written as a calibration YAML (stdout, or --output). Exit 1 if they do not
     separate (a degenerate run no flag catches, or a healthy run one does)."""
     from . import api as C
-    from ...atomic import write_text
+    from ...run.atomic import write_text
     from ...calibration import dump
     from ...text import err
 

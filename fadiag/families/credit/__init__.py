@@ -1,4 +1,4 @@
-"""The credit family: its registry record and its per-checkpoint body (run by fadiag.sweep for one checkpoint or a
+"""The credit family: its registry record and its per-checkpoint body (run by fadiag.run.sweep for one checkpoint or a
 sweep); its API (``api``), signal providers (``signals``), command (``cli``), report class (``report``) and table
 form (``table``) sit beside it in this package."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from ...registry import Family
-from ...sweep import bar, load_subject, warn_half
+from ...run.sweep import bar, load_subject, warn_half
 
 
 def _credit(path: str, o: dict, progress=None):

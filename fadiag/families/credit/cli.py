@@ -59,7 +59,7 @@ def credit(ctx: typer.Context, checkpoint: Checkpoint = None, signal: SignalOpt 
 
 def _toy(d: int, depth: int, batch_size: Optional[int], seed: Optional[int], threads: Optional[int]):
     from .api import toy_lq
-    from ...sweep import apply_threads
+    from ...run.sweep import apply_threads
 
     runtime = apply_threads(threads)
     return toy_lq(d=d, depth=depth, batch=batch_size or 64, seed=seed or 0).replace(runtime=runtime)

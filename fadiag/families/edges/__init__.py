@@ -1,4 +1,4 @@
-"""The edges family: its registry record and its per-checkpoint body (run by fadiag.sweep for one checkpoint or a
+"""The edges family: its registry record and its per-checkpoint body (run by fadiag.run.sweep for one checkpoint or a
 sweep); its API (``api``), edge-list and matrix files (``files``), command (``cli``), report class (``report``) and
 table form (``table``) sit beside it in this package."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from ...registry import Family
-from ...sweep import bar, load_subject
+from ...run.sweep import bar, load_subject
 
 
 #: the options of ``fadiag edges`` handed to ``api.edges`` as they are (when given)

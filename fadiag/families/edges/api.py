@@ -199,7 +199,7 @@ def _evidence(subject, n: int, o: EdgeOptions, runtime: dict, *, spool, max_memo
     import torch
 
     from ...diagnostics import edges as E
-    from ...sweep import choose_threads, set_threads
+    from ...run.sweep import choose_threads, set_threads
 
     threads_before = torch.get_num_threads()
     n_threads = set_threads(choose_threads(threads, macs=subject.batch_macs))
@@ -225,7 +225,7 @@ def _in_memory(subject, n: int, o: EdgeOptions, runtime: dict, *, threads, progr
     import torch
 
     from ...diagnostics import edges as E
-    from ...sweep import choose_threads, set_threads
+    from ...run.sweep import choose_threads, set_threads
 
     A, G, losses = collect_observations(subject.model, subject.batches, where=o.where, norm=o.norm, agg=o.agg,
                                         loss=o.loss, device=subject.device, progress=progress)
@@ -258,7 +258,7 @@ def _out_of_core(subject, n: int, o: EdgeOptions, runtime: dict, *, folder, max_
     import torch
 
     from ...diagnostics import edges as E
-    from ...sweep import choose_threads, set_threads
+    from ...run.sweep import choose_threads, set_threads
 
     if o.ties == "ordinal":
         raise InputError("ordinal ties (upstream's ranks) run in memory only (drop --spool/--max-memory)",

@@ -70,7 +70,7 @@ def write_edges_tsv(W, path: str) -> None:
     """All off-diagonal pairs ranked by score: source, target, score, rank (1 = strongest). Atomic."""
     import torch
 
-    from ...atomic import atomic_path
+    from ...run.atomic import atomic_path
 
     n = W.shape[0]
     S = torch.nan_to_num(W.double().clone(), nan=-math.inf)
@@ -87,7 +87,7 @@ def write_edges_tsv(W, path: str) -> None:
 def write_matrix(W, path: str) -> None:
     import numpy as np
 
-    from ...atomic import atomic_path
+    from ...run.atomic import atomic_path
 
     if not str(path).endswith(".npy"):
         raise InputError("matrix file must end in .npy", source=str(path))

@@ -1,11 +1,11 @@
-"""The relevance family: its registry record and its per-checkpoint body (run by fadiag.sweep for one checkpoint or
+"""The relevance family: its registry record and its per-checkpoint body (run by fadiag.run.sweep for one checkpoint or
 a sweep); its API (``api``), command (``cli``), report class (``report``) and table form (``table``) sit beside it
 in this package."""
 
 from __future__ import annotations
 
 from ...registry import Family
-from ...sweep import load_subject
+from ...run.sweep import load_subject
 
 
 def _relevance(path: str, o: dict, progress=None):

@@ -81,8 +81,8 @@ def relevance(subject, *, feature_names: list | None = None, head_names: list | 
 
 
 def _metadata_names(subject) -> dict:
-    """The feature/head names an alberta-framework folder's metadata carries (fadiag.alberta), else {}."""
-    from ...alberta import METADATA_NAMES
+    """The feature/head names an alberta-framework folder's metadata carries (fadiag.checkpoint.alberta), else {}."""
+    from ...checkpoint.alberta import METADATA_NAMES
 
     if getattr(subject.checkpoint, "format", "") != "alberta-orbax":
         return {}

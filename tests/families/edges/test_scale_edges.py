@@ -18,7 +18,7 @@ import torch
 
 from fadiag.diagnostics import edges as E
 from fadiag.diagnostics.edges import ranks
-from fadiag.spool import cleanup_spools, make_spool_dir
+from fadiag.run.spool import cleanup_spools, make_spool_dir
 
 from conftest import EXAMPLES
 
@@ -203,7 +203,7 @@ def test_cli_edges_out_of_core_bad_input(run_cli, extra, msg):
 
 
 def test_choose_threads(monkeypatch):
-    from fadiag import sweep
+    from fadiag.run import sweep
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(sweep, "cpu_count", lambda: 7)

@@ -209,11 +209,11 @@ def test_folder_gives_upstream_numbers(name, run_cli):
 
 def test_idbd_step_sizes_are_the_exponentiated_log_step_sizes():
     pytest.importorskip("tensorstore")
-    from fadiag.alberta import read_tree
+    from fadiag.checkpoint.alberta import read_tree
 
     tree, user = read_tree(ALB / "idbd")
     assert user["learner_config"]["optimizer"]["type"] == "IDBD"
-    from fadiag.alberta import to_fadiag_state
+    from fadiag.checkpoint.alberta import to_fadiag_state
     from fadiag.diagnostics.relevance import learner_state_from_state_dict, relevance_report
 
     module, extras = to_fadiag_state(tree)
@@ -251,7 +251,7 @@ def test_a_folder_that_is_not_a_checkpoint_is_exit_2(tmp_path, run_cli):
 
 def test_tree_mapping_without_tensorstore():
     """The orbax tree -> fadiag keys mapping, on a hand-made tree (no files, no tensorstore)."""
-    from fadiag.alberta import spec_from_config, to_fadiag_state
+    from fadiag.checkpoint.alberta import spec_from_config, to_fadiag_state
 
     rng = np.random.default_rng(0)
     t = {"trunk_params.weights.0": rng.normal(size=(4, 3)), "trunk_params.biases.0": np.zeros(4),

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from fadiag.errors import InputError
-from fadiag.trajectory import steps as S
-from fadiag.trajectory.first import DEAD_BLOCK_RATIO, first_flagged
+from fadiag.families.trajectory import steps as S
+from fadiag.families.trajectory.first import DEAD_BLOCK_RATIO, first_flagged
 
 EVERY, EPOCHS = 125, 4  # steps 0..500: (a) fires first at 375 on this recipe
 
@@ -208,7 +208,7 @@ def test_bad_input_is_exit_2(dfa_run, run_cli, tmp_path):
 
 
 def test_steps_audited_differently_are_refused():
-    from fadiag.trajectory.body import build_report
+    from fadiag.families.trajectory.body import build_report
 
     a = {"data": {"source": "x.npz", "batches": 8}, "thresholds": {"g_norm_floor": 1e-7}, "flags": []}
     b = dict(a, data={"source": "y.npz", "batches": 8})

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 #: environment variables that switch the Hugging Face libraries to offline mode (read at their import)
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",

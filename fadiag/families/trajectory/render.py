@@ -1,5 +1,5 @@
 """The trajectory report's table, markdown and plot (docs/trajectory.md). Formatting only: every number and
-judgement is a field or a property of the report (fadiag.trajectory.report)."""
+judgement is a field or a property of the report (fadiag.families.trajectory.report)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def first_rows(r) -> list:
 def trajectory_tables(r) -> list:
     from rich.text import Text
 
-    from ..render.table import add_columns, fmt_acc, fmt_column, table, verdict_row
+    from ...render.table import add_columns, fmt_acc, fmt_column, table, verdict_row
 
     d = r.data or {}
     parts = [Text(f"fadiag trajectory: {r.method_name}, {len(r.steps)} steps "
@@ -63,7 +63,7 @@ def trajectory_tables(r) -> list:
 
 
 def trajectory_form(r) -> str:
-    from ..render.markdown import cell, head, num, table, verdict_line
+    from ...render.markdown import cell, head, num, table, verdict_line
 
     heads, rows = step_rows(r)
     parts = head(r)

@@ -7,11 +7,11 @@
   fadiag's reference contract (``embed``/``patch_embed``, ``blocks``, ``out_ln``+``out_head`` or
   ``norm``+``head``; residual outside), timm VisionTransformer (``blocks``; h_0 = output of ``norm_pre``;
   cls token, or the mean after ``num_prefix_tokens`` when ``global_pool='avg'``), Hugging Face models
-  (blocks from the library's metadata, fadiag.library_blocks.hf_blocks, never a hard-coded path;
+  (blocks from the library's metadata, fadiag.models.library_blocks.hf_blocks, never a hard-coded path;
   decoders read the last token, or the token mean with ``loss: lm``; encoders the class token;
   encoder-decoders their decoder, fadiag.stream.seq2seq), torchvision ResNet (``layer1..layer4``: the
   stream is per stage and changes width), torchvision VisionTransformer, and the residual units timm and
-  torchvision mark (fadiag.library_blocks.residual_units);
+  torchvision mark (fadiag.models.library_blocks.residual_units);
 - ``stream: auto`` picks the finest repeated residual unit (the same library rules), else a single
   ModuleList of identical blocks, and says which it chose;
 - keys given beside a preset or auto (pool, residual, output_index, readout, embed) override it.
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .errors import SpecError
-from .stream.spec import Stream, _compact, expand_blocks
-from .stream.view import StreamView
+from ..errors import SpecError
+from ..stream.spec import Stream, _compact, expand_blocks
+from ..stream.view import StreamView
 
 _DECODER_TYPES = ("gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi",
                   "phi3", "opt", "falcon", "olmo", "smollm3", "gpt_neox", "bloom")
@@ -31,7 +31,7 @@ _DECODER_TYPES = ("gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2", "qwen3
 
 def _is_lm_class(model) -> bool:
     """A causal LM, or an encoder-decoder LM (fadiag.stream.seq2seq): its labels are (B, T) tokens."""
-    from .stream.seq2seq import is_encoder_decoder
+    from ..stream.seq2seq import is_encoder_decoder
 
     n = type(model).__name__
     return n.endswith(("LMHeadModel", "ForCausalLM")) or (n.endswith("ForConditionalGeneration")
@@ -67,7 +67,7 @@ def preset_for(model, loss: str | None):
 
 def _library_preset(model):
     """torchvision VisionTransformer (class_token, encoder.layers), then the residual units timm and torchvision
-    mark (fadiag.library_blocks.residual_units: ConvNeXt, EfficientNet, MobileNetV3, Swin, RegNet, ...)."""
+    mark (fadiag.models.library_blocks.residual_units: ConvNeXt, EfficientNet, MobileNetV3, Swin, RegNet, ...)."""
     from .library_blocks import residual_units
 
     if all(hasattr(model, n) for n in ("class_token", "conv_proj", "heads")) and \
@@ -91,7 +91,7 @@ _UNITS_NOTE = ("blocks: every outermost module the library marks as a residual u
 
 def _hf_preset(model, cfg, loss):
     from .library_blocks import hf_blocks
-    from .stream.seq2seq import attach, is_encoder_decoder
+    from ..stream.seq2seq import attach, is_encoder_decoder
 
     attach(model)  # no-op unless an encoder-decoder (fadiag.stream.seq2seq)
     found = hf_blocks(model)
@@ -117,7 +117,7 @@ def _hf_preset(model, cfg, loss):
 
 
 def auto_stream(model):
-    """The finest repeated residual unit: a Hugging Face model's blocks (fadiag.library_blocks.hf_blocks), the
+    """The finest repeated residual unit: a Hugging Face model's blocks (fadiag.models.library_blocks.hf_blocks), the
     residual units timm / torchvision mark, else the single ModuleList of >= 2 identical blocks (nested lists
     inside a block are ignored)."""
     import torch

@@ -8,12 +8,12 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ..cli.app import command
-from ..families.audit.cli import FrozenAccOpt, GrowthOpt, HeadlineOpt, StabilityOpt, ThresholdOpt
-from ..cli.options import plot_opt
-from ..cli.output import finish, progress_for
-from ..cli.run import checkpoint_opts, parse_thresholds
-from ..text import err
+from ...cli.app import command
+from ...families.audit.cli import FrozenAccOpt, GrowthOpt, HeadlineOpt, StabilityOpt, ThresholdOpt
+from ...cli.options import plot_opt
+from ...cli.output import finish, progress_for
+from ...cli.run import checkpoint_opts, parse_thresholds
+from ...text import err
 
 Run = Annotated[List[Path], typer.Argument(help="A run's checkpoints: files (.pt/.pth/.ckpt/.safetensors/.npz), "
                                            "Hugging Face checkpoint-N folders, or a folder holding them.",

@@ -1,4 +1,4 @@
-"""Imported last by the ``--jobs`` fork server (``fadiag.sweep.WORKER_PRELOAD``) and nowhere else.
+"""Imported last by the ``--jobs`` fork server (``fadiag.run.sweep.WORKER_PRELOAD``) and nowhere else.
 
 The fork server imported torch so that its workers need not; at its own exit that makes the interpreter's
 teardown slow (~0.5 s), and the fork server holds the command's stdout and stderr open until it is done, so a

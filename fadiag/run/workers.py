@@ -1,4 +1,4 @@
-"""Worker processes of a sweep (``--jobs N``, fadiag.sweep) never outlive it."""
+"""Worker processes of a sweep (``--jobs N``, fadiag.run.sweep) never outlive it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``first_flagged``: per audit flag, the first step where it fires and the layer where it started
-(docs/science.md §8). Pure functions of the step records (fadiag.trajectory.report.point_from_audit): no
+(docs/science.md §8). Pure functions of the step records (fadiag.families.trajectory.report.point_from_audit): no
 quantity is recomputed, only each record's own numbers compared with the run's thresholds.
 
 The layer where a flag started: of the layers past the flag's per-layer criterion at the first flagged step,

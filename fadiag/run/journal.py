@@ -1,4 +1,4 @@
-"""The sweep journal (``--resume FILE.jsonl``, fadiag.sweep): one JSON line per finished report, keyed on what
+"""The sweep journal (``--resume FILE.jsonl``, fadiag.run.sweep): one JSON line per finished report, keyed on what
 decides it (the checkpoint's resolved path, its bytes and its sidecar spec's, the command's settings and
 fadiag's version). torch-free."""
 
@@ -8,8 +8,8 @@ import hashlib
 import json
 import os
 
-from . import __version__
-from .errors import InputError
+from .. import __version__
+from ..errors import InputError
 
 
 def file_sha256(path: str) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, SpecError
+from ..errors import CheckpointError, SpecError
 
 MAX_LEAVES = 100_000
 MAX_ARRAY_BYTES = 2 * 1024**3
@@ -47,7 +47,7 @@ def is_alberta_folder(path) -> bool:
 def folder_sha256(path, files: list | None = None) -> str:
     """sha256 over the folder's files in sorted relative-path order (each path, then its bytes). ``files``:
     the folder's listing by fadiag.checkpoint.folders.folder_files (which checks it), made here if not given."""
-    from .checkpoint.folders import folder_files
+    from .folders import folder_files
 
     h = hashlib.sha256()
     for rel, real, _ in (files if files is not None else folder_files(path)):
@@ -59,7 +59,7 @@ def folder_sha256(path, files: list | None = None) -> str:
 
 
 def _json(p: Path, src: str):
-    from .checkpoint.folders import load_json
+    from .folders import load_json
 
     return load_json(p, src, name=str(p.relative_to(p.parents[1])), want=object)
 
@@ -68,7 +68,7 @@ def read_tree(path, files: list | None = None) -> tuple[dict, dict]:
     """{dotted key path: numpy array} of every array leaf, and the user metadata dict ({} if none). The folder
     is checked first (fadiag.checkpoint.folders: no symlink out, sizes within the checkpoint limit), the
     metadata JSON by depth and type, and every array's declared size before any is read (:func:`_open_arrays`)."""
-    from .checkpoint.folders import folder_files
+    from .folders import folder_files
 
     root = Path(path)
     src = str(path)
@@ -267,9 +267,9 @@ def read_folder(path):
     (torch tensors; the spec only when the metadata carries a learner_config)."""
     import torch
 
-    from .checkpoint import RawCheckpoint
+    from . import RawCheckpoint
 
-    from .checkpoint.folders import folder_files
+    from .folders import folder_files
 
     src = str(path)
     files = folder_files(path, src=src)  # checked before anything in the folder is opened

@@ -1,12 +1,12 @@
-"""``fadiag trajectory``'s work: the run's checkpoints in step order (fadiag.trajectory.steps), each audited by the
-sweep machinery (fadiag.sweep.run_sweep with kind "audit": the same per-checkpoint body as ``fadiag audit``,
+"""``fadiag trajectory``'s work: the run's checkpoints in step order (fadiag.families.trajectory.steps), each audited by the
+sweep machinery (fadiag.run.sweep.run_sweep with kind "audit": the same per-checkpoint body as ``fadiag audit``,
 one model in memory at a time per process, ``--jobs`` and ``--resume`` as in sweeps), then one report.
 torch-free at import time.
 """
 
 from __future__ import annotations
 
-from ..errors import InputError
+from ...errors import InputError
 from .first import first_flagged
 from .report import TrajectoryReport, point_from_audit
 
@@ -26,7 +26,7 @@ def _same(audits: list, rows: list) -> None:
 
 def trajectory_flags(points: list, first: dict) -> tuple:
     """The report's flags: one per audit flag id, flagged when it fires at any step (value: that first step)."""
-    from ..reports.base import Flag
+    from ...reports.base import Flag
 
     out = []
     for fid, hit in first.items():
@@ -57,7 +57,7 @@ def build_report(rows: list, audits: list) -> TrajectoryReport:
 def run(paths, opts: dict, *, jobs: int = 1, resume: str | None = None, scheduler=None, progress=None,
         on_step=None) -> TrajectoryReport:
     """Audit every checkpoint of a run (``paths``: files, model folders, run folders) and build the report."""
-    from ..sweep import run_sweep
+    from ...run.sweep import run_sweep
     from .steps import run_steps
 
     rows = run_steps(paths, trust=bool(opts.get("trust")))

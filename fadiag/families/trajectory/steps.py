@@ -20,7 +20,7 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import InputError
+from ...errors import InputError
 
 SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".npz")
 #: the checkpoint entries that hold a step, in the order they are tried
@@ -113,7 +113,7 @@ def step_of(path: str, *, trust: bool = False) -> tuple:
     if _is_hf(p):
         step, src = _trainer_state(p)
     elif p.is_file():
-        from ..checkpoint import read_checkpoint
+        from ...checkpoint import read_checkpoint
 
         step, src = from_content(read_checkpoint(str(p), trust=trust).content)
     if step is None:

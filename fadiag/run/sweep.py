@@ -29,7 +29,7 @@ import os
 import sys
 from typing import Callable, Iterable
 
-from .errors import EXIT_INTERNAL, FadiagError, InputError
+from ..errors import EXIT_INTERNAL, FadiagError, InputError
 from .journal import Journal, checkpoint_key, file_sha256, read_journal, settings_key  # noqa: F401 (the journal)
 from .threads import cpu_count
 
@@ -76,7 +76,7 @@ def set_threads(n: int) -> int:
 
 def load_subject(path: str, o: dict, progress=None, **kw):
     """The subject; a spinner from the first second (checkpoint, spec, data, a trial forward pass)."""
-    from .subject import load
+    from ..subject import load
 
     with bar(progress, f"loading {os.path.basename(path)}"):
         subject = load(path, o.get("spec"), trust=bool(o.get("trust")), trust_code=bool(o.get("trust_code")),
@@ -88,7 +88,7 @@ def load_subject(path: str, o: dict, progress=None, **kw):
 
 def warn_half(subject, quiet: bool = False) -> None:
     """CHECKLIST fp16: half-precision weights are upcast; say so (the report records weight_dtypes)."""
-    from .text import err
+    from ..text import err
 
     if quiet:
         return
@@ -120,7 +120,7 @@ def one(kind: str, path: str, opts: dict, progress=None) -> tuple:
     Threads: opts["threads"] (--threads), else OMP_NUM_THREADS, else every core for a model whose batch pass
     is large (choose_threads(macs=...)) and 1 otherwise; recorded under ``runtime``."""
     set_threads(choose_threads(opts.get("threads")))  # the loader raises it for a large model (load_subject)
-    from .registry import body
+    from ..registry import body
 
     rep, extra = body(kind)(path, opts, progress)
     import torch
@@ -193,11 +193,11 @@ def _executor(jobs: int, threads: int):
 
 
 #: what a --jobs worker's fork server imports before it forks (a module that fails to import is skipped)
-WORKER_PRELOAD = ("torch", "numpy", "yaml", "fadiag.sweep", "fadiag.subject", "fadiag.spec", "fadiag.data",
-                  "fadiag.presets", "fadiag.families.audit.api", "fadiag.families.credit.api", "fadiag.families.edges.api", "fadiag.families.relevance.api",
+WORKER_PRELOAD = ("torch", "numpy", "yaml", "fadiag.run.sweep", "fadiag.subject", "fadiag.spec", "fadiag.data",
+                  "fadiag.models.presets", "fadiag.families.audit.api", "fadiag.families.credit.api", "fadiag.families.edges.api", "fadiag.families.relevance.api",
                   "fadiag.stream", "fadiag.models", "fadiag.models.resmlp", "fadiag.compat.biotorch",
                   "fadiag.reports", "fadiag.diagnostics.audit_quantities", "fadiag.diagnostics.protocol",
-                  "fadiag.checkpoint", "fadiag._forkserver")
+                  "fadiag.checkpoint", "fadiag.run._forkserver")
 
 
 def dask_client(address: str):
@@ -219,7 +219,7 @@ def run_sweep(kind: str, paths: Iterable[str], opts: dict, *, jobs: int = 1, sch
     input order as soon as reports 0..i are all in (for streaming output); each worker's stderr lines are
     written as its result arrives. ``scheduler``: a dask.distributed address or Client. The first failure
     in input order is raised as a SweepError (after the reports before it were delivered)."""
-    from .registry import body
+    from ..registry import body
 
     body(kind)  # ValueError for a kind that is not a checkpoint family
     paths = [str(p) for p in paths]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..reports.base import Report, register
+from ...reports.base import Report, register
 
 TRAJECTORY_SCHEMA = "fadiag.trajectory/1"
 #: the schema of one step's record (a callback's JSONL line; an entry of ``points``)

@@ -1,0 +1,2 @@
+"""Running the families over many checkpoints: the sweep and its journal, worker pools and their fork
+server, thread choice, spooled observations and atomic writes."""
