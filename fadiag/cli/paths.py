@@ -104,7 +104,7 @@ def _spec_files(spec: Path) -> list:
             return []
         import yaml
 
-        raw = yaml.load(spec.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
+        raw = yaml.load(spec.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # a SafeLoader subclass: safe_load, minus aliases
     except Exception:
         return []
     out, stack, n = [], [raw], 0
