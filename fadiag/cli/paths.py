@@ -104,7 +104,8 @@ def _spec_files(spec: Path) -> list:
             return []
         import yaml
 
-        raw = yaml.load(spec.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # a SafeLoader subclass: safe_load, minus aliases
+        # _NoAliasLoader is a SafeLoader subclass: safe_load, minus aliases
+        raw = yaml.load(spec.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
     except Exception:
         return []
     out, stack, n = [], [raw], 0
