@@ -375,7 +375,7 @@ def load_spec_file(path: str | Path, defaults: dict | None = None) -> Spec:
     except UnicodeDecodeError:
         raise SpecError("spec is not UTF-8 text", source=str(path)) from None
     try:
-        raw = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass: safe_load, minus aliases
+        raw = safe_yaml(text)
     except RecursionError:
         raise SpecError("YAML nested too deeply", source=str(path)) from None
     except yaml.YAMLError as e:
@@ -399,6 +399,13 @@ try:  # A safe loader that refuses aliases: alias "billion laughs" bombs cannot 
             return super().compose_node(parent, index)
 except ImportError:  # pragma: no cover - pyyaml is a hard dependency
     _NoAliasLoader = None  # type: ignore
+
+
+def safe_yaml(text: str):
+    """``yaml.safe_load`` that also refuses aliases (a billion-laughs spec): the one YAML reader for specs."""
+    import yaml
+
+    return yaml.load(text, Loader=_NoAliasLoader)  # _NoAliasLoader is a SafeLoader subclass
 
 
 def discover_spec(ckpt_path: str, content: Any = None, spec_path: str | None = None, *,

@@ -97,15 +97,12 @@ def _identity(p: Path):
 def _spec_files(spec: Path) -> list:
     """The files a spec names: every string in it that, taken relative to the spec's folder, is a file. A spec
     that cannot be read names none here (the run says why)."""
-    from ..spec import MAX_SPEC_BYTES, _NoAliasLoader
+    from ..spec import MAX_SPEC_BYTES, safe_yaml
 
     try:
         if not spec.is_file() or spec.stat().st_size > MAX_SPEC_BYTES:
             return []
-        import yaml
-
-        # _NoAliasLoader is a SafeLoader subclass: safe_load, minus aliases
-        raw = yaml.load(spec.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
+        raw = safe_yaml(spec.read_text(encoding="utf-8"))
     except Exception:
         return []
     out, stack, n = [], [raw], 0
